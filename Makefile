@@ -1,0 +1,35 @@
+# Two commands for a newcomer: `make book` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install book test lab samples clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[book,test]"
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (.venv)"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create or update .venv (idempotent)
+
+book: $(STAMP)  ## build the HTML book on data_samples/, zero warnings
+	$(BIN)/jupyter-book build . -W --keep-going
+	@echo "Book built: $(abspath _build/html/index.html)"
+
+test: $(STAMP)  ## every test: helpers and nbval over the chapters
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env chapters
+
+lab: $(STAMP)  ## JupyterLab from the venv
+	$(BIN)/jupyter lab
+
+samples: $(STAMP)  ## regenerate data_samples/ from the synthetic generator
+	$(BIN)/python -m helpers.synthetic data_samples/
+
+clean:
+	rm -rf _build

@@ -1,0 +1,86 @@
+"""Helpers for the Jupyter Book *Melanoma detection on ISIC dermoscopy data*.
+
+One module per concern (``synthetic``, ``features``, ``datasets``, ``io``,
+``preprocess``, ...); this file holds the few functions every chapter calls
+in its setup cell.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["REPO_ROOT", "data_dir", "device", "seed_everything", "display_path"]
+
+#: The repository root (the folder that holds ``helpers/`` and ``data_samples/``).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Return the data root: ``$ISIC_DATA_DIR`` if set, else the repo's ``data_samples/``.
+
+    The default points at the small synthetic samples that ship with the book;
+    set ``ISIC_DATA_DIR`` to the folder that holds your real downloads (laid out
+    as ``data_samples/`` is) to run every chapter on real data.
+
+    Introduced in chapter 1 (skin disease and melanoma).
+    """
+    env = os.environ.get("ISIC_DATA_DIR", "").strip()
+    root = Path(env).expanduser() if env else REPO_ROOT / "data_samples"
+    if not root.is_dir():
+        raise ValueError(f"data root {root} (from ISIC_DATA_DIR) is not a folder")
+    return root
+
+
+def device(verbose: bool = True):
+    """Pick the best available torch device: CUDA, then Apple MPS, then CPU.
+
+    Prints one line saying which device was chosen (and the GPU's name).
+
+    Introduced in chapter 1 (skin disease and melanoma).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        what = f"cuda ({torch.cuda.get_device_name(0)})"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        dev, what = torch.device("mps"), "mps (Apple GPU)"
+    else:
+        dev, what = torch.device("cpu"), "cpu (no GPU found)"
+    if verbose:
+        print(f"device: {what}")
+    return dev
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and (if installed) torch so that a chapter reruns identically.
+
+    Introduced in chapter 1 (skin disease and melanoma).
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a declared dependency
+        return
+    torch.manual_seed(seed)
+
+
+def display_path(path: os.PathLike | str) -> str:
+    """Show a path without machine-specific parts: relative to the repo or the data root.
+
+    Notebook outputs must not contain absolute paths or user names, so chapters
+    print paths through this function.
+
+    Introduced in chapter 1 (skin disease and melanoma).
+    """
+    p = Path(path).resolve()
+    for base, prefix in ((REPO_ROOT, ""), (data_dir().resolve().parent, "")):
+        try:
+            return prefix + p.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return p.name
