@@ -1,0 +1,1302 @@
+"""Read every official ISIC label and metadata file into one tidy table.
+
+Three layers, each usable on its own:
+
+1. :func:`read_labels` reads ONE official CSV (any challenge year, the Kaggle
+   SIIM-ISIC files, HAM10000, an ``isic image download`` ``metadata.csv``).
+   It recognises the file from its header through :data:`FORMATS`, a small
+   registry a student can read, validates every value and returns the
+   *official* frame: the original columns with proper dtypes.
+   :func:`to_tidy` (or ``read_labels(path, tidy=True)``) turns it into the
+   tidy schema below.
+2. ``load_<layout>(root)`` reads one official download folder (the layouts of
+   ``data_samples/``: ``siim-isic-2020``, ``isic-2019``, ``isic-2018-task3``,
+   ``isic-2017``, ``isic-2016``, ``isic-archive``, plus ``ham10000``), every
+   split present, and attaches image paths. :func:`load_dataset` recognises
+   the layout; :func:`load_all` loads every layout in a folder of layouts.
+3. :func:`combine` merges sources, keeps one row per image and flags the
+   SIIM-ISIC 2020 duplicates.
+
+The tidy schema (:data:`TIDY_COLUMNS`)
+--------------------------------------
+=====================  =========  ==============================================
+column                 dtype      meaning
+=====================  =========  ==============================================
+image_id               string     ISIC id; a 2019 ``_downsampled`` suffix removed
+source_id              string     the id exactly as the source file wrote it
+dataset                string     one of :data:`DATASETS`
+split                  string     ``train`` / ``val`` / ``test``
+patient_id             string     ``IP_...`` (2020, archive) or <NA>
+lesion_id              string     ``IL_``/``HAM_``/``BCN_``... or <NA>
+sex                    string     ``male`` / ``female`` / <NA>
+age_approx             float64    years (5-year bins), NaN when unknown
+anatom_site            string     one of :data:`SITES` or <NA>
+anatom_site_original   string     the site as the source wrote it
+diagnosis              string     harmonised lower-case diagnosis name or <NA>
+label                  string     ISIC 2019 code (:data:`LABELS`) or <NA>
+target                 Int8       1 melanoma, 0 not melanoma, <NA> unknown
+path                   string     image file, <NA> when not found
+=====================  =========  ==============================================
+
+Choices made here (and why)
+---------------------------
+* **Sites** use the SIIM-ISIC 2020 vocabulary :data:`SITES`; the 2019 /
+  archive ``anterior|posterior|lateral torso`` become ``torso`` and the
+  HAM10000 localisations are mapped by :data:`HAM10000_SITES` (scalp, ear,
+  face, neck -> head/neck; back, trunk, chest, abdomen -> torso; hand ->
+  upper extremity; foot -> lower extremity; acral -> palms/soles;
+  genital -> oral/genital). The finer original stays in
+  ``anatom_site_original``.
+* **Labels** are the ISIC 2019 codes. 2018/HAM10000 ``AKIEC`` -> ``AK``;
+  2017 melanoma / seborrheic keratosis / neither -> ``MEL`` / ``BKL`` /
+  ``NV``; 2016 is benign-vs-malignant only: its malignant lesions are the
+  melanomas of that melanoma-detection task (``MEL``, target 1) while a
+  benign lesion gets target 0 and **no** label, because its class is unknown.
+  Likewise a SIIM-ISIC 2020 ``diagnosis`` of ``unknown`` gives target 0 and
+  label <NA>; ``UNK`` is kept for a *known* diagnosis outside the eight
+  classes (e.g. cafe-au-lait macule).
+* **Missing markers** (blank, and ``unknown`` in the 2017 metadata and in
+  HAM10000) become <NA> already in the official frame.
+* The isic-2018-task3 layout gives its HAM10000 rows ``dataset == "isic2018"``
+  (they are the challenge's training split, with its validation and test
+  splits beside them); ``ham10000`` is for a HAM10000-only download read by
+  :func:`load_ham10000`.
+
+Introduced in chapter 2 (the ISIC datasets).
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+import re
+import typing
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from isic_metadata import FIELD_REGISTRY
+from isic_metadata.diagnosis_hierarchical import DiagnosisEnum
+from isic_metadata.fields import AnatomSiteGeneralEnum, LegacyDxEnum
+from isic_metadata.metadata import MetadataRow
+from isic_metadata.anatom_site_hierarchical import AnatomSiteEnum
+
+__all__ = [
+    "TIDY_COLUMNS",
+    "DATASETS",
+    "LABELS",
+    "SITES",
+    "FORMATS",
+    "LAYOUTS",
+    "DERMAMNIST_LABELS",
+    "PREFERENCE",
+    "SEXES",
+    "GENERAL_SITES",
+    "HAM10000_SITES",
+    "LEGACY_LABELS",
+    "HIERARCHY_LABELS",
+    "VOCABULARIES",
+    "LabelFormat",
+    "MissingImagesWarning",
+    "detect_format",
+    "read_labels",
+    "to_tidy",
+    "detect_layout",
+    "load_dataset",
+    "load_all",
+    "load_siim_isic_2020",
+    "load_isic_2019",
+    "load_isic_2018_task3",
+    "load_isic_2017",
+    "load_isic_2016",
+    "load_isic_archive",
+    "load_ham10000",
+    "combine",
+    "read_dermamnist",
+]
+
+# --------------------------------------------------------------------------
+# Vocabularies
+# --------------------------------------------------------------------------
+
+#: Columns of the tidy frame, in order (``combine`` appends ``duplicate``).
+TIDY_COLUMNS: tuple[str, ...] = (
+    "image_id", "source_id", "dataset", "split", "patient_id", "lesion_id",
+    "sex", "age_approx", "anatom_site", "anatom_site_original",
+    "diagnosis", "label", "target", "path",
+)
+
+#: Values of the tidy ``dataset`` column.
+DATASETS: tuple[str, ...] = (
+    "isic2016", "isic2017", "isic2018", "ham10000", "isic2019",
+    "siim-isic-2020", "isic-archive",
+)
+
+#: ISIC 2019 class codes, in the order of the 2019 ground-truth columns.
+LABELS: tuple[str, ...] = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
+
+#: Harmonised name of each class, used as ``diagnosis`` when a source only
+#: gives the class (2017-2019 ground truth, HAM10000 ``dx``).
+LABEL_DIAGNOSIS: dict[str, str] = {
+    "MEL": "melanoma", "NV": "nevus", "BCC": "basal cell carcinoma",
+    "AK": "actinic keratosis", "BKL": "benign keratosis", "DF": "dermatofibroma",
+    "VASC": "vascular lesion", "SCC": "squamous cell carcinoma", "UNK": "other",
+}
+
+#: Sex values (from isic-metadata's ``MetadataRow.sex``).
+SEXES: tuple[str, ...] = typing.get_args(
+    typing.get_args(MetadataRow.model_fields["sex"].annotation)[0]
+)
+
+#: The harmonised site vocabulary (the SIIM-ISIC 2020 challenge's sites).
+SITES: tuple[str, ...] = (
+    "head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital",
+)
+
+#: 2019 / archive ``anatom_site_general`` (isic-metadata) -> harmonised site.
+GENERAL_SITES: dict[str, str] = {
+    e.value: ("torso" if e.value.endswith("torso") else e.value) for e in AnatomSiteGeneralEnum
+}
+
+#: HAM10000 ``localization`` -> harmonised site (``unknown`` is missing).
+HAM10000_SITES: dict[str, str] = {
+    "scalp": "head/neck", "ear": "head/neck", "face": "head/neck", "neck": "head/neck",
+    "back": "torso", "trunk": "torso", "chest": "torso", "abdomen": "torso",
+    "upper extremity": "upper extremity", "hand": "upper extremity",
+    "lower extremity": "lower extremity", "foot": "lower extremity",
+    "acral": "palms/soles", "genital": "oral/genital",
+}
+
+#: Today's archive ``anatom_site_1`` (isic-metadata hierarchy) -> harmonised site.
+HIERARCHY_SITES: dict[str, str] = {
+    AnatomSiteEnum.head_and_neck.value: "head/neck",
+    AnatomSiteEnum.trunk.value: "torso",
+    AnatomSiteEnum.upper_extremity.value: "upper extremity",
+    AnatomSiteEnum.lower_extremity.value: "lower extremity",
+    AnatomSiteEnum.anogenital_region.value: "oral/genital",
+}
+
+SITE_MAP: dict[str, str] = {**{s: s for s in SITES}, **GENERAL_SITES, **HAM10000_SITES,
+                            **HIERARCHY_SITES}
+
+#: HAM10000 / ISIC 2018 ``dx`` codes -> ISIC 2019 label.
+HAM10000_DX: dict[str, str] = {
+    "akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC",
+}
+#: 2018's AKIEC also holds intraepithelial carcinoma (Bowen's disease).
+AKIEC_DIAGNOSIS = "actinic keratosis / intraepithelial carcinoma"
+
+_L = LegacyDxEnum
+#: Legacy archive / SIIM-ISIC 2020 ``diagnosis`` (isic-metadata ``LegacyDxEnum``)
+#: -> ISIC 2019 label; every other legacy diagnosis is ``UNK``.
+LEGACY_LABELS: dict[str, str] = {
+    **{e.value: "UNK" for e in LegacyDxEnum},
+    _L.melanoma.value: "MEL", _L.melanoma_metastasis.value: "MEL",
+    _L.nevus.value: "NV", _L.nevus_spilus.value: "NV",
+    _L.basal_cell_carcinoma.value: "BCC", _L.actinic_keratosis.value: "AK",
+    _L.seborrheic_keratosis.value: "BKL", _L.solar_lentigo.value: "BKL",
+    _L.lentigo_nos.value: "BKL", _L.lichenoid_keratosis.value: "BKL",
+    _L.pigmented_benign_keratosis.value: "BKL",
+    _L.dermatofibroma.value: "DF", _L.squamous_cell_carcinoma.value: "SCC",
+    _L.vascular_lesion.value: "VASC", _L.angioma.value: "VASC",
+    _L.angiokeratoma.value: "VASC", _L.pyogenic_granuloma.value: "VASC",
+}
+BENIGN_MALIGNANT: tuple[str, ...] = (
+    "benign", "malignant", "indeterminate", "indeterminate/benign", "indeterminate/malignant",
+)
+
+_D = DiagnosisEnum
+#: Nodes of today's diagnosis hierarchy (isic-metadata ``DiagnosisEnum``)
+#: -> ISIC 2019 label. A path takes the label of its longest listed prefix;
+#: a path with no listed prefix is ``UNK`` unless a listed node lies below it
+#: (then the class is not known: <NA>, e.g. just ``Benign``).
+HIERARCHY_LABELS: dict[str, str] = {
+    _D.malignant_malignant_melanocytic_proliferations_melanoma.value: "MEL",
+    _D.benign_benign_melanocytic_proliferations_nevus.value: "NV",
+    _D.malignant_malignant_adnexal_epithelial_proliferations_follicular_basal_cell_carcinoma.value: "BCC",
+    _D.indeterminate_indeterminate_epidermal_proliferations_solar_or_actinic_keratosis.value: "AK",
+    _D.benign_benign_epidermal_proliferations_seborrheic_keratosis.value: "BKL",
+    _D.benign_benign_epidermal_proliferations_solar_lentigo.value: "BKL",
+    _D.benign_benign_epidermal_proliferations_lichen_planus_like_keratosis.value: "BKL",
+    _D.benign_benign_epidermal_proliferations_pigmented_benign_keratosis.value: "BKL",
+    _D.benign_flat_melanotic_pigmentations_not_melanocytic_nevus_lentigo_nos.value: "BKL",
+    _D.benign_benign_soft_tissue_proliferations_fibro_histiocytic_dermatofibroma.value: "DF",
+    _D.benign_benign_soft_tissue_proliferations_vascular.value: "VASC",
+    _D.benign_hemorrhagic_lesions.value: "VASC",
+    _D.malignant_malignant_epidermal_proliferations.value: "SCC",
+}
+_MELANOMA_NODE = _D.malignant_malignant_melanocytic_proliferations_melanoma.value
+DIAGNOSIS_1: tuple[str, ...] = tuple(e.value for e in DiagnosisEnum if ":" not in e.value)
+
+#: MedMNIST DermaMNIST class index -> ISIC 2019 label (MedMNIST ``INFO``:
+#: 0 actinic keratoses and intraepithelial carcinoma, 1 basal cell carcinoma,
+#: 2 benign keratosis-like lesions, 3 dermatofibroma, 4 melanoma,
+#: 5 melanocytic nevi, 6 vascular lesions).
+DERMAMNIST_LABELS: tuple[str, ...] = ("AK", "BCC", "BKL", "DF", "MEL", "NV", "VASC")
+
+# --------------------------------------------------------------------------
+# The registry of official file formats
+# --------------------------------------------------------------------------
+
+#: Column kinds used in the registry: how a cell is checked and typed.
+#:   id      non-empty string, unique in the file        -> string
+#:   str     free text, blank is missing                 -> string
+#:   float   number, blank is missing                    -> Float64
+#:   int     whole number, blank is missing              -> Int64
+#:   bool    True/False, blank is missing                -> boolean
+#:   onehot  0 or 1 (``0``/``1`` or ``0.0``/``1.0``)      -> Int8
+#:   sex     male/female, blank is missing               -> string
+#:   vocab:NAME  value from VOCABULARIES[NAME]           -> string
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "sex": SEXES,
+    "site2020": SITES,
+    "site_general": tuple(GENERAL_SITES),
+    "localization": (*HAM10000_SITES,),
+    "dx": tuple(HAM10000_DX),
+    "legacy_dx": tuple(e.value for e in LegacyDxEnum),
+    "legacy_dx_2020": (*(e.value for e in LegacyDxEnum), "unknown"),
+    "benign_malignant": BENIGN_MALIGNANT,
+    "benign_malignant_2016": ("benign", "malignant"),
+    "diagnosis_1": DIAGNOSIS_1,
+    "site_1": tuple(HIERARCHY_SITES),
+}
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    """One official label / metadata file format (a row of :data:`FORMATS`).
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+
+    name: str                       #: registry key
+    dataset: str                    #: tidy ``dataset`` value
+    columns: tuple[str, ...]        #: official columns, official order
+    kinds: Mapping[str, str]        #: column -> kind (see VOCABULARIES above)
+    optional: tuple[str, ...] = ()  #: columns some copies omit
+    header: bool = True             #: False: no header line (ISIC 2016)
+    open_ended: bool = False        #: other columns allowed (archive downloads)
+    split: str | None = "train"     #: None: from the file name
+    na_values: tuple[str, ...] = ("",)   #: missing markers besides blank
+    onehot: str | None = None       #: "one" exactly one 1 per row, "at_most_one"
+    note: str = ""
+    detect: Callable[[list[str]], bool] | None = field(default=None, compare=False)
+
+    @property
+    def id_column(self) -> str:
+        return next((c for c in self.columns if self.kinds.get(c) == "id"), self.columns[0])
+
+
+def _onehot(cols: Iterable[str]) -> dict[str, str]:
+    return {c: "onehot" for c in cols}
+
+
+_ID = "id"
+_S2020 = {"patient_id": "str", "sex": "sex", "age_approx": "float",
+          "anatom_site_general_challenge": "vocab:site2020"}
+_T2020 = {"diagnosis": "vocab:legacy_dx_2020", "benign_malignant": "vocab:benign_malignant_2016",
+          "target": "onehot"}
+_C2020 = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge")
+_ARCHIVE_LEGACY = ("benign_malignant", "diagnosis")
+#: Archive fields typed from isic-metadata's FIELD_REGISTRY (boolean / float /
+#: keyword), then the vocabularies checked here.
+_ARCHIVE_KINDS = {
+    **{name: {"boolean": "bool", "float": "float"}.get(f.search.es_property["type"], "str")
+       for name, f in FIELD_REGISTRY.items() if f.search is not None},
+    "isic_id": _ID, "age_approx": "float", "sex": "sex", "anatom_site_general": "vocab:site_general",
+    "anatom_site_1": "vocab:site_1", "benign_malignant": "vocab:benign_malignant",
+    "diagnosis": "vocab:legacy_dx", "diagnosis_1": "vocab:diagnosis_1",
+    "melanocytic": "bool", "pixels_x": "int", "pixels_y": "int",
+}
+
+#: Every format read_labels knows. Header-less formats are told apart by
+#: ``detect`` on their first data row; headered ones by their column set
+#: (any column order).
+FORMATS: tuple[LabelFormat, ...] = (
+    LabelFormat("isic2016_train", "isic2016", ("image_id", "benign_malignant"),
+                {"image_id": _ID, "benign_malignant": "vocab:benign_malignant_2016"},
+                header=False, split="train",
+                note="ISBI2016_ISIC_Part3_Training_GroundTruth.csv: no header, benign/malignant",
+                detect=lambda row: len(row) == 2 and row[1].strip() in ("benign", "malignant")),
+    LabelFormat("isic2016_test", "isic2016", ("image_id", "melanoma"),
+                {"image_id": _ID, "melanoma": "onehot"}, header=False, split="test",
+                note="ISBI2016_ISIC_Part3_Test_GroundTruth.csv: no header, 0.0/1.0",
+                detect=lambda row: len(row) == 2 and row[1].strip() not in ("benign", "malignant")),
+    LabelFormat("isic2017_ground_truth", "isic2017", ("image_id", "melanoma", "seborrheic_keratosis"),
+                {"image_id": _ID, **_onehot(("melanoma", "seborrheic_keratosis"))},
+                split=None, onehot="at_most_one",
+                note="ISIC-2017_{Training,Validation,Test_v2}_Part3_GroundTruth.csv"),
+    LabelFormat("isic2017_metadata", "isic2017", ("image_id", "age_approximate", "sex"),
+                {"image_id": _ID, "age_approximate": "float", "sex": "sex"},
+                split=None, na_values=("", "unknown"),
+                note="ISIC-2017_*_Data_metadata.csv; 'unknown' is missing"),
+    LabelFormat("isic2018_task3_ground_truth", "isic2018",
+                ("image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"),
+                {"image": _ID, **_onehot(("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"))},
+                split=None, onehot="one",
+                note="ISIC2018_Task3_{Training,Validation,Test}_GroundTruth.csv"),
+    LabelFormat("isic2018_task3_lesion_groupings", "isic2018",
+                ("image", "lesion_id", "diagnosis_confirm_type"),
+                {"image": _ID, "lesion_id": "str", "diagnosis_confirm_type": "str"},
+                note="ISIC2018_Task3_Training_LesionGroupings.csv"),
+    LabelFormat("ham10000_metadata", "ham10000",
+                ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"),
+                {"lesion_id": "str", "image_id": _ID, "dx": "vocab:dx", "dx_type": "str",
+                 "age": "float", "sex": "sex", "localization": "vocab:localization",
+                 "dataset": "str"},
+                optional=("dataset",), na_values=("", "unknown"),
+                note="HAM10000_metadata.csv, with or without the trailing 'dataset' column"),
+    LabelFormat("isic2019_ground_truth", "isic2019", ("image", *LABELS),
+                {"image": _ID, **_onehot(LABELS)}, onehot="one",
+                note="ISIC_2019_Training_GroundTruth.csv (0/1 or 0.0/1.0)"),
+    LabelFormat("isic2019_metadata", "isic2019",
+                ("image", "age_approx", "anatom_site_general", "lesion_id", "sex"),
+                {"image": _ID, "age_approx": "float", "anatom_site_general": "vocab:site_general",
+                 "lesion_id": "str", "sex": "sex"},
+                note="ISIC_2019_Training_Metadata.csv"),
+    LabelFormat("isic2019_test_metadata", "isic2019",
+                ("image", "age_approx", "anatom_site_general", "sex"),
+                {"image": _ID, "age_approx": "float", "anatom_site_general": "vocab:site_general",
+                 "sex": "sex"}, split="test",
+                note="ISIC_2019_Test_Metadata.csv"),
+    LabelFormat("siim2020_train", "siim-isic-2020",
+                (*_C2020, "diagnosis", "benign_malignant", "target"),
+                {"image_name": _ID, **_S2020, **_T2020},
+                note="Kaggle train.csv (ages 45.0) = ISIC_2020_Training_GroundTruth.csv (ages 45)"),
+    LabelFormat("siim2020_ground_truth_v2", "siim-isic-2020",
+                ("image_name", "patient_id", "lesion_id", *_C2020[2:], "diagnosis",
+                 "benign_malignant", "target"),
+                {"image_name": _ID, "lesion_id": "str", **_S2020, **_T2020},
+                note="ISIC_2020_Training_GroundTruth_v2.csv (adds lesion_id)"),
+    LabelFormat("siim2020_test", "siim-isic-2020", _C2020, {"image_name": _ID, **_S2020},
+                split="test", note="Kaggle test.csv"),
+    LabelFormat("siim2020_submission", "siim-isic-2020", ("image_name", "target"),
+                {"image_name": _ID, "target": "float"}, split="test",
+                note="Kaggle sample_submission.csv: predictions, not labels"),
+    LabelFormat("siim2020_duplicates", "siim-isic-2020", ("image_name_1", "image_name_2"),
+                {"image_name_1": "str", "image_name_2": "str"},
+                note="ISIC_2020_Training_Duplicates.csv: pairs of the same lesion image"),
+    LabelFormat("isic_archive_legacy", "isic-archive", ("isic_id",), _ARCHIVE_KINDS,
+                open_ended=True,
+                note="isic image download metadata.csv, legacy benign_malignant/diagnosis",
+                detect=lambda cols: "diagnosis_1" not in cols
+                and any(c in cols for c in _ARCHIVE_LEGACY)),
+    LabelFormat("isic_archive", "isic-archive", ("isic_id",), _ARCHIVE_KINDS, open_ended=True,
+                note="isic image download metadata.csv, today's diagnosis_1..diagnosis_5",
+                detect=lambda cols: "diagnosis_1" in cols
+                or not any(c in cols for c in _ARCHIVE_LEGACY)),
+)
+_FORMATS_BY_NAME = {f.name: f for f in FORMATS}
+
+
+# --------------------------------------------------------------------------
+# Reading one file
+# --------------------------------------------------------------------------
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _split_row(line: str) -> list[str]:
+    return next(csv.reader([line]), [])
+
+
+def _formats_list() -> str:
+    return ", ".join(f.name for f in FORMATS)
+
+
+def _match_columns(columns: list[str]) -> LabelFormat | None:
+    """The headered format whose columns are exactly ``columns`` (any order)."""
+    cols = set(columns)
+    for fmt in FORMATS:
+        if not fmt.header:
+            continue
+        required = set(fmt.columns) - set(fmt.optional)
+        allowed = set(fmt.columns) | set(fmt.optional)
+        if not required <= cols or (not fmt.open_ended and not cols <= allowed):
+            continue
+        if fmt.detect is None or fmt.detect(columns):
+            return fmt
+    return None
+
+
+def _near_miss(columns: list[str]) -> tuple[LabelFormat, str] | None:
+    """A headered format the header almost matches: (format, first missing column)."""
+    cols = set(columns)
+    best = None
+    for fmt in FORMATS:
+        if not fmt.header or fmt.open_ended:
+            continue
+        required = [c for c in fmt.columns if c not in fmt.optional]
+        allowed = set(fmt.columns) | set(fmt.optional)
+        present = [c for c in required if c in cols]
+        if (cols <= allowed and fmt.id_column in cols and len(present) >= max(2, len(required) / 2)
+                and (best is None or len(present) > best[0])):
+            best = (len(present), fmt, next(c for c in required if c not in cols))
+    return None if best is None else (best[1], best[2])
+
+
+def detect_format(path: os.PathLike | str) -> LabelFormat:
+    """Recognise which official format a label / metadata CSV is, from its header.
+
+    Raises ``ValueError`` naming the file, the header it saw and the known
+    formats when nothing matches, or the missing column when the header is
+    one column short of a known format.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    path = Path(path)
+    text = _read_text(path)
+    return _detect(path, text)
+
+
+def _detect(path: Path, text: str) -> LabelFormat:
+    first = next((line for line in text.split("\n") if line.strip()), None)
+    if first is None:
+        raise ValueError(f"{path}: empty file; known formats: {_formats_list()}")
+    row = [c.strip() for c in _split_row(first)]
+    if row and re.fullmatch(r"ISIC_\d+\w*", row[0]):  # header-less: a data row comes first
+        for fmt in FORMATS:
+            if not fmt.header and fmt.detect is not None and fmt.detect(row):
+                return fmt
+    else:
+        if len(set(row)) != len(row):
+            dup = next(c for c in row if row.count(c) > 1)
+            raise ValueError(f"{path}: row 1, column {dup!r}: column name repeated")
+        fmt = _match_columns(row)
+        if fmt is not None:
+            return fmt
+        near = _near_miss(row)
+        if near is not None:
+            raise ValueError(f"{path}: row 1, column {near[1]!r}: required column missing "
+                             f"(header looks like format {near[0].name})")
+    raise ValueError(f"{path}: unrecognised label file; header {','.join(row)!r}; "
+                     f"known formats: {_formats_list()}")
+
+
+def _fail(path: Path, line: int, column: str, message: str) -> typing.NoReturn:
+    raise ValueError(f"{path}: row {line}, column {column!r}: {message}")
+
+
+def _parse_column(values: pd.Series, kind: str, fmt: LabelFormat, column: str,
+                  path: Path, lines: np.ndarray) -> pd.Series:
+    """Check and type one column of raw strings (missing already <NA>)."""
+    present = values.notna()
+
+    def bad(mask: pd.Series, message: str) -> None:
+        if mask.any():
+            i = int(np.flatnonzero(mask.to_numpy())[0])
+            _fail(path, int(lines[i]), column, f"{message} (got {values.iloc[i]!r})")
+
+    if kind == "id":
+        bad(~present, "missing image id")
+        dup = values.duplicated()
+        if dup.any():
+            i = int(np.flatnonzero(dup.to_numpy())[0])
+            first = int(lines[int(np.flatnonzero((values == values.iloc[i]).to_numpy())[0])])
+            _fail(path, int(lines[i]), column,
+                  f"duplicated image id {values.iloc[i]!r} (first on row {first})")
+        return values.astype("string")
+    if kind in ("float", "int", "onehot"):
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad(present & numbers.isna(), "not a number")
+        if kind == "float":
+            return numbers.astype("Float64")
+        if kind == "int":
+            bad(present & (numbers != numbers.round()), "not a whole number")
+            return numbers.astype("Int64")
+        bad(~present, "missing label")
+        bad(~numbers.isin([0, 1]), "label must be 0 or 1")
+        return numbers.astype("Int8")
+    if kind == "bool":
+        lowered = values.str.lower()
+        bad(present & ~lowered.isin(["true", "false"]), "not True/False")
+        return lowered.map({"true": True, "false": False}).astype("boolean")
+    if kind == "sex":
+        lowered = values.str.lower()
+        bad(present & ~lowered.isin(SEXES), f"unknown sex; expected one of {SEXES}")
+        return lowered.astype("string")
+    if kind.startswith("vocab:"):
+        vocab = VOCABULARIES[kind[6:]]
+        bad(present & ~values.isin(vocab),
+            f"unknown value; expected one of {', '.join(vocab)}")
+        return values.astype("string")
+    return values.astype("string")
+
+
+def _parse(strings: pd.DataFrame, fmt: LabelFormat, path: Path, lines: np.ndarray) -> pd.DataFrame:
+    """Validate a frame of raw strings and give each column its dtype."""
+    out = {}
+    for column in strings.columns:
+        values = strings[column].str.strip()
+        values = values.mask(values.isin(fmt.na_values))
+        kind = fmt.kinds.get(column, "str")
+        out[column] = _parse_column(values, kind, fmt, column, path, lines)
+    frame = pd.DataFrame(out, index=pd.RangeIndex(len(strings)))
+    onehot = [c for c in fmt.columns if fmt.kinds.get(c) == "onehot"]
+    if fmt.onehot and onehot:
+        total = frame[onehot].sum(axis=1)
+        wrong = (total != 1) if fmt.onehot == "one" else (total > 1)
+        if wrong.any():
+            i = int(np.flatnonzero(wrong.to_numpy())[0])
+            ones = [c for c in onehot if frame[c].iloc[i] == 1]
+            column = ones[1] if len(ones) > 1 else onehot[0]
+            expect = "exactly one" if fmt.onehot == "one" else "at most one"
+            _fail(path, int(lines[i]), column,
+                  f"labels are not one-hot: {expect} 1 expected, got {len(ones)}")
+    if fmt.name.startswith("siim2020_") and "benign_malignant" in frame and "target" in frame:
+        wrong = (frame["benign_malignant"] == "malignant").astype("Int8") != frame["target"]
+        if wrong.any():
+            i = int(np.flatnonzero(wrong.fillna(True).to_numpy())[0])
+            _fail(path, int(lines[i]), "target", "target disagrees with benign_malignant")
+    if fmt.open_ended:
+        _check_archive_diagnosis(frame, path, lines)
+    if not fmt.open_ended:  # official order, optional columns where they belong
+        frame = frame[[c for c in fmt.columns if c in frame.columns]]
+    return frame
+
+
+def _check_archive_diagnosis(frame: pd.DataFrame, path: Path, lines: np.ndarray) -> None:
+    levels = [f"diagnosis_{i}" for i in range(1, 6) if f"diagnosis_{i}" in frame]
+    for deeper, shallower in zip(levels[1:], levels[:-1]):
+        gap = frame[deeper].notna() & frame[shallower].isna()
+        if gap.any():
+            i = int(np.flatnonzero(gap.to_numpy())[0])
+            _fail(path, int(lines[i]), deeper, f"set while {shallower} is blank")
+
+
+def read_labels(path: os.PathLike | str, *, tidy: bool = False,
+                split: str | None = None) -> pd.DataFrame:
+    """Read any official ISIC label or metadata CSV into its official frame.
+
+    The format is recognised from the header (see :data:`FORMATS`); CRLF or
+    LF line endings, a missing final newline and a UTF-8 BOM are accepted.
+    Every value is checked: a missing required column, a repeated image id,
+    a label other than 0/1, labels that are not one-hot, a missing target, an
+    unknown sex / site / diagnosis value raise ``ValueError`` naming the
+    file, the row (1-based line number in the file) and the column.
+
+    The returned frame keeps the official columns (in official order) with
+    nullable dtypes; missing markers are <NA>. ``frame.attrs`` holds
+    ``format`` (the :class:`LabelFormat` name) and ``source`` (the path).
+    With ``tidy=True`` the result is ``to_tidy(frame, split=split)``.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    path = Path(path)
+    text = _read_text(path)
+    fmt = _detect(path, text)
+    try:
+        strings = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                              header=0 if fmt.header else None,
+                              names=None if fmt.header else list(fmt.columns))
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise ValueError(f"{path}: {str(exc).strip()}") from exc
+    strings.columns = [str(c).strip() for c in strings.columns]
+    nonblank = np.array([i + 1 for i, line in enumerate(text.split("\n")) if line != ""])
+    offset = 1 if fmt.header else 0
+    lines = nonblank[offset:]
+    if len(lines) != len(strings):  # quoted newlines: fall back to row arithmetic
+        lines = np.arange(len(strings)) + 1 + offset
+    frame = _parse(strings, fmt, path, lines)
+    frame.attrs.update(format=fmt.name, source=str(path))
+    return to_tidy(frame, split=split) if tidy else frame
+
+
+# --------------------------------------------------------------------------
+# Official frame -> tidy frame
+# --------------------------------------------------------------------------
+
+def _split_from_name(source: str | None) -> str:
+    words = set(re.split(r"[_\-. ]+", Path(source or "").name.lower()))
+    if words & {"validation", "val"}:
+        return "val"
+    if "test" in words:
+        return "test"
+    return "train"
+
+
+def _harmonise_site(original: pd.Series) -> pd.Series:
+    return original.map(SITE_MAP).astype("string")
+
+
+def _empty_tidy(n: int) -> dict[str, pd.Series]:
+    return {c: pd.Series(pd.NA, index=range(n), dtype="string") for c in TIDY_COLUMNS}
+
+
+def _finish(parts: dict[str, object], n: int) -> pd.DataFrame:
+    """Assemble tidy columns, fill the rest with <NA>, fix dtypes and order."""
+    cols = _empty_tidy(n)
+    for key, value in parts.items():
+        cols[key] = pd.Series(value, index=range(n)) if np.ndim(value) == 0 else \
+            pd.Series(np.asarray(value, dtype=object), index=range(n))
+    frame = pd.DataFrame(cols, index=pd.RangeIndex(n))
+    for column in TIDY_COLUMNS:
+        if column == "age_approx":
+            frame[column] = pd.to_numeric(frame[column].astype("Float64"),
+                                          errors="coerce").astype("float64")
+        elif column == "target":
+            frame[column] = frame[column].astype("Float64").astype("Int8")
+        else:
+            frame[column] = frame[column].astype("string")
+    frame["image_id"] = frame["source_id"].str.replace(r"_downsampled$", "", regex=True)
+    return frame[list(TIDY_COLUMNS)]
+
+
+def _labels_from_onehot(frame: pd.DataFrame, columns: dict[str, str]) -> pd.Series:
+    label = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column, code in columns.items():
+        label = label.mask(frame[column] == 1, code)
+    return label
+
+
+def _legacy_target(diagnosis: pd.Series, benign_malignant: pd.Series | None) -> pd.Series:
+    mel = diagnosis.isin([_L.melanoma.value, _L.melanoma_metastasis.value])
+    known = diagnosis.notna() & (diagnosis != "unknown")
+    target = pd.Series(pd.NA, index=diagnosis.index, dtype="Float64")
+    if benign_malignant is not None:
+        target = target.mask(benign_malignant.isin(["benign", "indeterminate/benign"]), 0)
+    target = target.mask(known, mel.astype(float))
+    return target.astype("Int8")
+
+
+def _hierarchy_columns(frame: pd.DataFrame) -> pd.Series:
+    levels = [frame[c] for c in (f"diagnosis_{i}" for i in range(1, 6)) if c in frame]
+    if not levels:
+        return pd.Series(pd.NA, index=frame.index, dtype="string")
+    path = levels[0].astype("string")
+    for level in levels[1:]:
+        path = path.mask(level.notna(), path + ":" + level.astype("string"))
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _hierarchy_label(path: str) -> object:
+    best = max((node for node in HIERARCHY_LABELS if path == node or path.startswith(node + ":")),
+               key=len, default=None)
+    if best is not None:
+        return HIERARCHY_LABELS[best]
+    if any(node.startswith(path + ":") for node in HIERARCHY_LABELS):
+        return pd.NA
+    return "UNK"
+
+
+@functools.lru_cache(maxsize=None)
+def _hierarchy_target(path: str) -> object:
+    if path == _MELANOMA_NODE or path.startswith(_MELANOMA_NODE + ":"):
+        return 1
+    if _MELANOMA_NODE.startswith(path + ":"):  # e.g. just "Malignant": unknown
+        return pd.NA
+    return 0
+
+
+def _tidy_archive(frame: pd.DataFrame, legacy: bool) -> dict[str, object]:
+    n = len(frame)
+    parts: dict[str, object] = {"source_id": frame["isic_id"]}
+    for column in ("patient_id", "lesion_id", "sex"):
+        if column in frame:
+            parts[column] = frame[column]
+    if "age_approx" in frame:
+        parts["age_approx"] = frame["age_approx"]
+    for site in ("anatom_site_general", "anatom_site_1"):
+        if site in frame:
+            original = frame[site] if "anatom_site_original" not in parts else \
+                parts["anatom_site_original"].fillna(frame[site])
+            parts["anatom_site_original"] = original
+    if "anatom_site_original" in parts:
+        parts["anatom_site"] = _harmonise_site(parts["anatom_site_original"])
+    if legacy:
+        diagnosis = frame["diagnosis"] if "diagnosis" in frame else \
+            pd.Series(pd.NA, index=frame.index, dtype="string")
+        bm = frame["benign_malignant"] if "benign_malignant" in frame else None
+        parts["diagnosis"] = diagnosis.str.lower()
+        parts["label"] = diagnosis.map(LEGACY_LABELS)
+        parts["target"] = _legacy_target(diagnosis, bm)
+    else:
+        path = _hierarchy_columns(frame)
+        deepest = path.str.rsplit(":", n=1).str[-1]
+        parts["diagnosis"] = deepest.str.lower()
+        parts["label"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_label(p))
+        parts["target"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_target(p))
+    return parts
+
+
+def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
+            dataset: str | None = None) -> pd.DataFrame:
+    """Turn an official frame from :func:`read_labels` into the tidy schema.
+
+    The format comes from ``frame.attrs["format"]`` (or, for a frame built
+    by hand, from its columns). ``split`` defaults to the format's split, or
+    for the 2017 / 2018 files to the one named in the file name
+    (``Validation`` -> ``val``, ``Test`` -> ``test``, else ``train``).
+    ``dataset`` overrides the format's dataset name. ``path`` is left <NA>:
+    the ``load_*`` functions attach image paths.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    name = frame.attrs.get("format")
+    fmt = _FORMATS_BY_NAME.get(name) if name else _match_columns(list(frame.columns))
+    if fmt is None:
+        raise ValueError(f"to_tidy: columns {list(frame.columns)} match no known format; "
+                         f"known formats: {_formats_list()}")
+    if fmt.name == "siim2020_duplicates":
+        raise ValueError(f"{frame.attrs.get('source', 'frame')}: the duplicates file holds image "
+                         "pairs, not images; pass it to combine(..., duplicates=...)")
+    source = frame.attrs.get("source")
+    split = split or fmt.split or _split_from_name(source)
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    parts: dict[str, object] = {"dataset": dataset or fmt.dataset, "split": split}
+    if fmt.name == "isic2016_train":
+        mel = frame["benign_malignant"] == "malignant"
+        parts.update(source_id=frame["image_id"], target=mel.astype("Int8"),
+                     label=pd.Series("MEL", index=frame.index).where(mel),
+                     diagnosis=pd.Series("melanoma", index=frame.index).where(mel))
+    elif fmt.name == "isic2016_test":
+        mel = frame["melanoma"] == 1
+        parts.update(source_id=frame["image_id"], target=frame["melanoma"],
+                     label=pd.Series("MEL", index=frame.index).where(mel),
+                     diagnosis=pd.Series("melanoma", index=frame.index).where(mel))
+    elif fmt.name == "isic2017_ground_truth":
+        label = _labels_from_onehot(frame, {"melanoma": "MEL", "seborrheic_keratosis": "BKL"})
+        label = label.fillna("NV")
+        diagnosis = label.map({"MEL": "melanoma", "BKL": "seborrheic keratosis", "NV": "nevus"})
+        parts.update(source_id=frame["image_id"], label=label, diagnosis=diagnosis,
+                     target=frame["melanoma"])
+    elif fmt.name == "isic2017_metadata":
+        parts.update(source_id=frame["image_id"], sex=frame["sex"],
+                     age_approx=frame["age_approximate"])
+    elif fmt.name in ("isic2018_task3_ground_truth", "isic2019_ground_truth"):
+        codes = {c: ("AK" if c == "AKIEC" else c) for c in fmt.columns[1:]}
+        label = _labels_from_onehot(frame, codes)
+        diagnosis = label.map(LABEL_DIAGNOSIS)
+        if "AKIEC" in frame:
+            diagnosis = diagnosis.mask(label == "AK", AKIEC_DIAGNOSIS)
+        parts.update(source_id=frame["image"], label=label, diagnosis=diagnosis,
+                     target=frame["MEL"])
+    elif fmt.name == "isic2018_task3_lesion_groupings":
+        parts.update(source_id=frame["image"], lesion_id=frame["lesion_id"])
+    elif fmt.name == "ham10000_metadata":
+        label = frame["dx"].map(HAM10000_DX)
+        diagnosis = label.map(LABEL_DIAGNOSIS).mask(label == "AK", AKIEC_DIAGNOSIS)
+        parts.update(source_id=frame["image_id"], lesion_id=frame["lesion_id"], sex=frame["sex"],
+                     age_approx=frame["age"], anatom_site_original=frame["localization"],
+                     anatom_site=_harmonise_site(frame["localization"]), label=label,
+                     diagnosis=diagnosis, target=(label == "MEL").astype("Int8"))
+    elif fmt.name in ("isic2019_metadata", "isic2019_test_metadata"):
+        parts.update(source_id=frame["image"], sex=frame["sex"], age_approx=frame["age_approx"],
+                     lesion_id=frame.get("lesion_id"),
+                     anatom_site_original=frame["anatom_site_general"],
+                     anatom_site=_harmonise_site(frame["anatom_site_general"]))
+    elif fmt.name in ("siim2020_train", "siim2020_ground_truth_v2", "siim2020_test"):
+        site = frame["anatom_site_general_challenge"]
+        parts.update(source_id=frame["image_name"], patient_id=frame["patient_id"],
+                     lesion_id=frame.get("lesion_id"), sex=frame["sex"],
+                     age_approx=frame["age_approx"], anatom_site_original=site,
+                     anatom_site=_harmonise_site(site))
+        if "target" in frame:
+            diagnosis = frame["diagnosis"].mask(frame["diagnosis"] == "unknown")
+            parts.update(diagnosis=diagnosis.str.lower(), label=diagnosis.map(LEGACY_LABELS),
+                         target=frame["target"])
+    elif fmt.name == "siim2020_submission":
+        parts.update(source_id=frame["image_name"])  # its target is a prediction: dropped
+    elif fmt.name in ("isic_archive", "isic_archive_legacy"):
+        parts.update(_tidy_archive(frame, legacy=fmt.name == "isic_archive_legacy"))
+    return _finish({k: v for k, v in parts.items() if v is not None}, n)
+
+
+# --------------------------------------------------------------------------
+# Download layouts
+# --------------------------------------------------------------------------
+
+class MissingImagesWarning(UserWarning):
+    """Some rows of a label file have no image file in the layout."""
+
+
+def _index_images(folder: Path, suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png")) -> dict[str, Path]:
+    """Map image id (file stem) -> path for every image below ``folder``."""
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() in suffixes and stem not in found:
+                found[stem] = Path(dirpath) / name
+    return found
+
+
+def _find(root: Path, name: str) -> Path | None:
+    """``root/name`` or ``root/*/name`` (archives often unpack into a folder)."""
+    direct = root / name
+    if direct.is_file():
+        return direct
+    return next(iter(sorted(root.glob(f"*/{name}"))), None)
+
+
+def _shown(path: Path) -> str:
+    """A path for messages a notebook may show: relative to the repo or data root."""
+    from helpers import display_path
+
+    try:
+        return display_path(path)
+    except ValueError:  # ISIC_DATA_DIR set to a missing folder
+        return Path(path).name
+
+
+def _attach_paths(frame: pd.DataFrame, index: Mapping[str, Path], *, root: Path, layout: str,
+                  strict: bool) -> pd.DataFrame:
+    frame = frame.copy()
+    paths = frame["source_id"].map(lambda i: index.get(i))
+    frame["path"] = paths.map(lambda p: None if p is None else p.as_posix()).astype("string")
+    missing = frame.loc[frame["path"].isna(), "source_id"]
+    if len(missing):
+        examples = ", ".join(missing.head(3))
+        message = (f"{_shown(root)}: {len(missing):,} of {len(frame):,} images of layout {layout} "
+                   f"not found (e.g. {examples}); their path is <NA>")
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, MissingImagesWarning, stacklevel=3)
+    return frame
+
+
+def _merge_metadata(labels: pd.DataFrame, metadata: pd.DataFrame,
+                    columns: Iterable[str]) -> pd.DataFrame:
+    """Fill ``columns`` of tidy ``labels`` from tidy ``metadata`` (by source_id)."""
+    meta = metadata.set_index("source_id")
+    out = labels.copy()
+    for column in columns:
+        values = out["source_id"].map(meta[column])
+        out[column] = out[column].fillna(values).astype(labels[column].dtype) \
+            if column != "age_approx" else out[column].fillna(values.astype("float64"))
+    return out
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _finish({}, 0)
+    return pd.concat(frames, ignore_index=True)[list(TIDY_COLUMNS)]
+
+
+def _no_labels(root: Path, layout: str) -> typing.NoReturn:
+    raise ValueError(f"{root}: no label file of layout {layout} found")
+
+
+def load_siim_isic_2020(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load a SIIM-ISIC 2020 folder (Kaggle download and/or ISIC archive copies).
+
+    Training rows come from ``train.csv``, else ``ISIC_2020_Training_GroundTruth_v2.csv``,
+    else the v1 ``ISIC_2020_Training_GroundTruth.csv``; ``lesion_id`` comes
+    from the v2 file when present. Test rows from ``test.csv`` (else
+    ``sample_submission.csv``). Paths point at ``jpeg/<split>/<id>.jpg``, else
+    the DICOM ``<split>/<id>.dcm``. The pairs of
+    ``ISIC_2020_Training_Duplicates.csv`` are kept in
+    ``frame.attrs["duplicate_pairs"]`` for :func:`combine`.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    v2 = _find(root, "ISIC_2020_Training_GroundTruth_v2.csv")
+    train_file = next((p for p in (_find(root, "train.csv"), v2,
+                                   _find(root, "ISIC_2020_Training_GroundTruth.csv")) if p), None)
+    frames = []
+    if train_file is not None:
+        train = read_labels(train_file, tidy=True, split="train")
+        if v2 is not None and train_file != v2:
+            train = _merge_metadata(train, read_labels(v2, tidy=True), ["lesion_id"])
+        frames.append(train)
+    test_file = _find(root, "test.csv") or _find(root, "sample_submission.csv")
+    if test_file is not None:
+        frames.append(read_labels(test_file, tidy=True, split="test"))
+    if not frames:
+        _no_labels(root, "siim-isic-2020")
+    frame = _concat(frames)
+    index: dict[str, Path] = {}
+    for split in ("train", "test"):
+        jpegs = _index_images(root / "jpeg" / split)
+        dicoms = _index_images(root / split, (".dcm",))
+        index.update({**dicoms, **jpegs})
+    frame = _attach_paths(frame, index, root=root, layout="siim-isic-2020", strict=strict)
+    duplicates = _find(root, "ISIC_2020_Training_Duplicates.csv")
+    if duplicates is not None:
+        pairs = read_labels(duplicates)
+        frame.attrs["duplicate_pairs"] = list(zip(pairs["image_name_1"], pairs["image_name_2"]))
+    return frame
+
+
+def load_isic_2019(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load an ISIC 2019 folder: training ground truth + metadata, test metadata.
+
+    ``image_id`` drops the ``_downsampled`` suffix of some training ids;
+    ``source_id`` and the image path keep it.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    frames = []
+    gt = _find(root, "ISIC_2019_Training_GroundTruth.csv")
+    meta = _find(root, "ISIC_2019_Training_Metadata.csv")
+    if gt is not None:
+        train = read_labels(gt, tidy=True, split="train")
+        if meta is not None:
+            train = _merge_metadata(train, read_labels(meta, tidy=True), (
+                "lesion_id", "sex", "age_approx", "anatom_site", "anatom_site_original"))
+        frames.append(train)
+    test_gt = _find(root, "ISIC_2019_Test_GroundTruth.csv")
+    test_meta = _find(root, "ISIC_2019_Test_Metadata.csv")
+    if test_gt is not None:
+        test = read_labels(test_gt, tidy=True, split="test")
+        if test_meta is not None:
+            test = _merge_metadata(test, read_labels(test_meta, tidy=True, split="test"), (
+                "sex", "age_approx", "anatom_site", "anatom_site_original"))
+        frames.append(test)
+    elif test_meta is not None:
+        frames.append(read_labels(test_meta, tidy=True, split="test"))
+    if not frames:
+        _no_labels(root, "isic-2019")
+    index = {**_index_images(root / "ISIC_2019_Test_Input"),
+             **_index_images(root / "ISIC_2019_Training_Input")}
+    return _attach_paths(_concat(frames), index, root=root, layout="isic-2019", strict=strict)
+
+
+_SPLITS_2018 = {"train": "Training", "val": "Validation", "test": "Test"}
+
+
+def load_isic_2018_task3(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load an ISIC 2018 Task 3 folder: the three ground truths plus HAM10000 metadata.
+
+    Training rows get ``lesion_id``, ``sex``, ``age_approx`` and the site from
+    ``HAM10000_metadata.csv`` (or ``lesion_id`` from the lesion groupings
+    file) and keep ``dataset == "isic2018"``.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    frames, index = [], {}
+    for split, word in _SPLITS_2018.items():
+        gt = _find(root, f"ISIC2018_Task3_{word}_GroundTruth.csv")
+        if gt is not None:
+            frames.append(read_labels(gt, tidy=True, split=split))
+        index.update(_index_images(root / f"ISIC2018_Task3_{word}_Input"))
+    if not frames:
+        _no_labels(root, "isic-2018-task3")
+    frame = _concat(frames)
+    ham = _find(root, "HAM10000_metadata.csv")
+    if ham is not None:
+        frame = _merge_metadata(frame, read_labels(ham, tidy=True), (
+            "lesion_id", "sex", "age_approx", "anatom_site", "anatom_site_original"))
+    groupings = _find(root, "ISIC2018_Task3_Training_LesionGroupings.csv")
+    if groupings is not None:
+        frame = _merge_metadata(frame, read_labels(groupings, tidy=True), ("lesion_id",))
+    return _attach_paths(frame, index, root=root, layout="isic-2018-task3", strict=strict)
+
+
+_SPLITS_2017 = {"train": "Training", "val": "Validation", "test": "Test_v2"}
+
+
+def load_isic_2017(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load an ISIC 2017 folder: Part 3 ground truth and metadata of each split.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    frames, index = [], {}
+    for split, word in _SPLITS_2017.items():
+        gt = _find(root, f"ISIC-2017_{word}_Part3_GroundTruth.csv")
+        data = root / f"ISIC-2017_{word}_Data"
+        if gt is None:
+            continue
+        part = read_labels(gt, tidy=True, split=split)
+        meta = _find(data, f"ISIC-2017_{word}_Data_metadata.csv") if data.is_dir() else None
+        meta = meta or _find(root, f"ISIC-2017_{word}_Data_metadata.csv")
+        if meta is not None:
+            part = _merge_metadata(part, read_labels(meta, tidy=True, split=split),
+                                   ("sex", "age_approx"))
+        frames.append(part)
+        index.update(_index_images(data, (".jpg", ".jpeg")))
+    if not frames:
+        _no_labels(root, "isic-2017")
+    return _attach_paths(_concat(frames), index, root=root, layout="isic-2017", strict=strict)
+
+
+def load_isic_2016(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load an ISIC 2016 (ISBI 2016 Part 3) folder: training and test ground truth.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    frames, index = [], {}
+    for split, word in (("train", "Training"), ("test", "Test")):
+        gt = _find(root, f"ISBI2016_ISIC_Part3_{word}_GroundTruth.csv")
+        if gt is not None:
+            frames.append(read_labels(gt, tidy=True, split=split))
+        index.update(_index_images(root / f"ISBI2016_ISIC_Part3_{word}_Data"))
+    if not frames:
+        _no_labels(root, "isic-2016")
+    return _attach_paths(_concat(frames), index, root=root, layout="isic-2016", strict=strict)
+
+
+def load_isic_archive(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load an ``isic image download`` folder (``metadata.csv`` beside ``ISIC_*.jpg``).
+
+    Both the legacy (``benign_malignant``, ``diagnosis``) and today's
+    (``diagnosis_1`` ... ``diagnosis_5``) metadata are read. An archive
+    download has no official split: every row is ``train``.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    meta = root / "metadata.csv"
+    if not meta.is_file():
+        _no_labels(root, "isic-archive")
+    frame = read_labels(meta, tidy=True, split="train")
+    return _attach_paths(frame, _index_images(root), root=root, layout="isic-archive",
+                         strict=strict)
+
+
+def load_ham10000(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load a HAM10000-only download: ``HAM10000_metadata.csv`` + ``HAM10000_images_part_1/2``.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    meta = _find(root, "HAM10000_metadata.csv")
+    if meta is None:
+        _no_labels(root, "ham10000")
+    frame = read_labels(meta, tidy=True, split="train")
+    index = {**_index_images(root / "HAM10000_images_part_2"),
+             **_index_images(root / "HAM10000_images_part_1")}
+    return _attach_paths(frame, index, root=root, layout="ham10000", strict=strict)
+
+
+def _has(root: Path, pattern: str) -> bool:
+    return any(root.glob(pattern))
+
+
+def _is_archive(root: Path) -> bool:
+    meta = root / "metadata.csv"
+    if not meta.is_file():
+        return False
+    with meta.open(encoding="utf-8-sig", errors="replace") as handle:
+        return handle.readline().startswith("isic_id")
+
+
+def _is_siim(root: Path) -> bool:
+    if _has(root, "ISIC_2020_*") or (root / "tfrecords").is_dir() or (root / "jpeg").is_dir():
+        return True
+    for name in ("train.csv", "test.csv"):
+        if (root / name).is_file():
+            with (root / name).open(encoding="utf-8-sig", errors="replace") as handle:
+                if handle.readline().startswith("image_name,"):
+                    return True
+    return False
+
+
+#: Layout name -> (recogniser of a folder, loader), in recognition order.
+LAYOUTS: dict[str, tuple[Callable[[Path], bool], Callable[..., pd.DataFrame]]] = {
+    "siim-isic-2020": (_is_siim, load_siim_isic_2020),
+    "isic-2019": (lambda r: _has(r, "ISIC_2019_*"), load_isic_2019),
+    "isic-2018-task3": (lambda r: _has(r, "ISIC2018_Task3_*"), load_isic_2018_task3),
+    "ham10000": (lambda r: not _has(r, "ISIC2018_Task3_*") and _has(r, "HAM10000_metadata.csv"),
+                 load_ham10000),
+    "isic-2017": (lambda r: _has(r, "ISIC-2017_*"), load_isic_2017),
+    "isic-2016": (lambda r: _has(r, "ISBI2016_ISIC_Part3_*"), load_isic_2016),
+    "isic-archive": (_is_archive, load_isic_archive),
+}
+
+
+def detect_layout(root: os.PathLike | str) -> str:
+    """Name the official download layout of a folder (a key of :data:`LAYOUTS`).
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder")
+    found = [name for name, (recognise, _load) in LAYOUTS.items() if recognise(root)]
+    if not found:
+        raise ValueError(f"{root}: not a known download layout; known layouts: "
+                         f"{', '.join(LAYOUTS)} (a folder of layouts: use load_all)")
+    if len(found) > 1:
+        raise ValueError(f"{root}: holds files of several layouts ({', '.join(found)}); "
+                         "give each its own folder (a folder of layouts: use load_all)")
+    return found[0]
+
+
+def load_dataset(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Recognise the layout of one download folder and load it as a tidy frame.
+
+    Missing images are reported in one :class:`MissingImagesWarning` (count
+    and examples; their ``path`` is <NA>), or raise ``ValueError`` with
+    ``strict=True``.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    return LAYOUTS[detect_layout(root)][1](root, strict=strict)
+
+
+def load_all(root: os.PathLike | str, strict: bool = False) -> dict[str, pd.DataFrame]:
+    """Load every layout folder directly inside ``root`` (e.g. ``data_samples/``).
+
+    Returns ``{folder name: tidy frame}`` in folder-name order; folders that
+    are no known layout are skipped. ``combine(load_all(root).values())``
+    gives one table.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    root = Path(root)
+    out = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        try:
+            layout = detect_layout(sub)
+        except ValueError:
+            continue
+        out[sub.name] = LAYOUTS[layout][1](sub, strict=strict)
+    if not out:
+        raise ValueError(f"{root}: no folder of a known layout ({', '.join(LAYOUTS)})")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Combining sources
+# --------------------------------------------------------------------------
+
+#: combine() keeps, for an image found in several sources, the row of the
+#: first dataset here: the archive's full diagnosis hierarchy, then the nine
+#: ISIC 2019 classes, the seven of 2018 / HAM10000, the SIIM-ISIC 2020
+#: legacy diagnoses, the three of 2017 and the two of 2016.
+PREFERENCE: tuple[str, ...] = (
+    "isic-archive", "isic2019", "isic2018", "ham10000", "siim-isic-2020", "isic2017", "isic2016",
+)
+_FILLED = ("patient_id", "lesion_id", "sex", "age_approx", "anatom_site", "anatom_site_original")
+
+
+def _duplicate_flags(frame: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> pd.Series:
+    """True for every SIIM-ISIC 2020 image that repeats an earlier image of its group."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+
+    siim = frame[frame["dataset"] == "siim-isic-2020"]
+    with_lesion = siim[siim["lesion_id"].notna()]
+    for _lesion, ids in with_lesion.groupby("lesion_id", sort=False)["image_id"]:
+        ids = list(ids)
+        for other in ids[1:]:
+            union(ids[0], other)
+    for a, b in pairs:
+        union(re.sub(r"_downsampled$", "", a), re.sub(r"_downsampled$", "", b))
+    roots = frame["image_id"].map(lambda i: find(i) if i in parent else i)
+    is_siim = frame["dataset"] == "siim-isic-2020"
+    return (roots.duplicated() & is_siim & roots.isin(set(parent.values()) | set(parent))).astype(
+        "boolean")
+
+
+def combine(frames: Iterable[pd.DataFrame],
+            duplicates: os.PathLike | str | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Merge tidy frames into one row per image and flag SIIM-ISIC 2020 duplicates.
+
+    Images found in several sources (ISIC 2019 contains HAM10000 and the
+    2017 training set; ``_downsampled`` ids compare equal after stripping)
+    keep the row of the most specific source in :data:`PREFERENCE` (ties:
+    the first frame given); missing ``patient_id``, ``lesion_id``, ``sex``,
+    ``age_approx`` and site are filled in from the dropped rows.
+
+    The added boolean column ``duplicate`` is True for a SIIM-ISIC 2020
+    image that shows the same lesion as an earlier row: images sharing a v2
+    ``lesion_id``, or pairs from the duplicates file (``duplicates``, or
+    ``frame.attrs["duplicate_pairs"]`` set by :func:`load_siim_isic_2020`).
+    The first image of each group stays ``False``; drop the others with
+    ``frame[~frame.duplicate]``.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    frames = list(frames)
+    pairs: list[tuple[str, str]] = []
+    for frame in frames:
+        missing = [c for c in TIDY_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"combine: a frame lacks tidy columns {missing}")
+        pairs.extend(frame.attrs.get("duplicate_pairs", []))
+    if duplicates is not None:
+        table = duplicates if isinstance(duplicates, pd.DataFrame) else read_labels(duplicates)
+        pairs.extend(zip(table["image_name_1"], table["image_name_2"]))
+    if not frames:
+        out = _finish({}, 0)
+        out["duplicate"] = pd.Series(dtype="boolean")
+        return out
+    data = pd.concat([f[list(TIDY_COLUMNS)] for f in frames], ignore_index=True)
+    rank = data["dataset"].map({d: i for i, d in enumerate(PREFERENCE)}).fillna(len(PREFERENCE))
+    order = np.lexsort((np.arange(len(data)), rank.to_numpy()))
+    ranked = data.iloc[order]
+    filled = ranked.groupby("image_id", sort=False)[list(_FILLED)].first()
+    keep = ranked.drop_duplicates("image_id", keep="first").sort_index()
+    for column in _FILLED:
+        keep[column] = keep[column].fillna(keep["image_id"].map(filled[column])).astype(
+            data[column].dtype)
+    keep = keep.reset_index(drop=True)
+    keep["duplicate"] = _duplicate_flags(keep, pairs)
+    return keep
+
+
+# --------------------------------------------------------------------------
+# DermaMNIST
+# --------------------------------------------------------------------------
+
+def read_dermamnist(path: os.PathLike | str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read a MedMNIST ``dermamnist*.npz``: ``{split: (images, labels)}``.
+
+    Splits are ``train``, ``val``, ``test``; images are uint8
+    ``(N, H, W, 3)``; labels a 1-D int64 array of class indices 0-6 in
+    MedMNIST order (:data:`DERMAMNIST_LABELS` gives each its ISIC 2019 code,
+    e.g. 4 -> ``MEL``).
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    out = {}
+    with archive:
+        keys = set(archive.files)
+        for split in ("train", "val", "test"):
+            need = {f"{split}_images", f"{split}_labels"}
+            if not need <= keys:
+                raise ValueError(f"{path}: missing arrays {sorted(need - keys)}; "
+                                 f"found {sorted(keys)}")
+            images = archive[f"{split}_images"]
+            labels = archive[f"{split}_labels"].reshape(-1).astype(np.int64)
+            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+                raise ValueError(f"{path}: {split}_images has shape {images.shape} and dtype "
+                                 f"{images.dtype}; expected uint8 (N, H, W, 3)")
+            if len(labels) != len(images):
+                raise ValueError(f"{path}: {split}_labels has {len(labels)} entries for "
+                                 f"{len(images)} images")
+            bad = np.flatnonzero((labels < 0) | (labels >= len(DERMAMNIST_LABELS)))
+            if bad.size:
+                raise ValueError(f"{path}: row {bad[0] + 1}, column {split}_labels: class "
+                                 f"{labels[bad[0]]} outside 0-{len(DERMAMNIST_LABELS) - 1}")
+            out[split] = (images, labels)
+    return out

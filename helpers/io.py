@@ -1,0 +1,617 @@
+"""Reading and writing the image containers of the ISIC downloads: JPEG/PNG, DICOM, TFRecord.
+
+* :func:`read_image` turns any JPEG/PNG (greyscale, palette, alpha, CMYK,
+  16-bit, EXIF-rotated) into an RGB ``uint8`` array, and refuses corrupt,
+  truncated or decompression-bomb-sized files with a ``ValueError``.
+* :func:`write_dicom` / :func:`read_dicom` / :func:`dicom_summary` handle the
+  SIIM-ISIC 2020 DICOM files: JPEG Baseline pixel data
+  (transfer syntax 1.2.840.10008.1.2.4.50), ``YBR_FULL_422`` photometric
+  interpretation, patient and lesion metadata in standard tags.
+* :func:`write_tfrecords` / :func:`read_tfrecords` / :func:`tfrecord_frame`
+  handle the resized TFRecord shards used by most 2020 Kaggle solutions, with
+  the ``tfrecord`` package (no TensorFlow needed).
+
+Where the image name lives in a DICOM file: ``write_dicom`` stores it in the
+standard tag *Image Comments* (0020,4000); ``read_dicom`` reads it from there,
+falls back to *Patient's Name* when that holds an ``ISIC_`` id, and finally to
+the file name's stem (the Kaggle files are named ``<image_name>.dcm``).
+"""
+from __future__ import annotations
+
+import functools
+import io as _io
+import math
+import os
+import struct
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+__all__ = [
+    "TFREC_SEX",
+    "TFREC_SITES",
+    "TFREC_DIAGNOSES",
+    "read_image",
+    "write_dicom",
+    "read_dicom",
+    "dicom_summary",
+    "write_tfrecords",
+    "read_tfrecords",
+    "tfrecord_frame",
+]
+
+#: Integer codes of the 2020 TFRecords (index in the sequence = code; -1 = unknown).
+#: Fallback copies: the canonical constants live in ``helpers.synthetic`` and are
+#: used from there when that module defines them (see :func:`_tfrec_codes`).
+TFREC_SEX: tuple[str, ...] = ("female", "male")
+TFREC_SITES: tuple[str, ...] = (
+    "head/neck",
+    "upper extremity",
+    "lower extremity",
+    "torso",
+    "palms/soles",
+    "oral/genital",
+)
+TFREC_DIAGNOSES: tuple[str, ...] = (
+    "atypical melanocytic proliferation",
+    "cafe-au-lait macule",
+    "lentigo NOS",
+    "lichenoid keratosis",
+    "melanoma",
+    "nevus",
+    "seborrheic keratosis",
+    "solar lentigo",
+    "unknown",
+)
+
+#: Keys of one 2020 TFRecord and their ``tfrecord`` type names.
+TFREC_KEYS: dict[str, str] = {
+    "image": "byte",
+    "image_name": "byte",
+    "patient_id": "int",
+    "sex": "int",
+    "age_approx": "int",
+    "anatom_site_general_challenge": "int",
+    "diagnosis": "int",
+    "target": "int",
+}
+
+JPEG_BASELINE_UID = "1.2.840.10008.1.2.4.50"
+_SEX_TO_DICOM = {"male": "M", "female": "F", "m": "M", "f": "F"}
+_SEX_FROM_DICOM = {"M": "male", "F": "female"}
+
+
+# --------------------------------------------------------------------------- images
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str) and value.strip() == "":
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _pil_rgb(img: Image.Image) -> Image.Image:
+    """Convert an opened, loaded PIL image of any common mode to an RGB PIL image."""
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit greyscale: map the full 0..65535 range to 0..255 (no contrast stretch).
+        arr = np.asarray(img).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        return Image.fromarray(np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels are composited on white (what a viewer shows on a page).
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, 1, P, CMYK (no ICC colour management), YCbCr, LAB, HSV
+    return img
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Convert an opened, loaded PIL image of any common mode to an RGB uint8 array."""
+    return np.ascontiguousarray(np.asarray(_pil_rgb(img), dtype=np.uint8))
+
+
+def _load_rgb(path: Path, draft: int | None = None) -> Image.Image:
+    """Open, check and decode an image file as an RGB PIL image (the core of :func:`read_image`)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    if size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes)")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # We own the file object, so closing it leaves the loaded image usable (no copy).
+            with open(path, "rb") as fh:
+                img = Image.open(fh)
+                if draft is not None and img.format == "JPEG":
+                    img.draft("RGB", (int(draft), int(draft)))
+                img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return _pil_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{path}: image too large, possible decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file Pillow can identify") from None
+    except (OSError, SyntaxError, EOFError, struct.error) as exc:
+        raise ValueError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
+    """Read a JPEG, PNG (or ``.dcm``) file as an RGB ``uint8`` array of shape (H, W, 3).
+
+    Handles every mode Pillow opens: greyscale (``L``, ``1``) is repeated to 3
+    channels; alpha (``RGBA``, ``LA``, palette with transparency) is composited
+    on white; ``CMYK`` and ``YCbCr`` are converted; 16-bit greyscale (``I;16``)
+    is scaled 0..65535 → 0..255 (divided by 257, no contrast stretch). The EXIF
+    orientation tag is applied (``PIL.ImageOps.exif_transpose``), so a phone
+    photo stored sideways comes back upright.
+
+    ``draft``: for JPEGs, let libjpeg decode at a reduced scale (1/2, 1/4 or 1/8,
+    DCT scaling) while both sides stay at least ``draft`` pixels; much faster
+    for large files that will be downsized anyway.
+
+    Raises ``ValueError`` naming the file for empty, truncated, corrupt or
+    unidentifiable files and for decompression bombs (more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS``).
+
+    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return read_dicom(path)[0]
+    return np.ascontiguousarray(np.asarray(_load_rgb(path, draft), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- DICOM
+def _dicom_age(value: Any) -> str:
+    if _is_missing(value):
+        return ""
+    if isinstance(value, str) and value.strip()[-1:].upper() in ("Y", "M", "W", "D"):
+        return value.strip().upper()
+    years = int(round(float(value)))
+    if not 0 <= years <= 999:
+        raise ValueError(f"age {value!r} cannot be written as a DICOM age string")
+    return f"{years:03d}Y"
+
+
+def _age_from_dicom(value: Any) -> float | None:
+    """DICOM Age String ("045Y", "006M") -> years as float; a bare number is read as years."""
+    text = str(value or "").strip().upper()
+    if not text:
+        return None
+    if text[-1] in "YMWD" and text[:-1].isdigit():
+        n = float(int(text[:-1]))
+        return {"Y": n, "M": n / 12.0, "W": n / 52.0, "D": n / 365.0}[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any], quality: int = 90) -> None:
+    """Write an RGB image as a SIIM-ISIC-2020-style DICOM file.
+
+    Pixel data: one JPEG Baseline frame (transfer syntax 1.2.840.10008.1.2.4.50)
+    encoded by Pillow as 4:2:2 subsampled YCbCr (``subsampling=1``), so the
+    PhotometricInterpretation ``YBR_FULL_422`` is truthful; encapsulated with
+    ``pydicom.encaps.encapsulate``. SOP class: Secondary Capture Image Storage.
+
+    ``meta`` uses the column names of the Kaggle ``train.csv``: ``image_name``,
+    ``patient_id``, ``sex`` (male/female/blank), ``age_approx`` (45.0),
+    ``anatom_site_general_challenge`` (or ``anatom_site``); missing values may be
+    None, NaN or "". They become PatientID, PatientSex (M/F/""), PatientAge
+    ("045Y"), BodyPartExamined (upper-case site) and ImageComments (the image
+    name). Keys that are DICOM keywords (e.g. ``"StudyDescription"``) are set
+    as given. UIDs are derived from the image name, so reruns give identical files.
+
+    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.datadict import keyword_dict
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
+
+    path = Path(path)
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"{path}: write_dicom needs an RGB uint8 array (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    buf = _io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="JPEG", quality=int(quality), subsampling=1)
+
+    name = "" if _is_missing(meta.get("image_name")) else str(meta["image_name"])
+    seed = [name or path.stem]
+    site = meta.get("anatom_site_general_challenge", meta.get("anatom_site"))
+    sex = meta.get("sex")
+
+    file_meta = FileMetaDataset()
+    file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    sop_uid = generate_uid(entropy_srcs=seed + ["sop"])
+    file_meta.MediaStorageSOPInstanceUID = sop_uid
+
+    ds = Dataset()
+    ds.file_meta = file_meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=seed + ["study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=seed + ["series"])
+    ds.Modality = "XC"  # external-camera photography
+    ds.ConversionType = "WSD"
+    ds.PatientName = ""
+    ds.PatientID = "" if _is_missing(meta.get("patient_id")) else str(meta["patient_id"])
+    ds.PatientSex = "" if _is_missing(sex) else _SEX_TO_DICOM.get(str(sex).strip().lower(), "O")
+    ds.PatientAge = _dicom_age(meta.get("age_approx"))
+    ds.BodyPartExamined = "" if _is_missing(site) else str(site).strip().upper()
+    ds.ImageComments = name
+    ds.StudyID = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Rows, ds.Columns = int(rgb.shape[0]), int(rgb.shape[1])
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.LossyImageCompressionRatio = f"{rgb.nbytes / max(1, len(buf.getvalue())):.2f}"[:16]
+    for key, value in meta.items():
+        if key in keyword_dict and not _is_missing(value):
+            setattr(ds, key, value)
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _dicom_meta(ds: Any, path: Path) -> dict[str, Any]:
+    sex = str(ds.get("PatientSex", "") or "").strip().upper()
+    site = str(ds.get("BodyPartExamined", "") or "").strip().lower()
+    name = str(ds.get("ImageComments", "") or "").strip()
+    if not name:
+        patient_name = str(ds.get("PatientName", "") or "").strip()
+        name = patient_name if patient_name.startswith("ISIC_") else path.stem
+    return {
+        "image_name": name,
+        "patient_id": str(ds.get("PatientID", "") or "").strip() or None,
+        "sex": _SEX_FROM_DICOM.get(sex),
+        "age_approx": _age_from_dicom(ds.get("PatientAge", "")),
+        "anatom_site": site or None,
+    }
+
+
+def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise ValueError(f"{path}: not a DICOM file (no 'DICM' marker)") from None
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as exc:  # pydicom raises many types on garbage input
+        raise ValueError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a DICOM file: (RGB uint8 array (H, W, 3), metadata dict).
+
+    Pixels are decoded by pydicom (Pillow plugin for JPEG Baseline) and
+    converted to RGB (``as_rgb=True`` handles ``YBR_FULL_422``); greyscale
+    images are repeated to 3 channels, for multi-frame files the first frame is
+    returned. The metadata dict has ``image_name``, ``patient_id``, ``sex``
+    (M → male, F → female, else None), ``age_approx`` ("045Y" → 45.0) and
+    ``anatom_site`` (BodyPartExamined lower-cased; blank → None).
+
+    Raises ``ValueError`` naming the file for non-DICOM bytes, a missing Pixel
+    Data element, or a transfer syntax no installed decoder supports.
+
+    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    """
+    from pydicom.pixels import get_decoder
+
+    path = Path(path)
+    ds = _dcmread(path)
+    if "PixelData" not in ds:
+        raise ValueError(f"{path}: DICOM file has no pixel data")
+    tsyntax = ds.file_meta.get("TransferSyntaxUID", None)
+    try:
+        decoder = get_decoder(tsyntax)
+        ok = decoder.is_available
+    except (NotImplementedError, ValueError, TypeError):
+        ok = False
+    if not ok:
+        name = getattr(tsyntax, "name", "") or "unknown"
+        raise ValueError(f"{path}: unsupported transfer syntax {tsyntax} ({name})")
+    try:
+        arr = ds.pixel_array  # pydicom 3 default: as_rgb=True, YBR -> RGB
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        arr = arr[0]
+    if arr.dtype != np.uint8:
+        bits = int(ds.get("BitsStored", 8) or 8)
+        arr = np.clip(np.rint(arr.astype(np.float64) * 255.0 / (2**bits - 1)), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr), _dicom_meta(ds, path)
+
+
+def dicom_summary(folder: os.PathLike | str, progress: bool = True) -> pd.DataFrame:
+    """One row per ``.dcm`` file under ``folder`` (recursively): tags and pixel format.
+
+    Columns: ``file`` (relative to ``folder``), ``image_name``, ``patient_id``,
+    ``sex``, ``age_approx``, ``anatom_site``, ``rows``, ``columns``,
+    ``transfer_syntax`` (UID), ``transfer_syntax_name``, ``photometric``.
+    Reads headers only (fast); raises ``ValueError`` naming a bad file.
+
+    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    """
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    files = sorted(folder.rglob("*.dcm"))
+    rows = []
+    for f in tqdm(files, desc="DICOM headers", unit="file", disable=not progress):
+        ds = _dcmread(f, stop_before_pixels=True)
+        ts = ds.file_meta.get("TransferSyntaxUID", None)
+        rows.append(
+            {
+                "file": f.relative_to(folder).as_posix(),
+                **_dicom_meta(ds, f),
+                "rows": int(ds.get("Rows", 0) or 0),
+                "columns": int(ds.get("Columns", 0) or 0),
+                "transfer_syntax": str(ts) if ts else None,
+                "transfer_syntax_name": getattr(ts, "name", None),
+                "photometric": str(ds.get("PhotometricInterpretation", "") or "") or None,
+            }
+        )
+    cols = ["file", "image_name", "patient_id", "sex", "age_approx", "anatom_site", "rows",
+            "columns", "transfer_syntax", "transfer_syntax_name", "photometric"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------- TFRecord
+def _codebook(const: Any) -> tuple[str, ...]:
+    """Accept a sequence (index = code) or a mapping name -> code; return names by code."""
+    if isinstance(const, Mapping):
+        items = sorted((int(v), str(k)) for k, v in const.items() if int(v) >= 0)
+        if [c for c, _ in items] != list(range(len(items))):
+            raise ValueError(f"TFRecord code table {const!r} is not 0..n-1")
+        return tuple(name for _, name in items)
+    return tuple(str(x) for x in const)
+
+
+@functools.cache
+def _tfrec_codes() -> dict[str, tuple[str, ...]]:
+    """The TFRecord code tables: helpers.synthetic's when it defines them, else this module's."""
+    tables = {"sex": TFREC_SEX, "anatom_site_general_challenge": TFREC_SITES, "diagnosis": TFREC_DIAGNOSES}
+    try:
+        from helpers import synthetic  # noqa: PLC0415 - lazy: synthetic imports io lazily too
+
+        for key, attr in (("sex", "TFREC_SEX"), ("anatom_site_general_challenge", "TFREC_SITES"),
+                          ("diagnosis", "TFREC_DIAGNOSES")):
+            if hasattr(synthetic, attr):
+                tables[key] = getattr(synthetic, attr)
+    except ImportError:
+        pass
+    return {k: _codebook(v) for k, v in tables.items()}
+
+
+def _encode_int(key: str, value: Any, where: str) -> int:
+    """Encode one TFRecord integer field; names are looked up in the code tables."""
+    if _is_missing(value):
+        return -1
+    if key == "patient_id" and isinstance(value, str):
+        digits = value.strip().removeprefix("IP_")
+        if not digits.isdigit():
+            raise ValueError(f"{where}: patient_id {value!r} is not IP_ + digits")
+        return int(digits)
+    if isinstance(value, str):
+        if key == "target":
+            value = {"benign": 0, "malignant": 1}.get(value.strip().lower(), value)
+        else:
+            names = _tfrec_codes().get(key)
+            if names is not None:
+                if value not in names:
+                    raise ValueError(f"{where}: {key} {value!r} not in {list(names)}")
+                return names.index(value)
+    try:
+        return int(round(float(value)))
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {key} {value!r} is not an integer code") from None
+
+
+def _jpeg_bytes(image: Any, where: str) -> bytes:
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, (str, os.PathLike)):
+        return Path(image).read_bytes()
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"{where}: image must be JPEG bytes, a path or an RGB uint8 array")
+    buf = _io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def write_tfrecords(
+    records: Sequence[Mapping[str, Any]], out_dir: os.PathLike | str, prefix: str, per_file: int
+) -> list[Path]:
+    """Write records as TFRecord shards ``{prefix}{NN:02d}-{count}.tfrec`` (e.g. ``train00-120.tfrec``).
+
+    Each record is a mapping with ``image`` (JPEG bytes, a JPEG path, or an RGB
+    uint8 array, which is JPEG-encoded at quality 95), ``image_name`` (str) and
+    ``patient_id``, ``sex``, ``age_approx``, ``anatom_site_general_challenge``,
+    ``diagnosis``, ``target``. Those six are written as int64 with the 2020
+    encodings (``TFREC_SEX``, ``TFREC_SITES``, ``TFREC_DIAGNOSES``; patient_id
+    ``IP_0001234`` → 1234); names are encoded for you, ints are kept, missing
+    keys or values (test records have no diagnosis/target) become -1.
+    Written with ``tfrecord.TFRecordWriter``; returns the shard paths.
+
+    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    """
+    from tfrecord import TFRecordWriter
+
+    if per_file < 1:
+        raise ValueError(f"per_file must be >= 1, got {per_file}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    paths: list[Path] = []
+    for shard, start in enumerate(range(0, len(records), per_file)):
+        chunk = records[start : start + per_file]
+        path = out_dir / f"{prefix}{shard:02d}-{len(chunk)}.tfrec"
+        writer = TFRecordWriter(str(path))
+        try:
+            for i, rec in enumerate(chunk):
+                where = f"{path} (record {i})"
+                if "image" not in rec or "image_name" not in rec:
+                    raise ValueError(f"{where}: a record needs 'image' and 'image_name'")
+                datum: dict[str, tuple[Any, str]] = {
+                    "image": (_jpeg_bytes(rec["image"], where), "byte"),
+                    "image_name": (str(rec["image_name"]).encode("utf-8"), "byte"),
+                }
+                for key, kind in TFREC_KEYS.items():
+                    if kind == "int":
+                        datum[key] = (_encode_int(key, rec.get(key), where), "int")
+                writer.write(datum)
+        finally:
+            writer.close()
+        paths.append(path)
+    return paths
+
+
+def _tfrec_files(paths_or_folder: os.PathLike | str | Iterable[os.PathLike | str]) -> list[Path]:
+    if isinstance(paths_or_folder, (str, os.PathLike)):
+        p = Path(paths_or_folder)
+        if p.is_dir():
+            return sorted(p.glob("*.tfrec"))
+        return [p]
+    return [Path(p) for p in paths_or_folder]
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value
+    arr = np.asarray(value)
+    if arr.size == 1:
+        return arr.reshape(-1)[0].item()
+    return arr
+
+
+def read_tfrecords(
+    paths_or_folder: os.PathLike | str | Iterable[os.PathLike | str],
+    decode_images: bool = True,
+    description: Sequence[str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Iterate over the records of TFRecord shards (a folder's ``*.tfrec``, or given files).
+
+    Built on ``tfrecord.reader.tfrecord_loader`` (no index files). Yields one
+    dict per record: ``image`` as an RGB uint8 array (``decode_images=True``)
+    or the raw JPEG bytes, ``image_name`` as str, integer features as int
+    (still encoded: see :func:`tfrecord_frame` for names). ``description``
+    limits the keys read. Raises ``ValueError`` naming a corrupt shard.
+
+    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    """
+    from google.protobuf.message import DecodeError
+    from tfrecord.reader import tfrecord_loader
+
+    for path in _tfrec_files(paths_or_folder):
+        if not path.is_file():
+            raise ValueError(f"{path}: no such TFRecord file")
+        try:
+            for i, raw in enumerate(tfrecord_loader(str(path), None, list(description) if description else None)):
+                rec: dict[str, Any] = {}
+                for key, value in raw.items():
+                    value = _decode_value(value)
+                    if key == "image" and isinstance(value, bytes):
+                        if decode_images:
+                            try:
+                                with Image.open(_io.BytesIO(value)) as img:
+                                    img.load()
+                                    value = _pil_to_rgb(img)
+                            except (OSError, SyntaxError) as exc:
+                                raise ValueError(f"{path} (record {i}): undecodable image ({exc})") from None
+                    elif isinstance(value, bytes):
+                        value = value.decode("utf-8")
+                    rec[key] = value
+                order = [k for k in TFREC_KEYS if k in rec] + sorted(k for k in rec if k not in TFREC_KEYS)
+                yield {k: rec[k] for k in order}
+        except (RuntimeError, DecodeError) as exc:
+            raise ValueError(f"{path}: corrupt TFRecord file ({exc})") from None
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: unexpected TFRecord content ({exc})") from None
+
+
+def tfrecord_frame(
+    paths_or_folder: os.PathLike | str | Iterable[os.PathLike | str], progress: bool = False
+) -> pd.DataFrame:
+    """The features of TFRecord shards as a table, without images, codes mapped back to names.
+
+    Columns: ``file``, ``image_name``, ``patient_id`` (``IP_`` + 7 digits),
+    ``sex``, ``age_approx`` (float), ``anatom_site_general_challenge``,
+    ``diagnosis`` (names from ``TFREC_SEX``/``TFREC_SITES``/``TFREC_DIAGNOSES``;
+    code -1 → missing) and ``target`` (nullable Int64; -1 → <NA>): the layout of
+    the Kaggle ``train.csv``, so the two can be compared directly.
+
+    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    """
+    from tqdm.auto import tqdm
+
+    codes = _tfrec_codes()
+    rows = []
+    files = _tfrec_files(paths_or_folder)
+    for path in tqdm(files, desc="TFRecord shards", unit="file", disable=not progress):
+        for rec in read_tfrecords([path], decode_images=False):
+            rec.pop("image", None)
+            row: dict[str, Any] = {"file": path.name, "image_name": rec.get("image_name")}
+            pid = rec.get("patient_id", -1)
+            row["patient_id"] = f"IP_{int(pid):07d}" if pid is not None and int(pid) >= 0 else None
+            for key in ("sex", "anatom_site_general_challenge", "diagnosis"):
+                code = rec.get(key, -1)
+                names = codes[key]
+                if code is None or int(code) < 0:
+                    row[key] = None
+                elif int(code) < len(names):
+                    row[key] = names[int(code)]
+                else:
+                    raise ValueError(f"{path}: {key} code {code} outside 0..{len(names) - 1} ({rec.get('image_name')})")
+            age = rec.get("age_approx", -1)
+            row["age_approx"] = float(age) if age is not None and int(age) >= 0 else np.nan
+            tgt = rec.get("target", -1)
+            row["target"] = int(tgt) if tgt is not None and int(tgt) >= 0 else pd.NA
+            rows.append(row)
+    cols = ["file", "image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
+            "diagnosis", "target"]
+    frame = pd.DataFrame(rows, columns=cols)
+    frame["age_approx"] = frame["age_approx"].astype("float64")
+    frame["target"] = frame["target"].astype("Int64")
+    return frame

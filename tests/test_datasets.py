@@ -1,0 +1,615 @@
+"""Tests for helpers/datasets.py: official formats, layouts, combine, DermaMNIST."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import datasets as ds
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared" / "datasets"
+GROUND_TRUTH = SHARED / "challenge-ground-truth"
+UDA1 = SHARED / "isic-archive-uda1"
+SAMPLES = REPO_ROOT / "data_samples"
+
+
+def real(name: str) -> Path:
+    path = GROUND_TRUTH / name
+    if not path.is_file():
+        pytest.skip(f"{path} absent (real ISIC files live in ../shared/datasets)")
+    return path
+
+
+def write(folder: Path, name: str, lines: list[str], *, eol: str = "\n", final: bool = True,
+          bom: bool = False) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = eol.join(lines) + (eol if final else "")
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+def touch_images(folder: Path, ids, suffix: str = ".jpg") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        (folder / f"{i}{suffix}").write_bytes(b"\xff\xd8\xff\xd9")
+
+
+# --------------------------------------------------------------------------
+# Real official files: published counts
+# --------------------------------------------------------------------------
+
+def test_real_2020_counts():
+    frame = ds.read_labels(real("ISIC_2020_Training_GroundTruth.csv"), tidy=True)
+    assert len(frame) == 33_126
+    assert int(frame["target"].sum()) == 584
+    assert frame["patient_id"].nunique() == 2_056
+    assert frame.loc[frame["target"] == 1, "patient_id"].nunique() == 428
+    assert (frame["label"] == "MEL").sum() == 584
+    assert set(frame["anatom_site"].dropna()) <= set(ds.SITES)
+    assert frame["age_approx"].dtype == np.float64 and frame["age_approx"].isna().any()
+
+
+def test_real_2019_counts_and_downsampled_ids():
+    raw = ds.read_labels(real("ISIC_2019_Training_GroundTruth.csv"))
+    assert raw.attrs["format"] == "isic2019_ground_truth" and str(raw["MEL"].dtype) == "Int8"
+    frame = ds.to_tidy(raw)
+    counts = frame["label"].value_counts().reindex(list(ds.LABELS), fill_value=0).to_dict()
+    assert counts == {"NV": 12_875, "MEL": 4_522, "BCC": 3_323, "BKL": 2_624, "AK": 867,
+                      "SCC": 628, "VASC": 253, "DF": 239, "UNK": 0}
+    down = frame["source_id"].str.endswith("_downsampled")
+    assert down.sum() == 2_074
+    assert not frame["image_id"].str.contains("_downsampled").any()
+    assert (frame.loc[down, "image_id"] + "_downsampled").equals(frame.loc[down, "source_id"])
+    assert frame["image_id"].is_unique
+
+
+def test_real_2019_layout_merges_metadata_and_warns_once(tmp_path):
+    root = tmp_path / "isic-2019"
+    root.mkdir()
+    for name in ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"):
+        (root / name).symlink_to(real(name))
+    with pytest.warns(ds.MissingImagesWarning) as record:
+        frame = ds.load_dataset(root)
+    assert len(record) == 1 and "25,331 of 25,331" in str(record[0].message)
+    assert len(frame) == 25_331 and frame["path"].isna().all()
+    assert frame["lesion_id"].str.startswith("HAM_").sum() == 10_015
+    assert set(frame["anatom_site"].dropna()) <= set(ds.SITES)
+    torso = frame["anatom_site_original"].isin(["anterior torso", "posterior torso",
+                                                "lateral torso"])
+    assert (frame.loc[torso, "anatom_site"] == "torso").all() and torso.sum() > 0
+    with pytest.raises(ValueError, match="not found"):
+        ds.load_dataset(root, strict=True)
+
+
+def test_real_2018_counts():
+    frame = ds.read_labels(real("ISIC2018_Task3_Training_GroundTruth.csv"), tidy=True)
+    assert frame["label"].value_counts().to_dict() == {
+        "NV": 6_705, "MEL": 1_113, "BKL": 1_099, "BCC": 514, "AK": 327, "VASC": 142, "DF": 115}
+    assert (frame["dataset"] == "isic2018").all() and (frame["split"] == "train").all()
+
+
+def test_real_2017_counts():
+    frame = ds.read_labels(real("ISIC-2017_Training_Part3_GroundTruth.csv"), tidy=True)
+    assert len(frame) == 2_000
+    assert frame["label"].value_counts().to_dict() == {"NV": 1_372, "MEL": 374, "BKL": 254}
+    assert int(frame["target"].sum()) == 374
+
+
+def test_real_uda1_archive_loads_with_every_image():
+    if not (UDA1 / "metadata.csv").is_file():
+        pytest.skip(f"{UDA1} absent (real ISIC images live in ../shared/datasets)")
+    assert ds.detect_layout(UDA1) == "isic-archive"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ds.MissingImagesWarning)
+        frame = ds.load_dataset(UDA1, strict=True)
+    assert len(frame) == 311 and int(frame["target"].sum()) == 103
+    assert frame["target"].notna().all()
+    assert (frame["label"] == "MEL").sum() == 103 and (frame["label"] == "NV").sum() == 206
+    assert all(Path(p).is_file() for p in frame["path"])
+    assert list(frame.columns) == list(ds.TIDY_COLUMNS)
+
+
+# --------------------------------------------------------------------------
+# Every official format, from small files written here
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("eol,final", [("\n", True), ("\r\n", True), ("\r\n", False),
+                                       ("\n", False)])
+def test_isic2016_training_and_test_without_header(tmp_path, eol, final):
+    train = write(tmp_path, "ISBI2016_ISIC_Part3_Training_GroundTruth.csv",
+                  ["ISIC_0000000,benign", "ISIC_0000002,malignant"], eol=eol, final=final)
+    test = write(tmp_path, "ISBI2016_ISIC_Part3_Test_GroundTruth.csv",
+                 ["ISIC_0000003,0.0", "ISIC_0000004,1.0"], eol=eol, final=final)
+    a = ds.read_labels(train, tidy=True)
+    assert a["target"].tolist() == [0, 1] and a["label"].isna().tolist() == [True, False]
+    assert a["label"].iloc[1] == "MEL" and (a["split"] == "train").all()
+    b = ds.read_labels(test, tidy=True)
+    assert ds.read_labels(test).attrs["format"] == "isic2016_test"
+    assert b["target"].tolist() == [0, 1] and (b["split"] == "test").all()
+    assert b["image_id"].tolist() == ["ISIC_0000003", "ISIC_0000004"]
+
+
+def test_isic2017_splits_from_file_names_and_metadata_unknown(tmp_path):
+    rows = ["image_id,melanoma,seborrheic_keratosis", "ISIC_0001769,0.0,0.0",
+            "ISIC_0001852,1.0,0.0", "ISIC_0001871,0.0,1.0"]
+    val = ds.read_labels(write(tmp_path, "ISIC-2017_Validation_Part3_GroundTruth.csv", rows,
+                               eol="\r\n"), tidy=True)
+    test = ds.read_labels(write(tmp_path, "ISIC-2017_Test_v2_Part3_GroundTruth.csv", rows),
+                          tidy=True)
+    assert (val["split"] == "val").all() and (test["split"] == "test").all()
+    assert val["label"].tolist() == ["NV", "MEL", "BKL"]
+    assert val["diagnosis"].tolist() == ["nevus", "melanoma", "seborrheic keratosis"]
+    meta = ds.read_labels(write(tmp_path, "ISIC-2017_Validation_Data_metadata.csv", [
+        "image_id,age_approximate,sex", "ISIC_0001769,unknown,unknown", "ISIC_0001852,55,female",
+        "ISIC_0001871,,"]))
+    assert meta.attrs["format"] == "isic2017_metadata"
+    assert meta["sex"].isna().tolist() == [True, False, True]
+    assert meta["age_approximate"].isna().tolist() == [True, False, True]
+
+
+def test_isic2018_test_ground_truth_lf_equals_crlf(tmp_path):
+    rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC", "ISIC_0034524,0.0,1.0,0.0,0.0,0.0,0.0,0.0",
+            "ISIC_0034525,0.0,0.0,0.0,1.0,0.0,0.0,0.0"]
+    lf = ds.read_labels(write(tmp_path / "a", "ISIC2018_Task3_Test_GroundTruth.csv", rows),
+                        tidy=True)
+    crlf = ds.read_labels(write(tmp_path / "b", "ISIC2018_Task3_Test_GroundTruth.csv", rows,
+                                eol="\r\n", final=False), tidy=True)
+    pd.testing.assert_frame_equal(lf, crlf)
+    assert lf["label"].tolist() == ["NV", "AK"] and (lf["split"] == "test").all()
+
+
+def test_ham10000_with_and_without_dataset_column(tmp_path):
+    header = "lesion_id,image_id,dx,dx_type,age,sex,localization"
+    rows = ["HAM_0000118,ISIC_0027419,bkl,histo,80.0,male,scalp",
+            "HAM_0002730,ISIC_0026769,mel,histo,,unknown,unknown",
+            "HAM_0001466,ISIC_0031633,akiec,histo,75.0,female,acral"]
+    plain = ds.read_labels(write(tmp_path, "a/HAM10000_metadata.csv", [header, *rows]), tidy=True)
+    extra = ds.read_labels(write(tmp_path, "b/HAM10000_metadata.csv",
+                                 [header + ",dataset"] + [r + ",vidir_modern" for r in rows]),
+                           tidy=True)
+    pd.testing.assert_frame_equal(plain, extra)
+    assert plain["label"].tolist() == ["BKL", "MEL", "AK"]
+    assert plain["anatom_site"].tolist()[0::2] == ["head/neck", "palms/soles"]
+    assert plain["anatom_site_original"].iloc[0] == "scalp"
+    assert pd.isna(plain["sex"].iloc[1]) and pd.isna(plain["anatom_site"].iloc[1])
+    assert np.isnan(plain["age_approx"].iloc[1]) and plain["target"].tolist() == [0, 1, 0]
+    assert (plain["dataset"] == "ham10000").all()
+
+
+SIIM_HEADER = ("image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+               "benign_malignant,target")
+SIIM_ROWS = ["ISIC_2637011,IP_7279968,male,45.0,head/neck,unknown,benign,0",
+             "ISIC_0015719,IP_3075186,,,,nevus,benign,0",
+             "ISIC_0052212,IP_2842074,female,50.0,torso,melanoma,malignant,1"]
+
+
+def test_siim2020_train_csv_equals_v1_ground_truth(tmp_path):
+    kaggle = ds.read_labels(write(tmp_path, "train.csv", [SIIM_HEADER, *SIIM_ROWS]), tidy=True)
+    v1_rows = [r.replace("45.0", "45").replace("50.0", "50") for r in SIIM_ROWS]
+    v1 = ds.read_labels(write(tmp_path, "ISIC_2020_Training_GroundTruth.csv",
+                              [SIIM_HEADER, *v1_rows], eol="\r\n", final=False), tidy=True)
+    pd.testing.assert_frame_equal(kaggle, v1)
+    assert kaggle["age_approx"].tolist()[0::2] == [45.0, 50.0]
+    assert kaggle["label"].tolist()[1:] == ["NV", "MEL"] and pd.isna(kaggle["label"].iloc[0])
+    assert pd.isna(kaggle["diagnosis"].iloc[0]) and kaggle["target"].tolist() == [0, 0, 1]
+
+
+def test_siim2020_v2_test_submission_and_duplicates(tmp_path):
+    v2 = ds.read_labels(write(tmp_path, "ISIC_2020_Training_GroundTruth_v2.csv", [
+        "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+        "benign_malignant,target",
+        "ISIC_2637011,IP_7279968,IL_7972535,male,45,head/neck,unknown,benign,0"], eol="\r\n"),
+        tidy=True)
+    assert v2["lesion_id"].tolist() == ["IL_7972535"] and v2["patient_id"].iloc[0] == "IP_7279968"
+    test = ds.read_labels(write(tmp_path, "test.csv", [
+        "image_name,patient_id,sex,age_approx,anatom_site_general_challenge",
+        "ISIC_0052060,IP_3579794,male,70.0,"]), tidy=True)
+    assert test["split"].tolist() == ["test"] and test["target"].isna().all()
+    sub = ds.read_labels(write(tmp_path, "sample_submission.csv",
+                               ["image_name,target", "ISIC_0052060,0"]))
+    assert sub.attrs["format"] == "siim2020_submission"
+    assert ds.to_tidy(sub)["target"].isna().all()  # a prediction is not a label
+    dup = ds.read_labels(write(tmp_path, "ISIC_2020_Training_Duplicates.csv",
+                               ["image_name_1,image_name_2", "ISIC_0000001,ISIC_0000002"]))
+    assert dup.attrs["format"] == "siim2020_duplicates"
+    with pytest.raises(ValueError, match="pairs"):
+        ds.to_tidy(dup)
+
+
+def test_isic2019_test_metadata(tmp_path):
+    frame = ds.read_labels(write(tmp_path, "ISIC_2019_Test_Metadata.csv", [
+        "image,age_approx,anatom_site_general,sex", "ISIC_0034321,60.0,posterior torso,male",
+        "ISIC_0034322,,,"], eol="\r\n"), tidy=True)
+    assert frame["split"].tolist() == ["test", "test"]
+    assert frame["anatom_site"].iloc[0] == "torso" and frame["label"].isna().all()
+
+
+ARCHIVE_HEADER = ("isic_id,attribution,copyright_license,age_approx,anatom_site_general,"
+                  "diagnosis_1,diagnosis_2,diagnosis_3,diagnosis_4,diagnosis_5,"
+                  "diagnosis_confirm_type,image_type,lesion_id,melanocytic,patient_id,pixels_x,"
+                  "pixels_y,sex")
+
+
+def test_isic_archive_today_diagnosis_hierarchy(tmp_path):
+    rows = [
+        'ISIC_9000001,"Hospital A, Spain",CC-BY,55,anterior torso,Malignant,Malignant melanocytic '
+        "proliferations (Melanoma),Melanoma Invasive,,,histopathology,dermoscopic,IL_0000001,True,"
+        "IP_0000001,1024,768,female",
+        "ISIC_9000002,Anonymous,CC-0,40,head/neck,Benign,Benign melanocytic proliferations,Nevus,,,"
+        ",dermoscopic,IL_0000002,True,IP_0000001,1024,768,female",
+        "ISIC_9000003,Anonymous,CC-0,,,Malignant,Malignant adnexal epithelial proliferations - "
+        "Follicular,Basal cell carcinoma,,,,dermoscopic,,False,,600,450,",
+        "ISIC_9000004,Anonymous,CC-0,,,Benign,,,,,,dermoscopic,,,,600,450,",
+        "ISIC_9000005,Anonymous,CC-0,,,Benign,Cysts,,,,,dermoscopic,,,,600,450,male",
+        "ISIC_9000006,Anonymous,CC-0,,,,,,,,,dermoscopic,,,,600,450,male",
+    ]
+    raw = ds.read_labels(write(tmp_path, "metadata.csv", [ARCHIVE_HEADER, *rows]))
+    assert raw.attrs["format"] == "isic_archive"
+    assert str(raw["melanocytic"].dtype) == "boolean" and str(raw["pixels_x"].dtype) == "Int64"
+    frame = ds.to_tidy(raw)
+    assert frame["label"].tolist()[:3] == ["MEL", "NV", "BCC"]
+    assert pd.isna(frame["label"].iloc[3]) and frame["label"].iloc[4] == "UNK"
+    assert frame["target"].tolist()[:5] == [1, 0, 0, 0, 0] and pd.isna(frame["target"].iloc[5])
+    assert frame["diagnosis"].tolist()[:2] == ["melanoma invasive", "nevus"]
+    assert frame["anatom_site"].tolist()[:2] == ["torso", "head/neck"]
+    assert frame["patient_id"].iloc[0] == "IP_0000001"
+
+
+def test_isic_archive_legacy(tmp_path):
+    frame = ds.read_labels(write(tmp_path, "metadata.csv", [
+        "isic_id,attribution,copyright_license,age_approx,sex,benign_malignant,diagnosis,"
+        "diagnosis_confirm_type,melanocytic,image_type,pixels_x,pixels_y",
+        "ISIC_0000000,Anonymous,CC-0,55,female,benign,nevus,,True,dermoscopic,1022,767",
+        "ISIC_0000002,Anonymous,CC-0,60,female,malignant,melanoma,histopathology,True,"
+        "dermoscopic,1022,767",
+        "ISIC_0000257,Anonymous,CC-0,15,male,benign,,,,dermoscopic,1022,767"]), tidy=True)
+    assert frame["target"].tolist() == [0, 1, 0]
+    assert frame["label"].tolist()[:2] == ["NV", "MEL"] and pd.isna(frame["label"].iloc[2])
+
+
+# --------------------------------------------------------------------------
+# Errors: file, row (line number), column
+# --------------------------------------------------------------------------
+
+GT2019 = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
+
+
+def test_unknown_header_names_file_header_and_formats(tmp_path):
+    path = write(tmp_path, "mystery.csv", ["filename,score", "a.jpg,0.3"])
+    with pytest.raises(ValueError) as info:
+        ds.read_labels(path)
+    message = str(info.value)
+    assert "mystery.csv" in message and "filename,score" in message
+    assert "isic2019_ground_truth" in message and "siim2020_train" in message
+
+
+def test_missing_required_column(tmp_path):
+    path = write(tmp_path, "gt.csv", ["image,MEL,NV,BCC,AK,BKL,DF,VASC,UNK", "ISIC_1,1,0,0,0,0,0,0,0"])
+    with pytest.raises(ValueError, match=r"gt\.csv: row 1, column 'SCC'"):
+        ds.read_labels(path)
+
+
+def test_missing_target_column_is_named_not_mistaken_for_test_csv(tmp_path):
+    header = SIIM_HEADER.rsplit(",", 1)[0]
+    path = write(tmp_path, "train.csv", [header, SIIM_ROWS[0].rsplit(",", 1)[0]])
+    with pytest.raises(ValueError, match=r"train\.csv: row 1, column 'target': required column"):
+        ds.read_labels(path)
+
+
+def test_empty_file_and_mixed_2016_labels(tmp_path):
+    with pytest.raises(ValueError, match=r"empty\.csv: empty file"):
+        ds.read_labels(write(tmp_path, "empty.csv", [], final=False))
+    mixed = write(tmp_path, "gt2016.csv", ["ISIC_0000000,benign", "ISIC_0000001,1.0"])
+    with pytest.raises(ValueError, match=r"gt2016\.csv: row 2, column 'benign_malignant'"):
+        ds.read_labels(mixed)
+
+
+def test_to_tidy_of_a_hand_built_frame_uses_its_columns():
+    frame = pd.DataFrame({"image_id": ["ISIC_0000001"], "melanoma": [1],
+                          "seborrheic_keratosis": [0]})
+    tidy = ds.to_tidy(frame, split="val")
+    assert tidy["label"].tolist() == ["MEL"] and tidy["split"].tolist() == ["val"]
+    with pytest.raises(ValueError, match="match no known format"):
+        ds.to_tidy(pd.DataFrame({"x": [1]}))
+
+
+def test_duplicated_image_id(tmp_path):
+    path = write(tmp_path, "gt.csv", [GT2019, "ISIC_1,1,0,0,0,0,0,0,0,0",
+                                      "ISIC_2,0,1,0,0,0,0,0,0,0", "ISIC_1,0,1,0,0,0,0,0,0,0"])
+    with pytest.raises(ValueError, match=r"gt\.csv: row 4, column 'image'.*first on row 2"):
+        ds.read_labels(path)
+
+
+def test_label_outside_0_1_and_not_one_hot(tmp_path):
+    two = write(tmp_path, "two.csv", [GT2019, "ISIC_1,0,1,0,0,0,0,0,0,0", "ISIC_2,0,0,2,0,0,0,0,0,0"])
+    with pytest.raises(ValueError, match=r"two\.csv: row 3, column 'BCC': label must be 0 or 1"):
+        ds.read_labels(two)
+    both = write(tmp_path, "both.csv", [GT2019, "ISIC_1,1,1,0,0,0,0,0,0,0"])
+    with pytest.raises(ValueError, match=r"both\.csv: row 2, column 'NV': labels are not one-hot"):
+        ds.read_labels(both)
+    none = write(tmp_path, "none.csv", [GT2019, "ISIC_1,0,0,0,0,0,0,0,0,0"])
+    with pytest.raises(ValueError, match=r"none\.csv: row 2, column 'MEL'.*got 0"):
+        ds.read_labels(none)
+
+
+def test_nan_target(tmp_path):
+    path = write(tmp_path, "train.csv", [SIIM_HEADER, SIIM_ROWS[0],
+                                         "ISIC_0015719,IP_3075186,male,45.0,torso,nevus,benign,"])
+    with pytest.raises(ValueError, match=r"train\.csv: row 3, column 'target': missing label"):
+        ds.read_labels(path)
+
+
+def test_unknown_sex_and_site(tmp_path):
+    sex = write(tmp_path, "sex.csv", [SIIM_HEADER, SIIM_ROWS[0].replace(",male,", ",M,")])
+    with pytest.raises(ValueError, match=r"sex\.csv: row 2, column 'sex': unknown sex"):
+        ds.read_labels(sex)
+    site = write(tmp_path, "site.csv", [SIIM_HEADER, SIIM_ROWS[0],
+                                        SIIM_ROWS[2].replace("torso", "elbow")])
+    with pytest.raises(ValueError, match=r"site\.csv: row 3, column 'anatom_site_general_challenge'"):
+        ds.read_labels(site)
+
+
+def test_blank_lines_keep_file_line_numbers(tmp_path):
+    path = write(tmp_path, "gt.csv", [GT2019, "ISIC_1,1,0,0,0,0,0,0,0,0", "",
+                                      "ISIC_2,0,0,0,0,0,0,0,0,7"])
+    with pytest.raises(ValueError, match=r"row 4, column 'UNK'"):
+        ds.read_labels(path)
+
+
+def test_bom_and_crlf_accepted(tmp_path):
+    path = write(tmp_path, "gt.csv", [GT2019, "ISIC_0000000_downsampled,0.0,1.0,0,0,0,0,0,0,0"],
+                 eol="\r\n", bom=True)
+    frame = ds.read_labels(path, tidy=True)
+    assert frame["image_id"].tolist() == ["ISIC_0000000"] and frame["label"].tolist() == ["NV"]
+    assert frame["source_id"].tolist() == ["ISIC_0000000_downsampled"]
+
+
+# --------------------------------------------------------------------------
+# Layouts
+# --------------------------------------------------------------------------
+
+def make_2018(root: Path, with_images: bool = True) -> Path:
+    header = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"
+    write(root, "ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv",
+          [header, "ISIC_0024306,0.0,1.0,0.0,0.0,0.0,0.0,0.0",
+           "ISIC_0024307,1.0,0.0,0.0,0.0,0.0,0.0,0.0"], eol="\r\n")
+    write(root, "ISIC2018_Task3_Validation_GroundTruth/ISIC2018_Task3_Validation_GroundTruth.csv",
+          [header, "ISIC_0034321,0.0,1.0,0.0,0.0,0.0,0.0,0.0"], eol="\r\n")
+    write(root, "ISIC2018_Task3_Test_GroundTruth.csv",
+          [header, "ISIC_0034524,0.0,0.0,0.0,0.0,0.0,0.0,1.0"])
+    write(root, "HAM10000_metadata.csv", [
+        "lesion_id,image_id,dx,dx_type,age,sex,localization,dataset",
+        "HAM_0000118,ISIC_0024306,nv,follow_up,45.0,male,back,vidir_molemax",
+        "HAM_0000119,ISIC_0024307,mel,histo,70.0,female,face,vidir_modern"])
+    if with_images:
+        touch_images(root / "ISIC2018_Task3_Training_Input", ["ISIC_0024306", "ISIC_0024307"])
+        touch_images(root / "ISIC2018_Task3_Validation_Input", ["ISIC_0034321"])
+        touch_images(root / "ISIC2018_Task3_Test_Input", ["ISIC_0034524"])
+    return root
+
+
+def make_2019(root: Path) -> Path:
+    write(root, "ISIC_2019_Training_GroundTruth.csv", [
+        GT2019, "ISIC_0024306,0.0,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0",
+        "ISIC_0000002_downsampled,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0"], eol="\r\n")
+    write(root, "ISIC_2019_Training_Metadata.csv", [
+        "image,age_approx,anatom_site_general,lesion_id,sex",
+        "ISIC_0024306,45.0,posterior torso,HAM_0000118,male",
+        "ISIC_0000002_downsampled,60.0,,,"], eol="\r\n")
+    write(root, "ISIC_2019_Test_Metadata.csv", ["image,age_approx,anatom_site_general,sex",
+                                                "ISIC_0034321,50.0,head/neck,female"])
+    touch_images(root / "ISIC_2019_Training_Input", ["ISIC_0024306", "ISIC_0000002_downsampled"])
+    touch_images(root / "ISIC_2019_Test_Input", ["ISIC_0034321"])
+    return root
+
+
+def make_2017(root: Path) -> Path:
+    for word, ids in (("Training", ["ISIC_0000002", "ISIC_0000004"]),
+                      ("Validation", ["ISIC_0001769"]), ("Test_v2", ["ISIC_0012086"])):
+        write(root, f"ISIC-2017_{word}_Part3_GroundTruth.csv",
+              ["image_id,melanoma,seborrheic_keratosis", *[f"{i},1.0,0.0" for i in ids]],
+              eol="\r\n")
+        write(root, f"ISIC-2017_{word}_Data/ISIC-2017_{word}_Data_metadata.csv",
+              ["image_id,age_approximate,sex", *[f"{i},60,female" for i in ids]])
+        touch_images(root / f"ISIC-2017_{word}_Data", ids)
+        touch_images(root / f"ISIC-2017_{word}_Data", [f"{i}_superpixels" for i in ids], ".png")
+    return root
+
+
+def make_2016(root: Path) -> Path:
+    write(root, "ISBI2016_ISIC_Part3_Training_GroundTruth.csv",
+          ["ISIC_0000002,malignant", "ISIC_0000009,benign"])
+    write(root, "ISBI2016_ISIC_Part3_Test_GroundTruth.csv", ["ISIC_0000003,0.0"])
+    touch_images(root / "ISBI2016_ISIC_Part3_Training_Data", ["ISIC_0000002", "ISIC_0000009"])
+    touch_images(root / "ISBI2016_ISIC_Part3_Test_Data", ["ISIC_0000003"])
+    return root
+
+
+def make_2020(root: Path) -> Path:
+    write(root, "train.csv", [SIIM_HEADER, *SIIM_ROWS])
+    write(root, "test.csv", ["image_name,patient_id,sex,age_approx,anatom_site_general_challenge",
+                             "ISIC_0052060,IP_3579794,male,70.0,"])
+    write(root, "ISIC_2020_Training_GroundTruth_v2.csv", [
+        "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+        "benign_malignant,target",
+        "ISIC_2637011,IP_7279968,IL_0000001,male,45,head/neck,unknown,benign,0",
+        "ISIC_0015719,IP_3075186,IL_0000001,,,,nevus,benign,0",
+        "ISIC_0052212,IP_2842074,IL_0000002,female,50,torso,melanoma,malignant,1"], eol="\r\n")
+    touch_images(root / "jpeg" / "train", ["ISIC_2637011", "ISIC_0015719"])
+    touch_images(root / "train", ["ISIC_0052212"], ".dcm")
+    touch_images(root / "jpeg" / "test", ["ISIC_0052060"])
+    return root
+
+
+def test_load_isic_2018_merges_ham_metadata(tmp_path):
+    frame = ds.load_dataset(make_2018(tmp_path / "x"), strict=True)
+    assert ds.detect_layout(tmp_path / "x") == "isic-2018-task3"
+    assert frame["split"].tolist() == ["train", "train", "val", "test"]
+    assert (frame["dataset"] == "isic2018").all() and frame["path"].notna().all()
+    assert frame["lesion_id"].tolist()[:2] == ["HAM_0000118", "HAM_0000119"]
+    assert frame["anatom_site"].tolist()[:2] == ["torso", "head/neck"]
+    assert frame["age_approx"].tolist()[:2] == [45.0, 70.0]
+    assert frame["label"].tolist() == ["NV", "MEL", "NV", "VASC"]
+
+
+def test_load_ham10000_only(tmp_path):
+    root = tmp_path / "ham"
+    write(root, "HAM10000_metadata.csv", [
+        "lesion_id,image_id,dx,dx_type,age,sex,localization",
+        "HAM_0000118,ISIC_0027419,bkl,histo,80.0,male,scalp",
+        "HAM_0000118,ISIC_0025030,bkl,histo,80.0,male,scalp"])
+    touch_images(root / "HAM10000_images_part_1", ["ISIC_0027419"])
+    touch_images(root / "HAM10000_images_part_2", ["ISIC_0025030"])
+    assert ds.detect_layout(root) == "ham10000"
+    frame = ds.load_dataset(root, strict=True)
+    assert (frame["dataset"] == "ham10000").all() and frame["path"].str.contains("part_2").sum() == 1
+
+
+def test_load_isic_2019_2017_2016(tmp_path):
+    f19 = ds.load_dataset(make_2019(tmp_path / "a"), strict=True)
+    assert f19["image_id"].tolist() == ["ISIC_0024306", "ISIC_0000002", "ISIC_0034321"]
+    assert f19["path"].iloc[1].endswith("ISIC_0000002_downsampled.jpg")
+    assert f19["split"].tolist() == ["train", "train", "test"]
+    assert f19["anatom_site_original"].iloc[0] == "posterior torso"
+    f17 = ds.load_dataset(make_2017(tmp_path / "b"), strict=True)
+    assert f17["split"].tolist() == ["train", "train", "val", "test"]
+    assert (f17["sex"] == "female").all() and f17["path"].str.endswith(".jpg").all()
+    f16 = ds.load_dataset(make_2016(tmp_path / "c"), strict=True)
+    assert f16["split"].tolist() == ["train", "train", "test"]
+    assert f16["target"].tolist() == [1, 0, 0]
+
+
+def test_load_siim_2020_prefers_train_csv_and_takes_v2_lesions(tmp_path):
+    root = make_2020(tmp_path / "siim")
+    assert ds.detect_layout(root) == "siim-isic-2020"
+    frame = ds.load_dataset(root, strict=True)
+    assert frame["split"].tolist() == ["train", "train", "train", "test"]
+    assert frame["age_approx"].iloc[0] == 45.0  # from train.csv
+    assert frame["lesion_id"].tolist()[:3] == ["IL_0000001", "IL_0000001", "IL_0000002"]
+    assert frame["path"].iloc[2].endswith(".dcm") and frame["path"].iloc[0].endswith(".jpg")
+
+
+def test_missing_images_one_warning_with_count_and_examples(tmp_path):
+    root = make_2018(tmp_path / "x", with_images=False)
+    touch_images(root / "ISIC2018_Task3_Training_Input", ["ISIC_0024306"])
+    with pytest.warns(ds.MissingImagesWarning) as record:
+        frame = ds.load_dataset(root)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "3 of 4" in message and "ISIC_0024307" in message
+    assert frame["path"].isna().sum() == 3
+    with pytest.raises(ValueError, match="3 of 4"):
+        ds.load_dataset(root, strict=True)
+
+
+def test_unknown_layout_and_load_all(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a known download layout"):
+        ds.load_dataset(tmp_path / "empty")
+    make_2016(tmp_path / "isic-2016")
+    make_2018(tmp_path / "isic-2018-task3")
+    frames = ds.load_all(tmp_path, strict=True)
+    assert list(frames) == ["isic-2016", "isic-2018-task3"]
+    assert set(frames["isic-2016"]["dataset"]) == {"isic2016"}
+
+
+# --------------------------------------------------------------------------
+# combine
+# --------------------------------------------------------------------------
+
+def test_combine_keeps_most_specific_source_and_fills_metadata(tmp_path):
+    f18 = ds.load_dataset(make_2018(tmp_path / "a"), strict=True)
+    f19 = ds.load_dataset(make_2019(tmp_path / "b"), strict=True)
+    f17 = ds.load_dataset(make_2017(tmp_path / "c"), strict=True)
+    f16 = ds.load_dataset(make_2016(tmp_path / "d"), strict=True)
+    both = ds.combine([f16, f17, f18, f19])
+    assert both["image_id"].is_unique
+    assert list(both.columns) == [*ds.TIDY_COLUMNS, "duplicate"]
+    rows = both.set_index("image_id")
+    # ISIC_0000002: 2016, 2017 and (as _downsampled) 2019 -> the 2019 row
+    assert rows.loc["ISIC_0000002", "dataset"] == "isic2019"
+    assert rows.loc["ISIC_0000002", "source_id"] == "ISIC_0000002_downsampled"
+    assert rows.loc["ISIC_0000002", "age_approx"] == 60.0  # the 2019 row's own value
+    assert rows.loc["ISIC_0000002", "sex"] == "female"  # 2019 blank: filled from 2017
+    # ISIC_0024306: 2018 (with HAM metadata) and 2019 -> 2019, metadata kept
+    assert rows.loc["ISIC_0024306", "dataset"] == "isic2019"
+    assert rows.loc["ISIC_0024306", "lesion_id"] == "HAM_0000118"
+    # ISIC_0034321: 2018 val (labelled) and 2019 test (unlabelled): the 2019 row wins
+    assert rows.loc["ISIC_0034321", "dataset"] == "isic2019"
+    assert rows.loc["ISIC_0000009", "dataset"] == "isic2016"
+    assert len(both) == len(set(pd.concat([f16, f17, f18, f19])["image_id"]))
+    assert not both["duplicate"].any()
+
+
+def test_combine_marks_siim_duplicates_from_v2_and_pairs(tmp_path):
+    f20 = ds.load_dataset(make_2020(tmp_path / "siim"), strict=True)
+    out = ds.combine([f20])
+    assert out["duplicate"].tolist() == [False, True, False, False]
+    write(tmp_path, "dups.csv", ["image_name_1,image_name_2", "ISIC_0052212,ISIC_0052060"])
+    out = ds.combine([f20], duplicates=tmp_path / "dups.csv")
+    assert out["duplicate"].tolist() == [False, True, False, True]
+    write(tmp_path / "siim", "ISIC_2020_Training_Duplicates.csv",
+          ["image_name_1,image_name_2", "ISIC_2637011,ISIC_0052212"])
+    out = ds.combine([ds.load_dataset(tmp_path / "siim")])
+    assert out["duplicate"].tolist() == [False, True, True, False]
+    assert out["duplicate"].dtype == "boolean"
+
+
+# --------------------------------------------------------------------------
+# DermaMNIST
+# --------------------------------------------------------------------------
+
+def make_npz(path: Path, labels_train=(4, 5, 0)) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, labels in (("train", labels_train), ("val", (6,)), ("test", (1, 2))):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (len(labels), 28, 28, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.array(labels, dtype=np.uint8).reshape(-1, 1)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_read_dermamnist(tmp_path):
+    data = ds.read_dermamnist(make_npz(tmp_path / "dermamnist.npz"))
+    assert set(data) == {"train", "val", "test"}
+    images, labels = data["train"]
+    assert images.shape == (3, 28, 28, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [4, 5, 0] and labels.ndim == 1
+    assert [ds.DERMAMNIST_LABELS[i] for i in labels] == ["MEL", "NV", "AK"]
+    with pytest.raises(ValueError, match="row 2, column train_labels: class 7"):
+        ds.read_dermamnist(make_npz(tmp_path / "bad.npz", labels_train=(4, 7)))
+    np.savez(tmp_path / "short.npz", train_images=np.zeros((1, 28, 28, 3), np.uint8))
+    with pytest.raises(ValueError, match="missing arrays"):
+        ds.read_dermamnist(tmp_path / "short.npz")
+
+
+# --------------------------------------------------------------------------
+# data_samples/ (written by `python -m helpers.synthetic`)
+# --------------------------------------------------------------------------
+
+EXPECTED_SAMPLES = {
+    "siim-isic-2020": ({"siim-isic-2020"}, {"train", "test"}),
+    "isic-2019": ({"isic2019"}, {"train", "test"}),
+    "isic-2018-task3": ({"isic2018"}, {"train", "val", "test"}),
+    "isic-2017": ({"isic2017"}, {"train", "val", "test"}),
+    "isic-2016": ({"isic2016"}, {"train", "test"}),
+    "isic-archive": ({"isic-archive"}, {"train"}),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(EXPECTED_SAMPLES))
+def test_data_samples_layouts_load_without_missing_images(layout):
+    folder = SAMPLES / layout
+    if not folder.is_dir() or not any(folder.iterdir()):
+        pytest.skip(f"data_samples/{layout} absent (run `python -m helpers.synthetic`)")
+    assert ds.detect_layout(folder) == layout
+    frame = ds.load_dataset(folder, strict=True)  # strict: a missing image raises
+    datasets, splits = EXPECTED_SAMPLES[layout]
+    assert set(frame["dataset"]) == datasets and set(frame["split"]) == splits
+    assert frame["path"].notna().all() and frame["image_id"].is_unique
+    assert list(frame.columns) == list(ds.TIDY_COLUMNS)

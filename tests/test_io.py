@@ -1,0 +1,311 @@
+"""Tests for helpers/io.py: images, DICOM, TFRecord."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from PIL import Image, JpegImagePlugin
+
+from helpers import io as hio
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
+
+META = {
+    "image_name": "ISIC_0001234",
+    "patient_id": "IP_0004567",
+    "sex": "male",
+    "age_approx": 45.0,
+    "anatom_site_general_challenge": "upper extremity",
+}
+
+
+def smooth_rgb(h: int = 64, w: int = 96) -> np.ndarray:
+    """A smooth, colourful image: three different ramps, so a channel swap or a YBR mix-up shows."""
+    y, x = np.mgrid[0:h, 0:w]
+    r = 40 + 180 * x / (w - 1)
+    g = 200 - 150 * y / (h - 1)
+    b = 60 + 60 * (x + y) / (w + h)
+    return np.stack([r, g, b], axis=-1).round().astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- DICOM
+def test_dicom_round_trip_colours_and_tags(tmp_path):
+    rgb = smooth_rgb()
+    path = tmp_path / "ISIC_0001234.dcm"
+    hio.write_dicom(path, rgb, META)
+
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    assert ds.PhotometricInterpretation == "YBR_FULL_422"
+    assert (ds.SamplesPerPixel, ds.BitsAllocated, ds.PlanarConfiguration) == (3, 8, 0)
+    assert (ds.Rows, ds.Columns) == (64, 96)
+    assert (ds.PatientSex, ds.PatientAge, ds.BodyPartExamined) == ("M", "045Y", "UPPER EXTREMITY")
+    assert ds.ImageComments == "ISIC_0001234"
+    # the encapsulated JPEG really is 4:2:2 YCbCr, so the YBR_FULL_422 label is truthful
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    with Image.open(io.BytesIO(frame)) as jpg:
+        assert JpegImagePlugin.get_sampling(jpg) == 1  # Pillow's code for 4:2:2
+
+    arr, meta = hio.read_dicom(path)
+    assert arr.dtype == np.uint8 and arr.shape == rgb.shape
+    err = np.abs(arr.astype(int) - rgb.astype(int))
+    assert err.mean() < 3, err.mean()
+    # channel order right: the red ramp runs left to right, the green one top to bottom
+    assert arr[32, -1, 0] > arr[32, 0, 0] + 100 and arr[0, 48, 1] > arr[-1, 48, 1] + 100
+    assert meta == {
+        "image_name": "ISIC_0001234",
+        "patient_id": "IP_0004567",
+        "sex": "male",
+        "age_approx": 45.0,
+        "anatom_site": "upper extremity",
+    }
+
+
+def test_dicom_is_reproducible_and_handles_missing_tags(tmp_path):
+    rgb = smooth_rgb(32, 32)
+    meta = {"image_name": "ISIC_0000009", "patient_id": "IP_0000001", "sex": float("nan"),
+            "age_approx": None, "anatom_site_general_challenge": ""}
+    hio.write_dicom(tmp_path / "a.dcm", rgb, meta)
+    hio.write_dicom(tmp_path / "b.dcm", rgb, meta)
+    assert (tmp_path / "a.dcm").read_bytes() == (tmp_path / "b.dcm").read_bytes()
+    _, got = hio.read_dicom(tmp_path / "a.dcm")
+    assert got["sex"] is None and got["age_approx"] is None and got["anatom_site"] is None
+    hio.write_dicom(tmp_path / "c.dcm", rgb, {**META, "sex": "female", "age_approx": 5,
+                                              "StudyDescription": "synthetic"})
+    _, got = hio.read_dicom(tmp_path / "c.dcm")
+    assert got["sex"] == "female" and got["age_approx"] == 5.0
+    assert pydicom.dcmread(tmp_path / "c.dcm").StudyDescription == "synthetic"  # DICOM keywords pass through
+    with pytest.raises(ValueError, match="d.dcm.*RGB uint8"):
+        hio.write_dicom(tmp_path / "d.dcm", rgb.astype(np.float32), META)
+
+
+@pytest.mark.parametrize(("text", "years"), [("045Y", 45.0), ("085Y", 85.0), ("006M", 0.5), ("45", 45.0),
+                                              ("", None), ("junk", None)])
+def test_dicom_age_strings(text, years):
+    assert hio._age_from_dicom(text) == years
+
+
+def test_dicom_summary(tmp_path):
+    hio.write_dicom(tmp_path / "train" / "ISIC_0000001.dcm", smooth_rgb(40, 50), META)
+    hio.write_dicom(tmp_path / "train" / "ISIC_0000002.dcm", smooth_rgb(30, 20),
+                    {**META, "image_name": "ISIC_0000002", "sex": "female"})
+    (tmp_path / "train" / "notes.txt").write_text("not a dicom")
+    frame = hio.dicom_summary(tmp_path, progress=False)
+    assert list(frame["file"]) == ["train/ISIC_0000001.dcm", "train/ISIC_0000002.dcm"]
+    assert list(frame["rows"]) == [40, 30] and list(frame["columns"]) == [50, 20]
+    assert list(frame["sex"]) == ["male", "female"]
+    assert set(frame["photometric"]) == {"YBR_FULL_422"}
+    assert set(frame["transfer_syntax"]) == {"1.2.840.10008.1.2.4.50"}
+
+
+def test_read_dicom_rejects_non_dicom(tmp_path):
+    bad = tmp_path / "fake.dcm"
+    bad.write_bytes(b"this is not DICOM at all" * 10)
+    with pytest.raises(ValueError, match="fake.dcm.*not a DICOM"):
+        hio.read_dicom(bad)
+
+
+def test_read_dicom_rejects_missing_pixel_data(tmp_path):
+    path = tmp_path / "nopix.dcm"
+    hio.write_dicom(path, smooth_rgb(16, 16), META)
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path)
+    with pytest.raises(ValueError, match="nopix.dcm.*no pixel data"):
+        hio.read_dicom(path)
+
+
+def test_read_dicom_rejects_unsupported_transfer_syntax(tmp_path):
+    path = tmp_path / "odd.dcm"
+    hio.write_dicom(path, smooth_rgb(16, 16), META)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.9999.1"  # made-up UID
+    ds.save_as(path)
+    with pytest.raises(ValueError, match="odd.dcm.*unsupported transfer syntax"):
+        hio.read_dicom(path)
+
+
+def test_read_image_reads_dicom(tmp_path):
+    path = tmp_path / "x.dcm"
+    rgb = smooth_rgb(24, 40)
+    hio.write_dicom(path, rgb, META)
+    assert np.abs(hio.read_image(path).astype(int) - rgb).mean() < 3
+
+
+# --------------------------------------------------------------------------- TFRecord
+def test_tfrecord_round_trip(tmp_path):
+    images = [smooth_rgb(32, 48) // (i + 1) for i in range(5)]
+    records = [
+        {"image": images[0], "image_name": "ISIC_0000000", "patient_id": "IP_0000042", "sex": "male",
+         "age_approx": 45.0, "anatom_site_general_challenge": "torso", "diagnosis": "melanoma", "target": 1},
+        {"image": images[1], "image_name": "ISIC_0000001", "patient_id": 7, "sex": 0,
+         "age_approx": 30, "anatom_site_general_challenge": 0, "diagnosis": 5, "target": 0},
+        {"image": images[2], "image_name": "ISIC_0000002", "patient_id": "IP_0000042", "sex": None,
+         "age_approx": float("nan"), "anatom_site_general_challenge": None, "diagnosis": "unknown", "target": 0},
+        # test-style records: no diagnosis / target
+        {"image": images[3], "image_name": "ISIC_0000003", "patient_id": "IP_0000001", "sex": "female",
+         "age_approx": 70.0, "anatom_site_general_challenge": "palms/soles"},
+        {"image": images[4], "image_name": "ISIC_0000004", "patient_id": "IP_0000001", "sex": "female",
+         "age_approx": 70.0, "anatom_site_general_challenge": "oral/genital"},
+    ]
+    paths = hio.write_tfrecords(records, tmp_path / "tfrecords", "train", per_file=2)
+    assert [p.name for p in paths] == ["train00-2.tfrec", "train01-2.tfrec", "train02-1.tfrec"]
+
+    got = list(hio.read_tfrecords(tmp_path / "tfrecords"))
+    assert [r["image_name"] for r in got] == [f"ISIC_{i:07d}" for i in range(5)]
+    assert got[0]["sex"] == 1 and got[0]["anatom_site_general_challenge"] == 3
+    assert got[0]["diagnosis"] == 4 and got[0]["target"] == 1 and got[0]["patient_id"] == 42
+    assert got[0]["age_approx"] == 45 and isinstance(got[0]["age_approx"], int)
+    assert got[2]["sex"] == -1 and got[2]["age_approx"] == -1 and got[2]["diagnosis"] == 8
+    assert got[3]["diagnosis"] == -1 and got[3]["target"] == -1
+    for rec, img in zip(got, images):
+        assert rec["image"].shape == img.shape and rec["image"].dtype == np.uint8
+        assert np.abs(rec["image"].astype(int) - img).mean() < 3
+
+    raw = next(hio.read_tfrecords(paths[:1], decode_images=False))
+    assert raw["image"][:2] == b"\xff\xd8"  # JPEG SOI marker
+
+    frame = hio.tfrecord_frame(tmp_path / "tfrecords")
+    assert list(frame.columns) == ["file", "image_name", "patient_id", "sex", "age_approx",
+                                   "anatom_site_general_challenge", "diagnosis", "target"]
+    assert frame.loc[0, ["patient_id", "sex", "anatom_site_general_challenge", "diagnosis"]].tolist() == [
+        "IP_0000042", "male", "torso", "melanoma"]
+    assert frame.loc[1, ["patient_id", "sex", "anatom_site_general_challenge", "diagnosis"]].tolist() == [
+        "IP_0000007", "female", "head/neck", "nevus"]
+    assert pd.isna(frame.loc[2, "sex"]) and np.isnan(frame.loc[2, "age_approx"])
+    assert frame["target"].dtype == "Int64" and frame["target"].isna().tolist() == [False] * 3 + [True] * 2
+    assert frame.loc[4, "file"] == "train02-1.tfrec"
+
+
+def test_tfrecord_codes_follow_layout_contract():
+    codes = hio._tfrec_codes()
+    assert codes["sex"].index("female") == 0 and codes["sex"].index("male") == 1
+    assert codes["anatom_site_general_challenge"][3] == "torso"
+    assert codes["diagnosis"][4] == "melanoma" and codes["diagnosis"][-1] == "unknown"
+
+
+def test_tfrecord_errors(tmp_path):
+    with pytest.raises(ValueError, match="diagnosis 'melanomaa'"):
+        hio.write_tfrecords([{"image": b"\xff\xd8", "image_name": "x", "diagnosis": "melanomaa"}],
+                            tmp_path, "bad", 1)
+    broken = tmp_path / "broken00-3.tfrec"
+    good = hio.write_tfrecords([{"image": smooth_rgb(8, 8), "image_name": "ISIC_0000001"}], tmp_path, "ok", 1)[0]
+    broken.write_bytes(good.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="broken00-3.tfrec"):
+        list(hio.read_tfrecords([broken]))
+
+
+# --------------------------------------------------------------------------- read_image
+def test_read_image_rgb_png_exact(tmp_path):
+    rgb = smooth_rgb()
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    out = hio.read_image(tmp_path / "a.png")
+    assert out.dtype == np.uint8 and np.array_equal(out, rgb)
+
+
+def test_read_image_greyscale_modes(tmp_path):
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (10, 1))
+    Image.fromarray(grey, "L").save(tmp_path / "l.png")
+    out = hio.read_image(tmp_path / "l.png")
+    assert out.shape == (10, 64, 3) and np.array_equal(out[..., 0], grey) and np.array_equal(out[..., 2], grey)
+    Image.fromarray(grey, "L").convert("1").save(tmp_path / "b.png")
+    assert set(np.unique(hio.read_image(tmp_path / "b.png"))) <= {0, 255}
+
+
+def test_read_image_alpha_composited_on_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:4, :, 3] = 255  # top half opaque red, bottom half fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    out = hio.read_image(tmp_path / "a.png")
+    assert out.shape == (8, 8, 3)
+    assert out[0, 0].tolist() == [200, 0, 0] and out[7, 7].tolist() == [255, 255, 255]
+    la = np.stack([np.full((8, 8), 50, np.uint8), np.full((8, 8), 0, np.uint8)], -1)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert hio.read_image(tmp_path / "la.png")[0, 0].tolist() == [255, 255, 255]
+    pal = Image.new("P", (4, 4), 0)
+    pal.putpalette([10, 20, 30] + [0, 0, 0] * 255)
+    pal.save(tmp_path / "p.png")
+    assert hio.read_image(tmp_path / "p.png")[0, 0].tolist() == [10, 20, 30]
+
+
+def test_read_image_cmyk(tmp_path):
+    Image.new("CMYK", (10, 6), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)  # pure red in CMYK
+    out = hio.read_image(tmp_path / "c.jpg")
+    assert out.shape == (6, 10, 3)
+    r, g, b = out[3, 5].astype(int)
+    assert r > 230 and g < 30 and b < 30
+
+
+def test_read_image_16bit(tmp_path):
+    arr16 = np.array([[0, 257 * 100, 65535, 32896]], dtype=np.uint16)
+    Image.fromarray(arr16).save(tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode.startswith("I")  # really a 16-bit greyscale file
+    out = hio.read_image(tmp_path / "a.png")
+    assert out[0, :, 0].tolist() == [0, 100, 255, 128]
+
+
+def test_read_image_applies_exif_orientation(tmp_path):
+    # stored 40 wide x 20 high, red block in the top-left corner; orientation 6 = rotate 90 deg clockwise
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:5, :5] = (255, 0, 0)
+    img = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "rot.jpg", quality=95, exif=exif.tobytes())
+    out = hio.read_image(tmp_path / "rot.jpg")
+    assert out.shape == (40, 20, 3)
+    # after a clockwise quarter turn the stored top-left corner is the displayed top-right corner
+    assert out[1, -2, 0] > 200 and out[1, -2, 1] < 60
+    assert out[1, 1, 0] < 60
+
+
+def test_read_image_rejects_bad_files(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.jpg.*empty"):
+        hio.read_image(empty)
+    buf = io.BytesIO()
+    Image.fromarray(smooth_rgb(200, 200)).save(buf, "JPEG", quality=95)
+    trunc = tmp_path / "trunc.jpg"
+    trunc.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ValueError, match="trunc.jpg"):
+        hio.read_image(trunc)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG but not really" * 3)
+    with pytest.raises(ValueError, match="junk.png"):
+        hio.read_image(junk)
+    with pytest.raises(ValueError, match="missing.jpg"):
+        hio.read_image(tmp_path / "missing.jpg")
+
+
+def test_read_image_rejects_decompression_bomb(tmp_path, monkeypatch):
+    Image.fromarray(smooth_rgb(100, 100)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # 10,000 px > limit: warning zone
+    with pytest.raises(ValueError, match="big.png.*decompression bomb"):
+        hio.read_image(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # > 2x limit: Pillow's hard error
+    with pytest.raises(ValueError, match="big.png.*decompression bomb"):
+        hio.read_image(tmp_path / "big.png")
+
+
+def test_read_image_draft_mode_shrinks_large_jpeg(tmp_path):
+    Image.fromarray(smooth_rgb(600, 800)).save(tmp_path / "a.jpg", quality=95)
+    assert hio.read_image(tmp_path / "a.jpg").shape == (600, 800, 3)
+    small = hio.read_image(tmp_path / "a.jpg", draft=128)
+    assert small.shape == (150, 200, 3)  # 1/4 scale: both sides still >= 128
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/datasets/isic-archive-uda1 absent")
+def test_read_image_real_isic_jpeg():
+    path = sorted(REAL.glob("ISIC_*.jpg"))[0]
+    arr = hio.read_image(path)
+    with Image.open(path) as im:
+        assert arr.shape == (im.size[1], im.size[0], 3)
+    assert 40 < arr.mean() < 250  # a real skin photo, not black or blank

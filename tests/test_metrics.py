@@ -1,0 +1,447 @@
+"""Tests for helpers/metrics.py: hand-computed cases, the patient bootstrap, the official files,
+and agreement with the official ISIC scorer through golden values (tests/golden/)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import auc as trapezoid, roc_curve
+
+from helpers import REPO_ROOT
+from helpers import metrics as M
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+GOLDEN = json.loads((GOLDEN_DIR / "scorer_golden.json").read_text())
+REAL = REPO_ROOT.parent / "shared" / "datasets" / "challenge-ground-truth"
+
+# Five melanomas, five benign lesions. Sorted by score: P P P N P N N N P N, so the ROC curve
+# (fpr, tpr) runs (0,0) (0,.2) (0,.4) (0,.6) (.2,.6) (.2,.8) (.4,.8) (.6,.8) (.8,.8) (.8,1) (1,1).
+Y5 = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+P5 = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.65, 0.5, 0.4, 0.3, 0.1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with the official scorer (golden values made by tests/golden/make_scorer_golden.py)
+# ---------------------------------------------------------------------------------------------
+def _golden_params():
+    for case in GOLDEN["cases"]:
+        for metric in GOLDEN["metrics"]:
+            yield pytest.param(case, metric, id=f"{case['name']}-{metric}")
+
+
+def test_golden_file_records_the_scorer_and_covers_the_adversarial_cases():
+    assert GOLDEN["scorer"] == "isic-challenge-scoring"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", GOLDEN["scorer_version"])
+    names = {c["name"] for c in GOLDEN["cases"]}
+    for needed in ("random_2019", "ties_rounded_2018", "constant_all_equal", "class_absent_unk",
+                   "perfect_onehot_2019", "inverted_2019", "ties_sens80_in_block"):
+        assert needed in names
+    values = [r for c in GOLDEN["cases"] for r in c["results"].values() if "value" in r]
+    errors = [r for c in GOLDEN["cases"] for r in c["results"].values() if "error_class" in r]
+    assert len(values) >= 60 and len(errors) >= 40
+    for case in GOLDEN["cases"]:  # the CSVs it scored are committed beside it
+        assert (GOLDEN_DIR / case["truth"]).is_file() and (GOLDEN_DIR / case["prediction"]).is_file()
+
+
+@pytest.mark.parametrize(("case", "metric"), list(_golden_params()))
+def test_score_submission_agrees_with_the_official_scorer(case, metric):
+    truth, pred = GOLDEN_DIR / case["truth"], GOLDEN_DIR / case["prediction"]
+    expected = case["results"][metric]
+    if "error_class" in expected:
+        with pytest.raises(ValueError) as err:
+            M.score_submission(truth, pred, metric)
+        message = str(err.value)
+        # our message names the file, and every image or column the scorer's message names
+        assert Path(case["prediction"]).name in message or Path(case["truth"]).name in message
+        for name in re.findall(r"'([^']+)'", expected["error_message"]):
+            assert name in message, (name, message)
+        if case["name"] == "class_absent_unk":
+            assert "UNK" in message and "no positive" in message
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = M.score_submission(truth, pred, metric)
+    if expected["value"] is None:  # the scorer reports NaN (a category without negatives)
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(expected["value"], abs=1e-9, rel=0)
+
+
+def _read_scorer_pair(case):
+    truth = pd.read_csv(GOLDEN_DIR / case["truth"], index_col="image")
+    pred = pd.read_csv(GOLDEN_DIR / case["prediction"])
+    pred["image"] = pred["image"].str.replace(r"\.jpg$", "", case=False, regex=True)
+    weights = truth.pop("score_weight") if "score_weight" in truth else pd.Series(1.0, index=truth.index)
+    truth = truth.drop(columns=["validation_weight"], errors="ignore")
+    weights[weights.index == "ISIC_0035068"] = 0.0
+    return truth, pred.set_index("image").loc[truth.index, truth.columns], weights
+
+
+@pytest.mark.parametrize("case", [c for c in GOLDEN["cases"] if "per_category" in c], ids=lambda c: c["name"])
+def test_per_class_scores_agree_with_the_scorers_per_category_table(case):
+    truth, pred, weights = _read_scorer_pair(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = M.per_class_scores(truth, pred, sample_weight=weights.to_numpy())
+    for metric in ("auc", "ap", "auc_sens_80"):
+        for cat, expected in case["per_category"][metric].items():
+            if expected is None or (metric == "ap" and not truth[cat].any()):
+                assert math.isnan(table.loc[cat, metric])
+            else:
+                assert table.loc[cat, metric] == pytest.approx(expected, abs=1e-9, rel=0), (cat, metric)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking metrics on hand-computed cases
+# ---------------------------------------------------------------------------------------------
+def test_roc_auc_and_average_precision_by_hand():
+    y, p = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
+    assert M.roc_auc(y, p) == pytest.approx(0.75)  # 3 of the 4 (pos, neg) pairs ordered right
+    assert M.average_precision(y, p) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    with pytest.raises(ValueError, match="both classes"):
+        M.roc_auc([0, 0, 0], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="0/1"):
+        M.roc_auc([0, 2, 1], [0.1, 0.2, 0.3])
+
+
+def test_auc_sens_80_by_hand():
+    # area under the curve right of (.2, .8), where tpr first reaches .8: .8 over [.2, .8], 1 over [.8, 1]
+    assert M.auc_sens_80(Y5, P5) == pytest.approx(0.68)
+    # perfect: 0.8 is reached at fpr 0, so the whole unit square counts (the scorer's value, not 0.2)
+    assert M.auc_sens_80(Y5, Y5.astype(float)) == pytest.approx(1.0)
+    assert M.auc_sens_80(Y5, 1.0 - Y5) == pytest.approx(0.0)  # inverted: 0.8 reached only at fpr 1
+    assert M.auc_sens_80(Y5, np.full(10, 0.5)) == pytest.approx(0.18)  # constant: diagonal from (.8,.8)
+    # 0.8 reached on a vertical segment: (.5,.5) -> (.5,1); area 0.5 * 1
+    assert M.auc_sens_80([1, 1, 0, 0], [0.9, 0.3, 0.5, 0.1]) == pytest.approx(0.5)
+    # a weight of 0 removes a row
+    assert M.auc_sens_80(np.r_[Y5, 0], np.r_[P5, 0.99], sample_weight=np.r_[np.ones(10), 0]) == pytest.approx(0.68)
+
+
+def _kaggle_pauc(y, p, min_tpr=0.8):
+    """The ISIC 2024 metric written out with roc_curve and interpolation (no McClish)."""
+    max_fpr = 1 - min_tpr
+    fpr, tpr, _ = roc_curve(np.abs(np.asarray(y) - 1), -np.asarray(p))
+    stop = np.searchsorted(fpr, max_fpr, "right")
+    tpr_end = np.interp(max_fpr, fpr[stop - 1 : stop + 1], tpr[stop - 1 : stop + 1])
+    return trapezoid(np.append(fpr[:stop], max_fpr), np.append(tpr[:stop], tpr_end))
+
+
+def test_pauc_above_tpr_known_values_and_range():
+    assert M.pauc_above_tpr(Y5, Y5.astype(float)) == pytest.approx(0.2)  # perfect: the whole strip
+    assert M.pauc_above_tpr(Y5, 1.0 - Y5) == pytest.approx(0.0, abs=1e-12)  # inverted
+    assert M.pauc_above_tpr(Y5, np.full(10, 0.5)) == pytest.approx(0.02)  # diagonal: triangle .2*.2/2
+    assert M.pauc_above_tpr(Y5, P5) == pytest.approx(0.04)  # only tpr=1 over fpr [.8, 1] is above .8
+    assert M.pauc_above_tpr(Y5, P5, min_tpr=0.0) == pytest.approx(M.roc_auc(Y5, P5))
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y = (rng.uniform(size=60) < 0.3).astype(int)
+        y[:2] = [0, 1]
+        p = np.round(rng.uniform(size=60) + 0.3 * y * rng.uniform(), 2)  # with ties
+        value = M.pauc_above_tpr(y, p)
+        assert 0.0 <= value <= 0.2
+        assert value == pytest.approx(_kaggle_pauc(y, p), abs=1e-12)
+        # the two partial AUCs differ by the rectangle under tpr = .8 right of where .8 is reached
+        fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+        i = np.searchsorted(tpr, 0.8)
+        fpr80 = np.interp(0.8, tpr[i - 1 : i + 1], fpr[i - 1 : i + 1])
+        assert M.auc_sens_80(y, p) == pytest.approx(value + 0.8 * (1 - fpr80), abs=1e-12)
+
+
+def test_balanced_multiclass_accuracy_three_classes():
+    truth = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.eye(3)[[0, 0, 1, 1, 2, 2]] * 0.6 + 0.1  # argmax 0 0 1 1 2 2
+    assert M.balanced_multiclass_accuracy(truth, pred) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert M.balanced_multiclass_accuracy(np.eye(3)[truth], pred) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    # a tied prediction row counts as wrong; an all-zero truth row is left out
+    tied = np.vstack([pred, [0.45, 0.1, 0.45]])
+    assert M.balanced_multiclass_accuracy(np.r_[truth, 2], tied) == pytest.approx((2 / 3 + 1 / 2 + 1 / 2) / 3)
+    onehot = np.vstack([np.eye(3)[truth], [0, 0, 0]])
+    assert M.balanced_multiclass_accuracy(onehot, np.vstack([pred, [0.1, 0.1, 0.8]])) == pytest.approx(
+        (2 / 3 + 1 / 2 + 1) / 3
+    )
+    # plain accuracy here is 4/6: balanced accuracy weighs the rare classes up
+    assert M.balanced_multiclass_accuracy(truth, pred) != pytest.approx(4 / 6)
+
+
+def test_per_class_and_macro_scores():
+    truth = pd.DataFrame(np.eye(3)[[0, 0, 1, 1, 2, 2]], columns=["MEL", "NV", "BKL"])
+    pred = pd.DataFrame(np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.5 + 0.25, columns=["MEL", "NV", "BKL"])
+    aucs = M.per_class_auc(truth, pred)
+    for cat in truth.columns:
+        assert aucs[cat] == pytest.approx(M.roc_auc(truth[cat], pred[cat]))
+    assert M.macro_auc(truth, pred) == pytest.approx(aucs.mean())
+    assert M.macro_ap(truth, pred) == pytest.approx(M.per_class_ap(truth, pred).mean())
+    absent = truth.assign(BKL=0.0)
+    assert math.isnan(M.per_class_auc(absent, pred)["BKL"])
+    assert M.macro_auc(absent, pred) == pytest.approx(aucs[["MEL", "NV"]].mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Operating points, confusion matrix, biopsies
+# ---------------------------------------------------------------------------------------------
+def test_sensitivity_at_specificity_with_threshold():
+    sens, thr = M.sensitivity_at_specificity(Y5, P5, 0.8)
+    assert (sens, thr) == (pytest.approx(0.8), 0.6)
+    assert ((P5 >= thr) & (Y5 == 1)).sum() == 4 and ((P5 >= thr) & (Y5 == 0)).sum() == 1
+    assert M.sensitivity_at_specificity(Y5, P5, 1.0) == (pytest.approx(0.6), 0.7)
+    assert M.sensitivity_at_specificity(Y5, P5, 0.7) == (pytest.approx(0.8), 0.6)  # fpr .4 buys nothing
+    sens0, thr0 = M.sensitivity_at_specificity([1, 0], [0.2, 0.9], 1.0)
+    assert sens0 == 0.0 and thr0 == math.inf
+
+
+def test_specificity_at_sensitivity_with_threshold():
+    assert M.specificity_at_sensitivity(Y5, P5, 0.8) == (pytest.approx(0.8), 0.6)
+    assert M.specificity_at_sensitivity(Y5, P5, 0.95) == (pytest.approx(0.2), 0.2)
+    assert M.specificity_at_sensitivity(Y5, P5, 0.5) == (pytest.approx(1.0), 0.7)
+    # rates like 3/10 are inexact in floating point: 0.7 must still count as reached
+    y = np.r_[np.ones(10), np.zeros(10)]
+    p = np.r_[np.linspace(0.9, 0.5, 10), np.linspace(0.45, 0.0, 10)]
+    assert M.specificity_at_sensitivity(y, p, 0.7)[0] == pytest.approx(1.0)
+
+
+def test_confusion_matrix_and_number_needed_to_biopsy():
+    cm = M.confusion_matrix(Y5, P5, threshold=0.5)  # called positive: .9 .8 .7 .6 | .65 .5
+    assert cm.tolist() == [[3, 2], [1, 4]]
+    assert M.number_needed_to_biopsy(Y5, P5, 0.5) == pytest.approx(6 / 4)
+    assert M.number_needed_to_biopsy(Y5, P5, 0.0) == pytest.approx(10 / 5)
+    assert M.number_needed_to_biopsy(Y5, P5, 0.95) == math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration
+# ---------------------------------------------------------------------------------------------
+def test_reliability_curve_ece_and_brier():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=500)
+    y = (rng.uniform(size=500) < p).astype(int)
+    curve = M.reliability_curve(y, p, n_bins=10)
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=10)
+    assert np.allclose(curve["fraction_positive"], prob_true) and np.allclose(curve["mean_predicted"], prob_pred)
+    assert curve["count"].sum() == 500
+    assert M.expected_calibration_error(y, p) < 0.08  # calibrated by construction
+    # four cases at .25 with one melanoma, four at .75 with three: perfectly calibrated
+    assert M.expected_calibration_error([1, 0, 0, 0, 1, 1, 1, 0], [0.25] * 4 + [0.75] * 4) == pytest.approx(0)
+    assert M.expected_calibration_error([1, 0, 1, 0], [0.9] * 4) == pytest.approx(0.4)
+    assert M.brier_score([1, 0], [0.8, 0.3]) == pytest.approx((0.2**2 + 0.3**2) / 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient-level bootstrap
+# ---------------------------------------------------------------------------------------------
+def test_bootstrap_draws_patients_with_all_their_images():
+    groups = np.array(["A"] * 5 + ["B"] * 1 + ["C"] * 3 + ["D"] * 2 + ["E"] * 4)
+    sizes = Counter(groups)
+    uniques = list(pd.unique(groups))
+    draws = list(M.patient_bootstrap_indices(groups, n=50, seed=1))
+    for idx, drawn in draws:
+        assert len(drawn) == len(uniques)  # as many patients drawn as there are
+        drawn_counts = Counter(uniques[c] for c in drawn)
+        assert Counter(groups[idx]) == {g: k * sizes[g] for g, k in drawn_counts.items()}
+        assert len(set(groups[idx])) == len(set(drawn))
+    again = list(M.patient_bootstrap_indices(groups, n=50, seed=1))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(draws, again))
+    other = list(M.patient_bootstrap_indices(groups, n=50, seed=2))
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(draws, other))
+
+
+def test_bootstrap_with_one_patient_holding_all_melanomas():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"IP_{i}" for i in range(12)], 5)
+    y = np.zeros(60, int)
+    y[:4] = 1  # patient IP_0 holds all four melanomas
+    p = np.clip(rng.normal(0.3, 0.2, 60) + 0.3 * y, 0, 1)
+    ci = M.bootstrap_ci(y, p, M.roc_auc, groups=groups, n=300, seed=0)
+    lacking = sum(0 not in drawn for _, drawn in M.patient_bootstrap_indices(groups, 300, seed=0))
+    assert ci.n_skipped == lacking > 0  # about (11/12)**12 = 35 % of resamples have no melanoma
+    assert ci.n_resamples + ci.n_skipped == 300
+    assert ci.low <= ci.estimate <= ci.high
+    plain = M.bootstrap_ci(y, p, M.roc_auc, groups=None, n=300, seed=0)
+    assert plain.n_skipped < ci.n_skipped  # resampling images almost always keeps a melanoma
+
+
+def test_bootstrap_patient_interval_is_wider_when_images_of_a_patient_agree():
+    rng = np.random.default_rng(1)
+    n_pat, per = 30, 8
+    groups = np.repeat(np.arange(n_pat), per)
+    y = np.repeat(rng.uniform(size=n_pat) < 0.4, per).astype(int)  # the label is the patient's
+    p = np.repeat(rng.normal(size=n_pat), per) + y + 0.05 * rng.normal(size=n_pat * per)
+    by_patient = M.bootstrap_ci(y, p, M.roc_auc, groups=groups, n=400, seed=0)
+    by_image = M.bootstrap_ci(y, p, M.roc_auc, groups=None, n=400, seed=0)
+    assert (by_patient.high - by_patient.low) > 1.5 * (by_image.high - by_image.low)
+    assert M.bootstrap_ci(y, p, M.roc_auc, groups=groups, n=400, seed=0) == by_patient  # seeded
+    assert M.bootstrap_ci(y, p, M.roc_auc, groups=groups, n=400, seed=5) != by_patient
+    narrow = M.bootstrap_ci(y, p, M.roc_auc, groups=groups, n=400, seed=0, alpha=0.5)
+    assert narrow.high - narrow.low < by_patient.high - by_patient.low
+    assert "95% CI" in str(by_patient)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subgroups
+# ---------------------------------------------------------------------------------------------
+def test_age_band():
+    assert [M.age_band(a) for a in (0, 29, 30, 44.0, 45, 74, 75, 90)] == [
+        "<30", "<30", "30-44", "30-44", "45-59", "60-74", "75+", "75+"]
+    assert M.age_band(float("nan")) == "unknown" and M.age_band("") == "unknown"
+    s = M.age_band(pd.Series([50.0, None, 20.0], index=[7, 8, 9]))
+    assert s.tolist() == ["45-59", "unknown", "<30"] and s.index.tolist() == [7, 8, 9]
+
+
+def test_subgroup_table_counts_and_auc():
+    frame = pd.DataFrame({
+        "target": [1, 0, 0, 1, 0, 0, 0, 1],
+        "pred": [0.9, 0.2, 0.4, 0.3, 0.5, 0.1, 0.6, 0.8],
+        "sex": ["male", "male", "male", "female", "female", "female", None, "male"],
+        "age_approx": [55.0, 60.0, 25.0, 40.0, 80.0, np.nan, 35.0, 50.0],
+        "anatom_site_general_challenge": ["torso"] * 4 + ["head/neck"] * 4,
+    })
+    table = M.subgroup_table(frame, "target", "pred")
+    row = table.set_index(["variable", "group"])
+    assert row.loc[("all", "all"), "n"] == 8 and row.loc[("all", "all"), "positives"] == 3
+    assert row.loc[("all", "all"), "auc"] == pytest.approx(M.roc_auc(frame.target, frame.pred))
+    assert row.loc[("sex", "male"), ["n", "positives"]].tolist() == [4, 2]
+    assert row.loc[("sex", "male"), "auc"] == pytest.approx(1.0)  # .9 .8 above .2 .4
+    assert row.loc[("sex", "female"), "auc"] == pytest.approx(0.5)  # .3 vs .5 .1
+    assert math.isnan(row.loc[("sex", "unknown"), "auc"])  # one benign lesion only
+    assert table[table.variable == "age_band"].group.tolist() == ["<30", "30-44", "45-59", "60-74", "75+", "unknown"]
+    assert row.loc[("anatom_site", "torso"), "n"] == 4
+    with pytest.raises(ValueError, match="anatom_site"):
+        M.subgroup_table(frame.drop(columns="anatom_site_general_challenge"), "target", "pred")
+
+
+# ---------------------------------------------------------------------------------------------
+# Official files: write, score, refuse bad ones
+# ---------------------------------------------------------------------------------------------
+def _multiclass_truth(task, n, rng):
+    cats = list(M.SUBMISSION_COLUMNS[task][1:])
+    labels = np.r_[np.arange(len(cats)), rng.integers(0, len(cats), n - len(cats))]
+    onehot = np.eye(len(cats))[labels]
+    return cats, onehot
+
+
+@pytest.mark.parametrize("task", ["2019", "2018", "2017"])
+def test_write_then_score_round_trip_multiclass(tmp_path, task):
+    rng = np.random.default_rng(int(task))
+    id_col = M.SUBMISSION_COLUMNS[task][0]
+    cats, onehot = _multiclass_truth(task, 40, rng)
+    ids = [f"ISIC_{i:07d}" for i in range(40)]
+    scores = rng.dirichlet(np.ones(len(cats)), size=40) * 0.5 + 0.5 * onehot * rng.uniform(size=(40, 1))
+    truth = pd.DataFrame(onehot, columns=cats).assign(**{id_col: ids})[[id_col, *cats]]
+    truth.to_csv(tmp_path / "truth.csv", index=False, lineterminator="\r\n")  # official files are CRLF
+    frame = pd.DataFrame(scores, columns=cats).assign(image_name=ids, extra="ignored")
+    path = M.write_submission(frame, tmp_path / "sub.csv", task)
+    text = path.read_bytes().decode()
+    assert text.splitlines()[0] == ",".join(M.SUBMISSION_COLUMNS[task]) and "\r" not in text
+    assert np.array_equal(pd.read_csv(path)[cats].to_numpy(), scores)  # full precision
+    got = {m: M.score_submission(tmp_path / "truth.csv", path, m, task=task) for m in ("auc", "ap", "balanced_accuracy")}
+    assert got["auc"] == pytest.approx(np.mean([M.roc_auc(onehot[:, j], scores[:, j]) for j in range(len(cats))]))
+    assert got["ap"] == pytest.approx(np.mean([M.average_precision(onehot[:, j], scores[:, j]) for j in range(len(cats))]))
+    assert got["balanced_accuracy"] == pytest.approx(M.balanced_multiclass_accuracy(onehot, scores))
+    assert M.score_submission(tmp_path / "truth.csv", path, "auc") == got["auc"]  # task detected
+
+
+def test_write_then_score_round_trip_2020(tmp_path):
+    rng = np.random.default_rng(2020)
+    n = 50
+    truth = pd.DataFrame({
+        "image_name": [f"ISIC_{i:07d}" for i in range(n)],
+        "patient_id": [f"IP_{i // 3:07d}" for i in range(n)],
+        "sex": "male", "age_approx": 45.0, "anatom_site_general_challenge": "torso",
+        "diagnosis": "nevus", "benign_malignant": "benign", "target": (rng.uniform(size=n) < 0.3).astype(int),
+    })
+    truth.to_csv(tmp_path / "train.csv", index=False)
+    p = np.clip(0.5 * truth.target + rng.uniform(size=n) * 0.7, 0, 1)
+    sub = M.write_submission(truth[["image_name"]].assign(target=p), tmp_path / "submission.csv", "2020")
+    assert sub.read_text().splitlines()[0] == "image_name,target"
+    y = truth.target.to_numpy()
+    assert M.score_submission(tmp_path / "train.csv", sub, "auc", task="2020") == pytest.approx(M.roc_auc(y, p))
+    assert M.score_submission(tmp_path / "train.csv", sub, "pauc") == pytest.approx(M.pauc_above_tpr(y, p))
+    assert M.score_submission(tmp_path / "train.csv", sub, "auc_sens_80") == pytest.approx(M.auc_sens_80(y, p))
+    tn, fp, fn, tp = M.confusion_matrix(y, p, 0.5).ravel()
+    assert M.score_submission(tmp_path / "train.csv", sub, "balanced_accuracy") == pytest.approx(
+        (tp / (tp + fn) + tn / (tn + fp)) / 2)
+
+
+def test_write_submission_refuses_bad_frames(tmp_path):
+    good = pd.DataFrame({"image_name": ["ISIC_0000001", "ISIC_0000002"], "target": [0.2, 0.9]})
+    with pytest.raises(ValueError, match=r"row 1 \(image ISIC_0000002\), column target"):
+        M.write_submission(good.assign(target=[0.2, np.nan]), tmp_path / "s.csv", "2020")
+    with pytest.raises(ValueError, match=r"row 0 .*column target"):
+        M.write_submission(good.assign(target=[1.5, 0.1]), tmp_path / "s.csv", "2020")
+    with pytest.raises(ValueError, match="lacks column 'MEL'"):
+        M.write_submission(good, tmp_path / "s.csv", "2019")
+    with pytest.raises(ValueError, match="appears twice"):
+        M.write_submission(good.assign(image_name="ISIC_0000001"), tmp_path / "s.csv", "2020")
+    with pytest.raises(ValueError, match="task must be one of"):
+        M.write_submission(good, tmp_path / "s.csv", "2016")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_score_submission_refuses_bad_files_naming_row_and_column(tmp_path):
+    (tmp_path / "truth.csv").write_text("image,MEL,NV\nISIC_0000001,1.0,0.0\nISIC_0000002,0.5,0.5\n")
+    (tmp_path / "pred.csv").write_text("image,MEL,NV\nISIC_0000001,0.7,0.3\nISIC_0000002,0.4,0.6\n")
+    with pytest.raises(ValueError, match=r"truth.csv: row 2 \(image ISIC_0000002\), column MEL: truth must be 0 or 1"):
+        M.score_submission(tmp_path / "truth.csv", tmp_path / "pred.csv", "auc")
+    (tmp_path / "truth.csv").write_text("image,MEL,NV\nISIC_0000001,1.0,0.0\nISIC_0000002,0.0,1.0\n")
+    (tmp_path / "blank.csv").write_text("image,MEL,NV\nISIC_0000001,0.7,\nISIC_0000002,0.4,0.6\n")
+    with pytest.raises(ValueError, match=r"blank.csv: row 1 \(image ISIC_0000001\), column NV: missing value"):
+        M.score_submission(tmp_path / "truth.csv", tmp_path / "blank.csv", "auc")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        M.score_submission(tmp_path / "truth.csv", tmp_path / "pred.csv", "accuracy")
+    with pytest.raises(ValueError, match="lacks column 'image_name'"):
+        M.score_submission(tmp_path / "truth.csv", tmp_path / "pred.csv", "auc", task="2020")
+    with pytest.raises(ValueError, match="missing.csv: prediction file not found"):
+        M.score_submission(tmp_path / "truth.csv", tmp_path / "missing.csv", "auc")
+    (tmp_path / "empty.csv").write_text("image,MEL,NV\n")
+    with pytest.raises(ValueError, match="empty.csv: the prediction file has a header but no rows"):
+        M.score_submission(tmp_path / "truth.csv", tmp_path / "empty.csv", "auc")
+    assert M.score_submission(tmp_path / "truth.csv", tmp_path / "pred.csv", "auc") == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The real challenge ground-truth files (../shared/datasets)
+# ---------------------------------------------------------------------------------------------
+def _real(name: str) -> Path:
+    path = REAL / name
+    if not path.is_file():
+        pytest.skip(f"{path.name} absent (../shared/datasets/challenge-ground-truth not on this machine)")
+    return path
+
+
+def test_real_2020_truth_scores_a_submission_and_bootstraps_its_patients(tmp_path):
+    truth_path = _real("ISIC_2020_Training_GroundTruth.csv")  # CRLF, no final newline
+    truth = pd.read_csv(truth_path)
+    rng = np.random.default_rng(0)
+    p = np.clip(rng.uniform(size=len(truth)) * 0.8 + 0.2 * truth.target, 0, 1)
+    sub = M.write_submission(truth[["image_name"]].assign(target=p), tmp_path / "sub.csv", "2020")
+    assert M.score_submission(truth_path, sub, "auc") == pytest.approx(M.roc_auc(truth.target, p))
+    ids = truth.patient_id.to_numpy()
+    assert len(pd.unique(ids)) == 2056
+    idx, drawn = next(M.patient_bootstrap_indices(ids, n=1, seed=0))
+    assert len(drawn) == 2056
+    sizes = truth.patient_id.value_counts()
+    assert len(idx) == sizes[pd.unique(ids)[drawn]].sum()  # every image of each drawn patient
+
+
+def test_real_2019_training_truth_cannot_be_scored_because_unk_is_empty(tmp_path):
+    truth_path = _real("ISIC_2019_Training_GroundTruth.csv")  # writes 0/1, not 0.0/1.0
+    truth = pd.read_csv(truth_path)
+    M.write_submission(truth, tmp_path / "sub.csv", "2019")
+    with pytest.raises(ValueError, match="column UNK has no positive row"):
+        M.score_submission(truth_path, tmp_path / "sub.csv", "balanced_accuracy", task="2019")
+
+
+@pytest.mark.parametrize(("name", "task"), [("ISIC2018_Task3_Training_GroundTruth.csv", "2018"),
+                                            ("ISIC-2017_Training_Part3_GroundTruth.csv", "2017")])
+def test_real_truth_scores_a_perfect_submission_perfectly(tmp_path, name, task):
+    truth_path = _real(name)
+    sub = M.write_submission(pd.read_csv(truth_path), tmp_path / "sub.csv", task)
+    for metric, expected in (("auc", 1.0), ("ap", 1.0), ("auc_sens_80", 1.0), ("balanced_accuracy", 1.0)):
+        assert M.score_submission(truth_path, sub, metric) == pytest.approx(expected)
