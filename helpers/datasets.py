@@ -822,7 +822,10 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
 # --------------------------------------------------------------------------
 
 class MissingImagesWarning(UserWarning):
-    """Some rows of a label file have no image file in the layout."""
+    """Some rows of a label file have no image file in the layout.
+
+    Introduced in chapter 2 (the ISIC datasets).
+    """
 
 
 def _index_images(folder: Path, suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png")) -> dict[str, Path]:

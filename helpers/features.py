@@ -9,6 +9,7 @@ how far such hand-made features go and where they break:
 
 - :func:`segment_lesion` -- Otsu threshold + morphology, dark vignette masked out;
 - :func:`remove_hair` -- a cheap DullRazor-like hair remover (black-hat + closing);
+- :func:`field_of_view` -- the round field of a dermoscope, without the dark vignette;
 - :func:`abcd_features` -- a dict of numbers for one image;
 - :func:`features_frame` -- a :class:`pandas.DataFrame` of them for many images;
 - :func:`tds_like` -- a TDS-like weighted sum of the computable parts;
@@ -31,6 +32,7 @@ __all__ = [
     "COLOUR_NAMES",
     "to_float_rgb",
     "remove_hair",
+    "field_of_view",
     "segment_lesion",
     "asymmetry",
     "compactness",
@@ -113,12 +115,15 @@ def remove_hair(image: Any, radius: int | None = None, threshold: float = 0.06) 
     return out
 
 
-def _field_of_view(gray: np.ndarray, margin: float = 0.03) -> np.ndarray:
+def field_of_view(gray: np.ndarray, margin: float = 0.03) -> np.ndarray:
     """Pixels inside the dermoscope's round field of view.
 
     Dark regions (below a third of the bright skin level) that hold an image corner
     are the vignette; the rest, shrunk by ``margin`` times the image size to drop the
-    soft rim, is the field of view.
+    soft rim, is the field of view. ``gray`` is a (blurred) grey image; returns a
+    boolean mask, all True when there is no dark vignette.
+
+    Introduced in chapter 2 (dermoscopy and ABCD).
     """
     dark_mask = gray < 0.35 * np.percentile(gray, 95)
     labels, _ = ndi.label(dark_mask)
@@ -163,7 +168,7 @@ def segment_lesion(
     if channel not in channels and channel != "auto":
         raise ValueError(f"segment_lesion: channel must be 'auto' or one of {sorted(channels)}, got {channel!r}")
     sig = max(0.5, sigma * max(small.shape[:2]))
-    fov = _field_of_view(filters.gaussian(color.rgb2gray(small), sigma=sig))
+    fov = field_of_view(filters.gaussian(color.rgb2gray(small), sigma=sig))
     if fov.sum() < 16:
         raise ValueError("segment_lesion: no field of view found (image almost entirely dark)")
     best = None
@@ -183,7 +188,8 @@ def segment_lesion(
     _, img, thr = best
     raw = (img < thr) & fov
     r = _footprint_radius(small.shape, 0.01)
-    mask = morphology.closing(morphology.opening(raw, morphology.disk(r)), morphology.disk(2 * r))
+    mask = morphology.opening(raw, morphology.disk(r, decomposition="sequence"))
+    mask = morphology.closing(mask, morphology.disk(2 * r, decomposition="sequence"))
     labels, n = ndi.label(mask)
     if n == 0:
         raise ValueError("segment_lesion: empty segmentation (Otsu threshold left no lesion pixels)")
@@ -338,7 +344,7 @@ def abcd_features(
       (their names, ';'-joined), ``frac_<colour>`` for each of the six, and
       ``colour_variegation`` (mean per-channel standard deviation of RGB in [0, 1] inside the lesion);
     - ``diameter_px`` (maximum Feret diameter) and ``diameter_mm`` (NaN unless ``px_per_mm``);
-    - ``area_px``, ``centroid_y``, ``centroid_x``, ``orientation`` (radians of the major axis,
+    - ``area_px``, ``area_fraction`` (of the image), ``centroid_y``, ``centroid_x``, ``orientation`` (radians of the major axis,
       measured from the image's x axis towards +y), ``major_len``, ``minor_len`` for drawing.
 
     Introduced in chapter 2 (dermoscopy and ABCD).
@@ -369,6 +375,7 @@ def abcd_features(
         "diameter_px": feret,
         "diameter_mm": feret / px_per_mm if px_per_mm else float("nan"),
         "area_px": int(m.sum()),
+        "area_fraction": float(m.mean()),
         "centroid_y": float(centroid[0]),
         "centroid_x": float(centroid[1]),
         "orientation": float(np.arctan2(major[0], major[1])),

@@ -45,29 +45,19 @@ __all__ = [
     "tfrecord_frame",
 ]
 
-#: Integer codes of the 2020 TFRecords (index in the sequence = code; -1 = unknown).
-#: Fallback copies: the canonical constants live in ``helpers.synthetic`` and are
-#: used from there when that module defines them (see :func:`_tfrec_codes`).
-TFREC_SEX: tuple[str, ...] = ("female", "male")
-TFREC_SITES: tuple[str, ...] = (
-    "head/neck",
-    "upper extremity",
-    "lower extremity",
-    "torso",
-    "palms/soles",
-    "oral/genital",
-)
-TFREC_DIAGNOSES: tuple[str, ...] = (
-    "atypical melanocytic proliferation",
-    "cafe-au-lait macule",
-    "lentigo NOS",
-    "lichenoid keratosis",
-    "melanoma",
-    "nevus",
-    "seborrheic keratosis",
-    "solar lentigo",
-    "unknown",
-)
+_TFREC_TABLES = ("TFREC_SEX", "TFREC_SITES", "TFREC_DIAGNOSES")
+
+
+def __getattr__(name: str) -> Any:
+    """``TFREC_SEX``, ``TFREC_SITES``, ``TFREC_DIAGNOSES``: the integer codes of the 2020
+    TFRecords (index = code, -1 = unknown). They live in :mod:`helpers.synthetic`, which is
+    imported only when they are first needed (synthetic imports this module lazily too)."""
+    if name in _TFREC_TABLES:
+        from helpers import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Keys of one 2020 TFRecord and their ``tfrecord`` type names.
 TFREC_KEYS: dict[str, str] = {
@@ -81,7 +71,6 @@ TFREC_KEYS: dict[str, str] = {
     "target": "int",
 }
 
-JPEG_BASELINE_UID = "1.2.840.10008.1.2.4.50"
 _SEX_TO_DICOM = {"male": "M", "female": "F", "m": "M", "f": "F"}
 _SEX_FROM_DICOM = {"M": "male", "F": "female"}
 
@@ -226,6 +215,8 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
 
     Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
     """
+    from pydicom import config as pydicom_config
+    from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.datadict import keyword_dict
     from pydicom.encaps import encapsulate
@@ -261,7 +252,10 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
     ds.PatientID = "" if _is_missing(meta.get("patient_id")) else str(meta["patient_id"])
     ds.PatientSex = "" if _is_missing(sex) else _SEX_TO_DICOM.get(str(sex).strip().lower(), "O")
     ds.PatientAge = _dicom_age(meta.get("age_approx"))
-    ds.BodyPartExamined = "" if _is_missing(site) else str(site).strip().upper()
+    # "HEAD/NECK": '/' is outside the CS character set, but it is what the layout (and a
+    # site vocabulary with slashes) needs, so this one element skips pydicom's validation.
+    body_part = "" if _is_missing(site) else str(site).strip().upper()
+    ds[0x00180015] = DataElement(0x00180015, "CS", body_part, validation_mode=pydicom_config.IGNORE)
     ds.ImageComments = name
     ds.StudyID = ""
     ds.SeriesNumber = 1
@@ -410,18 +404,14 @@ def _codebook(const: Any) -> tuple[str, ...]:
 
 @functools.cache
 def _tfrec_codes() -> dict[str, tuple[str, ...]]:
-    """The TFRecord code tables: helpers.synthetic's when it defines them, else this module's."""
-    tables = {"sex": TFREC_SEX, "anatom_site_general_challenge": TFREC_SITES, "diagnosis": TFREC_DIAGNOSES}
-    try:
-        from helpers import synthetic  # noqa: PLC0415 - lazy: synthetic imports io lazily too
+    """The TFRecord code tables (from helpers.synthetic), keyed by feature name."""
+    from helpers import synthetic
 
-        for key, attr in (("sex", "TFREC_SEX"), ("anatom_site_general_challenge", "TFREC_SITES"),
-                          ("diagnosis", "TFREC_DIAGNOSES")):
-            if hasattr(synthetic, attr):
-                tables[key] = getattr(synthetic, attr)
-    except ImportError:
-        pass
-    return {k: _codebook(v) for k, v in tables.items()}
+    return {
+        "sex": _codebook(synthetic.TFREC_SEX),
+        "anatom_site_general_challenge": _codebook(synthetic.TFREC_SITES),
+        "diagnosis": _codebook(synthetic.TFREC_DIAGNOSES),
+    }
 
 
 def _encode_int(key: str, value: Any, where: str) -> int:

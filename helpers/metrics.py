@@ -29,9 +29,11 @@ Conventions: ``y`` holds 0/1 labels (1 = melanoma), ``p`` scores where larger
 means more suspicious; a case is called positive when ``p >= threshold``
 (scikit-learn's ``roc_curve`` convention).
 """
+
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc as _trapezoid_auc
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
@@ -122,7 +125,7 @@ def _require_both_classes(y: np.ndarray, w: np.ndarray | None, what: str) -> Non
 # ---------------------------------------------------------------------------------------------
 # Ranking metrics
 # ---------------------------------------------------------------------------------------------
-def roc_auc(y, p, sample_weight=None) -> float:
+def roc_auc(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
     """Area under the ROC curve (scikit-learn ``roc_auc_score``).
 
     Raises ``ValueError`` when ``y`` holds one class only (the AUC is undefined).
@@ -134,7 +137,7 @@ def roc_auc(y, p, sample_weight=None) -> float:
     return float(roc_auc_score(y, p, sample_weight=w))
 
 
-def average_precision(y, p, sample_weight=None) -> float:
+def average_precision(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
     """Average precision, the step-wise area under the precision-recall curve (scikit-learn).
 
     Unlike the ROC AUC, its value for a useless detector is the prevalence
@@ -148,7 +151,9 @@ def average_precision(y, p, sample_weight=None) -> float:
     return float(average_precision_score(y, p, sample_weight=w))
 
 
-def auc_sens_80(y, p, sample_weight=None, sensitivity: float = 0.80) -> float:
+def auc_sens_80(
+    y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None, sensitivity: float = 0.80
+) -> float:
     """The ISIC scorer's ``auc_sens_80``: ROC area from where sensitivity first reaches 0.80.
 
     Follows ``isic_challenge_scoring.metrics.auc_above_sensitivity`` step by
@@ -180,7 +185,7 @@ def auc_sens_80(y, p, sample_weight=None, sensitivity: float = 0.80) -> float:
     return float(_trapezoid_auc(np.insert(fpr[i:], 0, fpr_at), np.insert(tpr[i:], 0, sensitivity)))
 
 
-def pauc_above_tpr(y, p, min_tpr: float = 0.80) -> float:
+def pauc_above_tpr(y: ArrayLike, p: ArrayLike, min_tpr: float = 0.80) -> float:
     """ISIC 2024 partial AUC: the ROC area above TPR = ``min_tpr`` (range 0 to 1 - ``min_tpr``).
 
     As the Kaggle "ISIC 2024 - Skin Cancer Detection with 3D-TBP" metric
@@ -199,7 +204,7 @@ def pauc_above_tpr(y, p, min_tpr: float = 0.80) -> float:
     _require_both_classes(y, None, "partial AUC")
     max_fpr = abs(1.0 - min_tpr)
     scaled = roc_auc_score(np.abs(y - 1.0), -1.0 * p, max_fpr=max_fpr)
-    # McClish maps the raw area [max_fpr**2 / 2, max_fpr] onto [0.5, 1]; undo it.
+    # McClish maps the raw area linearly, the diagonal's max_fpr**2 / 2 to 0.5 and max_fpr to 1; undo it.
     return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (scaled - 0.5))
 
 
@@ -214,7 +219,9 @@ def _argmax_labels(scores: np.ndarray) -> np.ndarray:
     return labels
 
 
-def balanced_multiclass_accuracy(truth, pred, sample_weight=None) -> float:
+def balanced_multiclass_accuracy(
+    truth: ArrayLike, pred: ArrayLike, sample_weight: ArrayLike | None = None
+) -> float:
     """Balanced multi-class accuracy: the mean over classes of the recall of the argmax.
 
     ``truth`` is either integer labels 0..k-1 (shape ``(n,)``) or one-hot
@@ -264,7 +271,12 @@ def _as_frame(x, columns: Sequence[str] | None, what: str) -> pd.DataFrame:
     return pd.DataFrame(arr, columns=cols)
 
 
-def per_class_scores(truth, pred, classes: Sequence[str] | None = None, sample_weight=None) -> pd.DataFrame:
+def per_class_scores(
+    truth: ArrayLike,
+    pred: ArrayLike,
+    classes: Sequence[str] | None = None,
+    sample_weight: ArrayLike | None = None,
+) -> pd.DataFrame:
     """One-vs-rest ``auc``, ``ap`` and ``auc_sens_80`` per class, as the ISIC scorer's table.
 
     ``truth`` (one-hot) and ``pred`` are DataFrames with the class columns or
@@ -279,7 +291,7 @@ def per_class_scores(truth, pred, classes: Sequence[str] | None = None, sample_w
     rows = {}
     for c in t.columns:
         y, s, w = _binary_inputs(t[c].to_numpy(), p[c].to_numpy(), sample_weight)
-        pos = (y if w is None else y[w != 0])
+        pos = y if w is None else y[w != 0]
         has_pos, has_neg = bool(pos.any()), bool((pos == 0).any())
         rows[c] = {
             "auc": roc_auc(y, s, w) if has_pos and has_neg else math.nan,
@@ -289,7 +301,7 @@ def per_class_scores(truth, pred, classes: Sequence[str] | None = None, sample_w
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def per_class_auc(truth, pred, classes: Sequence[str] | None = None) -> pd.Series:
+def per_class_auc(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None) -> pd.Series:
     """One-vs-rest ROC AUC of each class (NaN for a class absent from, or filling, the truth).
 
     Introduced in chapter 10 (metadata and the multi-class task).
@@ -297,7 +309,7 @@ def per_class_auc(truth, pred, classes: Sequence[str] | None = None) -> pd.Serie
     return per_class_scores(truth, pred, classes)["auc"]
 
 
-def per_class_ap(truth, pred, classes: Sequence[str] | None = None) -> pd.Series:
+def per_class_ap(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None) -> pd.Series:
     """One-vs-rest average precision of each class (NaN for a class absent from the truth).
 
     Introduced in chapter 10 (metadata and the multi-class task).
@@ -305,7 +317,7 @@ def per_class_ap(truth, pred, classes: Sequence[str] | None = None) -> pd.Series
     return per_class_scores(truth, pred, classes)["ap"]
 
 
-def macro_auc(truth, pred, classes: Sequence[str] | None = None) -> float:
+def macro_auc(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None) -> float:
     """Mean of the per-class AUCs over the classes where it is defined (the scorer's macro average).
 
     Introduced in chapter 10 (metadata and the multi-class task).
@@ -313,7 +325,7 @@ def macro_auc(truth, pred, classes: Sequence[str] | None = None) -> float:
     return float(per_class_auc(truth, pred, classes).mean())
 
 
-def macro_ap(truth, pred, classes: Sequence[str] | None = None) -> float:
+def macro_ap(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None) -> float:
     """Mean of the per-class average precisions (the scorer's macro average).
 
     Introduced in chapter 10 (metadata and the multi-class task).
@@ -327,7 +339,9 @@ def macro_ap(truth, pred, classes: Sequence[str] | None = None) -> float:
 _TOL = 1e-12  # rates such as 1 - 3/10 are not exact in floating point
 
 
-def sensitivity_at_specificity(y, p, specificity: float, sample_weight=None) -> tuple[float, float]:
+def sensitivity_at_specificity(
+    y: ArrayLike, p: ArrayLike, specificity: float, sample_weight: ArrayLike | None = None
+) -> tuple[float, float]:
     """The best sensitivity whose specificity is at least ``specificity``, and its threshold.
 
     Returns ``(sensitivity, threshold)``: calling ``p >= threshold`` positive
@@ -346,7 +360,9 @@ def sensitivity_at_specificity(y, p, specificity: float, sample_weight=None) -> 
     return float(tpr[i]), float(thr[i])
 
 
-def specificity_at_sensitivity(y, p, sensitivity: float, sample_weight=None) -> tuple[float, float]:
+def specificity_at_sensitivity(
+    y: ArrayLike, p: ArrayLike, sensitivity: float, sample_weight: ArrayLike | None = None
+) -> tuple[float, float]:
     """The best specificity whose sensitivity is at least ``sensitivity``, and its threshold.
 
     Returns ``(specificity, threshold)``: calling ``p >= threshold`` positive
@@ -364,7 +380,7 @@ def specificity_at_sensitivity(y, p, sensitivity: float, sample_weight=None) -> 
     return float(1.0 - fpr[i]), float(thr[i])
 
 
-def confusion_matrix(y, p, threshold: float = 0.5) -> np.ndarray:
+def confusion_matrix(y: ArrayLike, p: ArrayLike, threshold: float = 0.5) -> np.ndarray:
     """2 × 2 confusion matrix ``[[TN, FP], [FN, TP]]`` of calling ``p >= threshold`` positive.
 
     scikit-learn's ``confusion_matrix`` with ``labels=[0, 1]`` (rows: truth, columns: prediction).
@@ -375,7 +391,7 @@ def confusion_matrix(y, p, threshold: float = 0.5) -> np.ndarray:
     return _sk_confusion_matrix(y.astype(int), (p >= threshold).astype(int), labels=[0, 1])
 
 
-def number_needed_to_biopsy(y, p, threshold: float) -> float:
+def number_needed_to_biopsy(y: ArrayLike, p: ArrayLike, threshold: float) -> float:
     """Biopsies per melanoma found when every lesion with ``p >= threshold`` is biopsied.
 
     ``(TP + FP) / TP``; ``inf`` when no melanoma is above the threshold.
@@ -390,7 +406,9 @@ def number_needed_to_biopsy(y, p, threshold: float) -> float:
 # ---------------------------------------------------------------------------------------------
 # Calibration
 # ---------------------------------------------------------------------------------------------
-def reliability_curve(y, p, n_bins: int = 10, strategy: str = "uniform") -> pd.DataFrame:
+def reliability_curve(
+    y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: str = "uniform"
+) -> pd.DataFrame:
     """Reliability diagram data: per non-empty bin, mean score, observed frequency, count.
 
     ``mean_predicted`` and ``fraction_positive`` are scikit-learn's
@@ -416,7 +434,9 @@ def reliability_curve(y, p, n_bins: int = 10, strategy: str = "uniform") -> pd.D
     return pd.DataFrame({"mean_predicted": prob_pred, "fraction_positive": prob_true, "count": counts})
 
 
-def expected_calibration_error(y, p, n_bins: int = 10, strategy: str = "uniform") -> float:
+def expected_calibration_error(
+    y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: str = "uniform"
+) -> float:
     """Expected calibration error: count-weighted mean |observed - predicted| over the bins.
 
     Uses the bins of :func:`reliability_curve`: ``sum_b (n_b / n) |frac_b - mean_b|``.
@@ -428,7 +448,7 @@ def expected_calibration_error(y, p, n_bins: int = 10, strategy: str = "uniform"
     return float((gap * curve["count"]).sum() / curve["count"].sum())
 
 
-def brier_score(y, p) -> float:
+def brier_score(y: ArrayLike, p: ArrayLike) -> float:
     """Brier score: mean squared difference between probability and outcome (scikit-learn).
 
     Introduced in chapter 9 (evaluating melanoma detection).
@@ -447,6 +467,8 @@ class BootstrapCI:
     ``n_resamples`` resamples were scored; ``n_skipped`` were drawn but
     skipped because the metric is undefined on them (for example a resample
     without a melanoma).
+
+    Introduced in chapter 9 (evaluating melanoma detection).
     """
 
     estimate: float
@@ -461,7 +483,9 @@ class BootstrapCI:
         return f"{self.estimate:.3f} ({level}% CI {self.low:.3f}-{self.high:.3f})"
 
 
-def patient_bootstrap_indices(groups, n: int, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def patient_bootstrap_indices(
+    groups: ArrayLike, n: int, seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``n`` bootstrap resamples of patients, as (image row indices, drawn patient codes).
 
     Each resample draws as many patients as there are, with replacement; every
@@ -489,10 +513,10 @@ def patient_bootstrap_indices(groups, n: int, seed: int = 0) -> Iterator[tuple[n
 
 
 def bootstrap_ci(
-    y,
-    p,
+    y: ArrayLike,
+    p: ArrayLike,
     metric: Callable[..., float],
-    groups=None,
+    groups: ArrayLike | None = None,
     n: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
@@ -547,7 +571,7 @@ _SUBGROUP_SOURCES = {
 }
 
 
-def age_band(age, edges: Sequence[int] = (30, 45, 60, 75)):
+def age_band(age: float | ArrayLike, edges: Sequence[int] = (30, 45, 60, 75)):
     """Age band label(s): ``"<30"``, ``"30-44"``, ``"45-59"``, ``"60-74"``, ``"75+"``, or ``"unknown"``.
 
     Accepts a number (returns a string) or a sequence/Series (returns a
@@ -644,7 +668,7 @@ def _task_columns(task: str) -> tuple[str, ...]:
     return SUBMISSION_COLUMNS[task]
 
 
-def write_submission(frame: pd.DataFrame, path, task: str) -> Path:
+def write_submission(frame: pd.DataFrame, path: str | os.PathLike, task: str) -> Path:
     """Write ``frame`` as an official submission file of ``task`` ("2020", "2019", "2018", "2017").
 
     ``frame`` must hold the task's columns (its id column, or any of
@@ -804,7 +828,9 @@ def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
         raise ValueError(f"{p_name}: header lacks column {missing[0]!r} (expected {id_col},{','.join(cats)})")
     extra = [c for c in p_header if c != id_col and c not in cats]
     if extra:
-        raise ValueError(f"{p_name}: header has extra column {extra[0]!r} (expected {id_col},{','.join(cats)})")
+        raise ValueError(
+            f"{p_name}: header has extra column {extra[0]!r} (expected {id_col},{','.join(cats)})"
+        )
     p_ids = praw[id_col].str.strip().str.replace(r"\.jpg$", "", case=False, regex=True)
     _check_ids(p_ids, p_name)
     pred = _numbers(praw, p_ids, cats, p_name, truth=False)
@@ -831,7 +857,9 @@ def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
     return _Scoring(truth, pred, weights, layout)
 
 
-def score_submission(truth_csv, pred_csv, metric: str, task: str | None = None) -> float:
+def score_submission(
+    truth_csv: str | os.PathLike, pred_csv: str | os.PathLike, metric: str, task: str | None = None
+) -> float:
     """Score an official submission file against its ground truth, as the official scorer does.
 
     ``task`` is "2020" (``image_name,target``; the truth may be Kaggle's
@@ -845,7 +873,8 @@ def score_submission(truth_csv, pred_csv, metric: str, task: str | None = None) 
     ``metric``: ``auc``, ``ap`` and ``auc_sens_80`` are per-category values,
     macro-averaged over the columns; ``balanced_accuracy`` is the argmax
     balanced accuracy over the columns (for the one-column 2020 task: the
-    mean of sensitivity and specificity of ``target >= 0.5``); ``pauc`` is the
+    mean of sensitivity and specificity of ``target >= 0.5``; for 2017, as the
+    scorer would, nevus rows, all zeros, are left out); ``pauc`` is the
     ISIC 2024 partial AUC above 80 % TPR (macro-averaged). For files in the
     scorer's layout the result equals what ``isic-challenge-scoring`` reports
     (checked to 1e-9 in ``tests/test_metrics.py``), including NaN for a

@@ -211,7 +211,8 @@ def _torchvision_weights(name: str, net: nn.Module) -> tuple[str | None, str]:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)      # an offline machine must not hang here
     try:
-        with contextlib.redirect_stderr(io.StringIO()):   # torch.hub's "Downloading: ..." line
+        # torch.hub writes a "Downloading: ..." line; this function prints its own one line
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             state = weights.get_state_dict(progress=False, check_hash=True)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         return None, str(getattr(err, "reason", err)).splitlines()[0][:80]

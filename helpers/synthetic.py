@@ -55,7 +55,7 @@ class NevusStyle:
     Used by :func:`write_samples` so that a patient's nevi resemble each other
     and a melanoma stands out as the "ugly duckling" among them.
 
-    Introduced in chapter 3 (dermoscopy and the ABCD rule).
+    Introduced in chapter 1 (skin disease and melanoma).
     """
 
     brown: tuple[float, float, float] = PALETTE["light brown"]
@@ -173,7 +173,7 @@ def _paint_melanocytic(rng, size, rho, theta, inside, atypia: float, style: Nevu
     net = _noise(rng, size, 1.6 + 1.5 * atypia)
     img = _mix(img, dark * 0.8, 0.35 * (np.abs(net) < 0.35) * inside)
     # Extra colours, each as an off-centre patch (asymmetric colour = A and C of ABCD).
-    n_extra = int(np.clip(np.round(3.5 * atypia + rng.normal(0, 0.6)), 0, 4))
+    n_extra = int(np.clip(np.round(4.5 * atypia - 0.8 + rng.normal(0, 0.5)), 0, 4))
     extras = ["black", "blue-grey", "white", "red"][:n_extra]
     towards = rng.uniform(0, 2 * np.pi)  # extra colours gather on one side of the lesion
     bias = 2.0 * atypia * rho * np.cos(theta - towards)
@@ -231,7 +231,7 @@ def make_lesion(label: str, seed: int, size: int = 256, skin_tone: float | None 
     from 0 (light) to 1 (dark); ``None`` draws it. ``style`` gives nevi (NV) a
     person's shared colour, size and atypia. The mask is True on the lesion.
 
-    Introduced in chapter 3 (dermoscopy and the ABCD rule).
+    Introduced in chapter 1 (skin disease and melanoma).
     """
     if label not in CLASSES:
         raise ValueError(f"unknown class {label!r}; expected one of {', '.join(CLASSES)}")
@@ -251,11 +251,11 @@ def make_lesion(label: str, seed: int, size: int = 256, skin_tone: float | None 
         atypia = rng.beta(2.0, 3.0)
 
     # Shape: size (D), asymmetry (A) and border irregularity (B) rise with atypia.
-    scale = {"MEL": 0.20 + 0.10 * atypia, "NV": 0.13 + 0.07 * atypia, "DF": 0.13, "VASC": 0.15,
+    scale = {"MEL": 0.13 + 0.10 * atypia, "NV": 0.12 + 0.09 * atypia, "DF": 0.13, "VASC": 0.15,
              "AK": 0.24, "BKL": 0.22, "BCC": 0.21, "SCC": 0.20}[label]
     if label == "NV" and style is not None:
         scale *= style.size
-    radius = size * scale * rng.uniform(0.8, 1.2)
+    radius = size * scale * rng.uniform(0.75, 1.25)
     melanocytic = label in ("MEL", "NV")
     asym = 0.05 + 0.35 * atypia if melanocytic else 0.15
     irreg = 0.02 + 0.16 * atypia ** 1.5 if melanocytic else 0.08
@@ -294,7 +294,7 @@ def another_photo(img: np.ndarray, seed: int) -> np.ndarray:
 
     Used for HAM10000 lesions with several images and for the 2020 duplicates.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 1 (skin disease and melanoma).
     """
     rng = np.random.default_rng(seed)
     out = np.rot90(img, int(rng.integers(0, 4)))
@@ -815,7 +815,7 @@ def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -
     same files. ``max_images`` caps the image files per folder (the CSV files
     stay complete), for quick tests.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 1 (skin disease and melanoma).
     """
     out_dir = Path(out_dir)
     _prepare(out_dir)
@@ -850,7 +850,7 @@ def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m helpers.synthetic OUT_DIR [--seed N]``; errors give one line and exit 2.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 1 (skin disease and melanoma).
     """
 
     class _Parser(argparse.ArgumentParser):

@@ -613,3 +613,17 @@ def test_data_samples_layouts_load_without_missing_images(layout):
     assert set(frame["dataset"]) == datasets and set(frame["split"]) == splits
     assert frame["path"].notna().all() and frame["image_id"].is_unique
     assert list(frame.columns) == list(ds.TIDY_COLUMNS)
+
+
+def test_data_samples_combine_drops_cross_challenge_copies():
+    if not SAMPLES.is_dir() or not any(p.is_dir() for p in SAMPLES.iterdir()):
+        pytest.skip("data_samples/ absent (run `python -m helpers.synthetic`)")
+    frames = ds.load_all(SAMPLES, strict=True)
+    assert set(EXPECTED_SAMPLES) <= set(frames)
+    everything = pd.concat(list(frames.values()), ignore_index=True)
+    both = ds.combine(frames.values())
+    assert len(both) == everything["image_id"].nunique() < len(everything)
+    ham_train = frames["isic-2018-task3"].query("split == 'train'")["image_id"]
+    kept = both.set_index("image_id").loc[ham_train, "dataset"]
+    assert (kept == "isic2019").all()  # 2019 re-labelled the HAM10000 images with 9 classes
+    assert both["duplicate"].sum() > 0

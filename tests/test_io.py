@@ -90,6 +90,13 @@ def test_dicom_age_strings(text, years):
     assert hio._age_from_dicom(text) == years
 
 
+def test_dicom_site_with_slash_round_trips_without_warning(tmp_path, recwarn):
+    hio.write_dicom(tmp_path / "hn.dcm", smooth_rgb(8, 8), {**META, "anatom_site_general_challenge": "head/neck"})
+    assert pydicom.dcmread(tmp_path / "hn.dcm").BodyPartExamined == "HEAD/NECK"
+    assert hio.read_dicom(tmp_path / "hn.dcm")[1]["anatom_site"] == "head/neck"
+    assert not [w for w in recwarn if "Invalid value for VR" in str(w.message)]
+
+
 def test_dicom_summary(tmp_path):
     hio.write_dicom(tmp_path / "train" / "ISIC_0000001.dcm", smooth_rgb(40, 50), META)
     hio.write_dicom(tmp_path / "train" / "ISIC_0000002.dcm", smooth_rgb(30, 20),
@@ -183,6 +190,7 @@ def test_tfrecord_round_trip(tmp_path):
 
 
 def test_tfrecord_codes_follow_layout_contract():
+    assert hio.TFREC_SEX.index("male") == 1 and hio.TFREC_SITES.index("oral/genital") == 5
     codes = hio._tfrec_codes()
     assert codes["sex"].index("female") == 0 and codes["sex"].index("male") == 1
     assert codes["anatom_site_general_challenge"][3] == "torso"

@@ -34,6 +34,7 @@ venv). The script
 this file (to 1e-9, or a ``ValueError`` where the scorer errs). The inputs are
 seeded: rerunning the script rewrites the same CSVs.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -107,83 +108,133 @@ def build_cases() -> list[dict]:
     truth[lab == 1, 0] = 1.0
     truth[lab == 2, 1] = 1.0
     pred = np.round(rng.uniform(size=(n, 2)), 6)
-    add("random_2017", _frame(ids, truth, CATS_2017), _frame(ids, pred, CATS_2017),
-        "2017 categories; nevi are all-zero truth rows (ties in the truth argmax); uniform noise")
+    add(
+        "random_2017",
+        _frame(ids, truth, CATS_2017),
+        _frame(ids, pred, CATS_2017),
+        "2017 categories; nevi are all-zero truth rows (ties in the truth argmax); uniform noise",
+    )
 
     n = 48
     ids = _ids(n, 300)
     oh = _one_hot(_labels_every_class(rng, n, 7, 2), 7)
-    add("random_2018", _frame(ids, oh, CATS_2018), _frame(ids, _softmax_scores(rng, oh, 1.5), CATS_2018),
-        "2018 categories, softmax of noisy logits")
+    add(
+        "random_2018",
+        _frame(ids, oh, CATS_2018),
+        _frame(ids, _softmax_scores(rng, oh, 1.5), CATS_2018),
+        "2018 categories, softmax of noisy logits",
+    )
 
     n = 54
     ids = _ids(n, 500)
     oh = _one_hot(_labels_every_class(rng, n, 9, 2), 9)
-    add("random_2019", _frame(ids, oh, CATS_2019), _frame(ids, _softmax_scores(rng, oh, 2.0), CATS_2019),
-        "2019 categories including UNK, softmax of noisy logits")
+    add(
+        "random_2019",
+        _frame(ids, oh, CATS_2019),
+        _frame(ids, _softmax_scores(rng, oh, 2.0), CATS_2019),
+        "2019 categories including UNK, softmax of noisy logits",
+    )
 
     n = 40
     ids = _ids(n, 700)
     y = np.zeros(n)
     y[rng.choice(n, size=10, replace=False)] = 1.0
     p = np.round(1 / (1 + np.exp(-(1.2 * y + rng.normal(size=n) - 0.6))), 6)
-    add("random_binary", _frame(ids, y[:, None], ["MEL"]), _frame(ids, p[:, None], ["MEL"]),
-        "one category, 10 positives (sensitivity 0.8 is a point of the curve)")
+    add(
+        "random_binary",
+        _frame(ids, y[:, None], ["MEL"]),
+        _frame(ids, p[:, None], ["MEL"]),
+        "one category, 10 positives (sensitivity 0.8 is a point of the curve)",
+    )
 
     n = 37
     ids = _ids(n, 800)
     y = np.zeros(n)
     y[rng.choice(n, size=7, replace=False)] = 1.0
     p = np.round(rng.uniform(size=n) * 0.6 + 0.4 * y, 6)
-    add("random_binary_7pos", _frame(ids, y[:, None], ["MEL"]), _frame(ids, p[:, None], ["MEL"]),
-        "one category, 7 positives (0.8 falls between two points: interpolation)")
+    add(
+        "random_binary_7pos",
+        _frame(ids, y[:, None], ["MEL"]),
+        _frame(ids, p[:, None], ["MEL"]),
+        "one category, 7 positives (0.8 falls between two points: interpolation)",
+    )
 
     # --- ties ------------------------------------------------------------------------------------
     n = 48
     ids = _ids(n, 1000)
     oh = _one_hot(_labels_every_class(rng, n, 7, 2), 7)
-    add("ties_rounded_2018", _frame(ids, oh, CATS_2018),
+    add(
+        "ties_rounded_2018",
+        _frame(ids, oh, CATS_2018),
         _frame(ids, np.round(_softmax_scores(rng, oh, 1.0), 1), CATS_2018),
-        "scores rounded to one decimal: tied scores and tied argmax rows ('undecided')")
+        "scores rounded to one decimal: tied scores and tied argmax rows ('undecided')",
+    )
 
     n = 30
     ids = _ids(n, 1100)
     y = np.array([1.0] * 10 + [0.0] * 20)
     p = np.array([0.9] * 6 + [0.5] * 4 + [0.9] * 2 + [0.5] * 8 + [0.2] * 10)
     perm = rng.permutation(n)
-    add("ties_sens80_in_block", _frame(ids, y[perm, None], ["MEL"]), _frame(ids, p[perm, None], ["MEL"]),
-        "three score values; sensitivity 0.8 is reached inside the tied 0.5 block (diagonal segment)")
+    add(
+        "ties_sens80_in_block",
+        _frame(ids, y[perm, None], ["MEL"]),
+        _frame(ids, p[perm, None], ["MEL"]),
+        "three score values; sensitivity 0.8 is reached inside the tied 0.5 block (diagonal segment)",
+    )
 
     n = 24
     ids = _ids(n, 1200)
     y = np.zeros(n)
     y[:6] = 1.0
     p = np.where(rng.uniform(size=n) < 0.5, 0.25, 0.75)
-    add("ties_two_values", _frame(ids, y[:, None], ["MEL"]), _frame(ids, p[:, None], ["MEL"]),
-        "predictions take two values only")
+    add(
+        "ties_two_values",
+        _frame(ids, y[:, None], ["MEL"]),
+        _frame(ids, p[:, None], ["MEL"]),
+        "predictions take two values only",
+    )
 
     # --- constant predictions --------------------------------------------------------------------
     n = 30
     ids = _ids(n, 1300)
     oh = _one_hot(_labels_every_class(rng, n, 3, 3), 3)
     cats3 = ["MEL", "NV", "BKL"]
-    add("constant_all_equal", _frame(ids, oh, cats3), _frame(ids, np.full((n, 3), 0.5), cats3),
-        "every score 0.5: AUC 0.5, every argmax tied")
-    add("constant_per_column", _frame(ids, oh, cats3),
+    add(
+        "constant_all_equal",
+        _frame(ids, oh, cats3),
+        _frame(ids, np.full((n, 3), 0.5), cats3),
+        "every score 0.5: AUC 0.5, every argmax tied",
+    )
+    add(
+        "constant_per_column",
+        _frame(ids, oh, cats3),
         _frame(ids, np.tile([0.2, 0.3, 0.5], (n, 1)), cats3),
-        "each column constant, different constants: argmax always BKL")
+        "each column constant, different constants: argmax always BKL",
+    )
 
     # --- perfect and inverted --------------------------------------------------------------------
     n = 36
     ids = _ids(n, 1400)
     oh = _one_hot(_labels_every_class(rng, n, 9, 2), 9)
-    add("perfect_onehot_2019", _frame(ids, oh, CATS_2019), _frame(ids, oh.copy(), CATS_2019),
-        "prediction = truth (hard one-hot)")
-    add("inverted_2019", _frame(ids, oh, CATS_2019), _frame(ids, 1.0 - oh, CATS_2019),
-        "prediction = 1 - truth")
+    add(
+        "perfect_onehot_2019",
+        _frame(ids, oh, CATS_2019),
+        _frame(ids, oh.copy(), CATS_2019),
+        "prediction = truth (hard one-hot)",
+    )
+    add(
+        "inverted_2019",
+        _frame(ids, oh, CATS_2019),
+        _frame(ids, 1.0 - oh, CATS_2019),
+        "prediction = 1 - truth",
+    )
     soft = np.round(0.05 + 0.9 * oh + rng.uniform(0, 0.04, size=oh.shape), 6)
-    add("perfect_soft_2019", _frame(ids, oh, CATS_2019), _frame(ids, soft, CATS_2019),
-        "soft scores that rank perfectly")
+    add(
+        "perfect_soft_2019",
+        _frame(ids, oh, CATS_2019),
+        _frame(ids, soft, CATS_2019),
+        "soft scores that rank perfectly",
+    )
 
     # --- layout variations -----------------------------------------------------------------------
     n = 30
@@ -192,8 +243,12 @@ def build_cases() -> list[dict]:
     scores = _softmax_scores(rng, oh, 1.0)
     pred = _frame([i + ".jpg" if k % 2 else i + ".JPG" for k, i in enumerate(ids)], scores, CATS_2018)
     pred = pred.sample(frac=1.0, random_state=1)[["image"] + CATS_2018[::-1]]
-    add("jpg_suffix_shuffled", _frame(ids, oh, CATS_2018), pred,
-        "prediction ids end in .jpg/.JPG; rows shuffled, columns reversed")
+    add(
+        "jpg_suffix_shuffled",
+        _frame(ids, oh, CATS_2018),
+        pred,
+        "prediction ids end in .jpg/.JPG; rows shuffled, columns reversed",
+    )
 
     n = 40
     ids = _ids(n, 1600)
@@ -201,32 +256,50 @@ def build_cases() -> list[dict]:
     truth = _frame(ids, oh, cats3)
     truth["score_weight"] = np.where(rng.uniform(size=n) < 0.2, 0.0, 1.0)
     truth["validation_weight"] = 1.0 - truth["score_weight"]
-    add("weights_columns", truth, _frame(ids, _softmax_scores(rng, oh, 1.0), cats3),
-        "truth has score_weight/validation_weight columns (some rows weigh 0)")
+    add(
+        "weights_columns",
+        truth,
+        _frame(ids, _softmax_scores(rng, oh, 1.0), cats3),
+        "truth has score_weight/validation_weight columns (some rows weigh 0)",
+    )
 
     n = 20
     ids = _ids(n - 1, 35040) + ["ISIC_0035068"]
     oh = _one_hot(_labels_every_class(rng, n, 2, 4), 2)
-    add("isic_0035068", _frame(ids, oh, ["MEL", "NV"]), _frame(ids, _softmax_scores(rng, oh, 0.5), ["MEL", "NV"]),
-        "contains ISIC_0035068, which the scorer always weighs 0")
+    add(
+        "isic_0035068",
+        _frame(ids, oh, ["MEL", "NV"]),
+        _frame(ids, _softmax_scores(rng, oh, 0.5), ["MEL", "NV"]),
+        "contains ISIC_0035068, which the scorer always weighs 0",
+    )
 
     ids = _ids(4, 1700)
-    add("tiny", _frame(ids, np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]), ["MEL", "NV"]),
+    add(
+        "tiny",
+        _frame(ids, np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]), ["MEL", "NV"]),
         _frame(ids, np.array([[0.7, 0.3], [0.4, 0.6], [0.6, 0.4], [0.2, 0.8]]), ["MEL", "NV"]),
-        "four rows")
+        "four rows",
+    )
 
     # --- invalid inputs (the scorer errs) --------------------------------------------------------
     n = 27
     ids = _ids(n, 1800)
     oh = _one_hot(_labels_every_class(rng, n, 8, 2), 9)  # UNK never positive
-    add("class_absent_unk", _frame(ids, oh, CATS_2019), _frame(ids, _softmax_scores(rng, oh, 1.0), CATS_2019),
-        "UNK has no positive row in the truth (as in the 2019 training data)")
+    add(
+        "class_absent_unk",
+        _frame(ids, oh, CATS_2019),
+        _frame(ids, _softmax_scores(rng, oh, 1.0), CATS_2019),
+        "UNK has no positive row in the truth (as in the 2019 training data)",
+    )
 
     n = 20
     ids = _ids(n, 1900)
-    add("all_positive_binary", _frame(ids, np.ones((n, 1)), ["MEL"]),
+    add(
+        "all_positive_binary",
+        _frame(ids, np.ones((n, 1)), ["MEL"]),
         _frame(ids, np.round(rng.uniform(size=(n, 1)), 6), ["MEL"]),
-        "one category and every truth row positive (no negatives)")
+        "one category and every truth row positive (no negatives)",
+    )
 
     n = 24
     ids = _ids(n, 2000)
@@ -254,8 +327,12 @@ def build_cases() -> list[dict]:
     more = base_pred.copy()
     more["SCC"] = 0.0
     add("extra_column", truth_name, more, "an extra category column")
-    add("no_image_column", truth_name, base_pred.rename(columns={"image": "image_id"}),
-        "the id column is not called image")
+    add(
+        "no_image_column",
+        truth_name,
+        base_pred.rename(columns={"image": "image_id"}),
+        "the id column is not called image",
+    )
     return cases
 
 

@@ -1,0 +1,1211 @@
+"""The data pipeline of a CNN: images to tensors, labels to targets, patients to folds.
+
+Two roads lead from image files to a training batch:
+
+* **The teaching road** — :class:`LesionDataset` + ``torch.utils.data.DataLoader``:
+  each image is read (:func:`read_image_tensor`), augmented by torchvision
+  ``transforms.v2`` (:func:`train_transforms`: random crops, flips, rotations,
+  colour jitter and two dermoscopy-specific transforms, :class:`RandomHair` and
+  :class:`RandomVignette`) and normalised. Simple and flexible, but every
+  sample costs Python work on the CPU, and a GPU waits for it.
+* **The throughput road** — :func:`build_tensor_cache` once writes every image,
+  resized, into one ``uint8`` array on disk (a NumPy memmap);
+  :class:`TensorCacheLoader` then cuts batches out of it with one fancy index
+  per batch and augments the whole batch on the GPU (:func:`gpu_augment`). No
+  Python work per sample: this is how a GPU is kept busy.
+
+The rest of the module handles what every dermoscopy model needs:
+metadata as numbers (:func:`encode_meta`), the class imbalance
+(:func:`weighted_sampler`, :func:`pos_weight`, :class:`FocalLoss`, Lin et al.
+2017) and validation splits that never put one patient on both sides
+(:func:`patient_folds`, the "triple-stratified" folds of the 2020 winners,
+Ha et al. 2020; :func:`holdout_split`).
+
+A bad image never stops an epoch: :class:`LesionDataset` returns ``None`` for
+it, lists it in ``dataset.skipped`` and warns once; :func:`collate_skip_bad`
+drops the ``None`` from the batch. The tensor cache stores a bad image as
+zeros and lists it in its sidecar CSV; the cache loader leaves such rows out.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, WeightedRandomSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+__all__ = [
+    "CLASSES_2019",
+    "LABELS_9",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "META_COLUMNS",
+    "META_SEXES",
+    "META_SITES",
+    "SkippedImageWarning",
+    "read_image_tensor",
+    "shades_of_gray",
+    "ShadesOfGray",
+    "RandomHair",
+    "RandomVignette",
+    "RandomRot90",
+    "train_transforms",
+    "eval_transforms",
+    "encode_targets",
+    "encode_meta",
+    "LesionDataset",
+    "collate_skip_bad",
+    "weighted_sampler",
+    "pos_weight",
+    "FocalLoss",
+    "patient_folds",
+    "holdout_split",
+    "load_resized",
+    "build_tensor_cache",
+    "cache_index",
+    "gpu_augment",
+    "TensorCacheLoader",
+    "decode_jpeg_batch",
+]
+
+#: The eight diagnostic classes of ISIC 2019, in the ground truth's column order.
+CLASSES_2019: tuple[str, ...] = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
+#: The same plus ``UNK`` (the 2019 test set's "none of the others"): ``target="label9"``.
+LABELS_9: tuple[str, ...] = (*CLASSES_2019, "UNK")
+#: ImageNet channel means and standard deviations (torchvision's pretrained weights expect them).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Tidy-frame columns :func:`encode_meta` knows how to encode.
+META_COLUMNS: tuple[str, ...] = ("age_approx", "sex", "anatom_site")
+#: Sex categories of the one-hot encoding (fixed order; anything else counts as missing).
+META_SEXES: tuple[str, ...] = ("female", "male")
+#: Harmonised anatomical sites (the SIIM-ISIC 2020 vocabulary, as in ``helpers.datasets.SITES``).
+META_SITES: tuple[str, ...] = (
+    "head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital",
+)
+#: Ages are divided by this, so that they lie roughly in 0..1.
+AGE_SCALE = 90.0
+
+_TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
+
+
+class SkippedImageWarning(UserWarning):
+    """An image could not be read and was left out of the batch."""
+
+
+@contextlib.contextmanager
+def _quiet_tv_io() -> Iterator[None]:
+    """Silence torchvision 0.29's deprecation notice of ``torchvision.io`` decoding (TorchCodec)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TV_DEPRECATION, category=DeprecationWarning)
+        yield
+
+
+# =========================================================================== reading
+_TV_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
+    """Read an image file as an RGB ``uint8`` tensor of shape (3, H, W).
+
+    JPEG and 8-bit PNG files are decoded by ``torchvision.io.decode_image``
+    (libjpeg-turbo / libpng, ``ImageReadMode.RGB``, EXIF orientation applied);
+    everything else (DICOM, 16-bit PNG, files torchvision refuses) goes through
+    :func:`helpers.io.read_image` (Pillow), which handles CMYK, 16-bit, alpha
+    and EXIF rotation. Raises ``ValueError`` naming the file when it is
+    missing, empty, truncated or not an image.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from helpers.io import read_image
+
+    path = Path(path)
+    if path.suffix.lower() in _TV_SUFFIXES:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+        if size == 0:
+            raise ValueError(f"{path}: empty file (0 bytes)")
+        try:
+            from torchvision.io import ImageReadMode, decode_image, read_file
+
+            with _quiet_tv_io():
+                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB,
+                                   apply_exif_orientation=True)
+            if img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3:
+                return img
+        except (RuntimeError, OSError):
+            pass  # Pillow decides: it reads what libjpeg refuses or raises a ValueError naming the file
+    arr = read_image(path)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+# =========================================================================== colour constancy
+def shades_of_gray(img: torch.Tensor | np.ndarray, p: float = 6) -> torch.Tensor | np.ndarray:
+    """Shades-of-gray colour constancy (Finlayson & Trezzi 2004): remove a colour cast.
+
+    The illuminant of each channel is estimated by the Minkowski ``p``-norm of
+    its pixel values, ``e_c = mean(I_c ** p) ** (1/p)``; each channel is then
+    divided by its illuminant, rescaled so that a grey illuminant leaves the
+    image unchanged (``e / |e| * sqrt(3)``). ``p=1`` is grey world,
+    ``p=inf`` is max-RGB (white patch); ``p=6`` worked best on dermoscopy
+    (Barata et al. 2015, and the 2019 challenge winners).
+
+    Accepts a tensor (..., 3, H, W) — ``uint8``, or float in 0..1 — or a
+    NumPy array (H, W, 3); returns the same type, shape and dtype, clipped to
+    the valid range.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    if isinstance(img, np.ndarray):
+        if img.ndim != 3 or img.shape[-1] != 3:
+            raise ValueError(f"shades_of_gray: expected an (H, W, 3) array, got shape {img.shape}")
+        out = shades_of_gray(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), p)
+        return out.permute(1, 2, 0).numpy()
+    if img.ndim < 3 or img.shape[-3] != 3:
+        raise ValueError(f"shades_of_gray: expected a (..., 3, H, W) tensor, got shape {tuple(img.shape)}")
+    is_int = not img.is_floating_point()
+    top = 255.0 if is_int else 1.0
+    x = img.to(torch.float32) / top if is_int else img.to(torch.float32)
+    flat = x.flatten(-2).clamp_min(0)
+    if math.isinf(p):
+        illum = flat.amax(-1)
+    else:
+        illum = flat.pow(p).mean(-1).pow(1.0 / p)
+    illum = illum / illum.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    gain = 1.0 / (illum * math.sqrt(3.0)).clamp_min(1e-6)
+    out = (x * gain[..., None, None]).clamp(0.0, 1.0)
+    if is_int:
+        return (out * top).round_().to(img.dtype)
+    return out.to(img.dtype)
+
+
+# =========================================================================== custom v2 transforms
+def _is_image(inpt: Any) -> bool:
+    """True for inputs a photometric transform should change (not masks, boxes, labels)."""
+    if isinstance(inpt, (tv_tensors.Mask, tv_tensors.BoundingBoxes)):
+        return False
+    return isinstance(inpt, torch.Tensor) and inpt.ndim >= 3 and inpt.shape[-3] in (1, 3)
+
+
+def _rand(lo: float, hi: float) -> float:
+    return float(torch.empty(()).uniform_(lo, hi))
+
+
+def _blend(img: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """``img * (1 - alpha) + colour * alpha`` in float, returned in ``img``'s dtype."""
+    is_int = not img.is_floating_point()
+    x = img.to(torch.float32)
+    colour = colour.to(x.device, torch.float32).view(-1, 1, 1)
+    if not is_int:
+        colour = colour / 255.0
+    out = x * (1 - alpha) + colour * alpha
+    if is_int:
+        return out.round_().clamp_(0, 255).to(img.dtype)
+    return out.to(img.dtype)
+
+
+class ShadesOfGray(v2.Transform):
+    """Shades-of-gray colour constancy as a ``transforms.v2`` transform (see :func:`shades_of_gray`).
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def __init__(self, p: float = 6) -> None:
+        super().__init__()
+        self.p = p
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not _is_image(inpt) or inpt.shape[-3] != 3:
+            return inpt
+        return tv_tensors.wrap(shades_of_gray(inpt.as_subclass(torch.Tensor), self.p), like=inpt) \
+            if isinstance(inpt, tv_tensors.TVTensor) else shades_of_gray(inpt, self.p)
+
+
+class RandomHair(v2.Transform):
+    """Draw a few thin, dark, curved hairs across the image (a dermoscopy artefact).
+
+    Each hair is a quadratic Bézier curve between two random points, drawn
+    ``width`` pixels wide (a max filter over the rasterised curve, edges
+    softened by a 3×3 mean), nearly opaque, in a near-black brown. Applied with
+    probability ``p``; ``n_hairs`` = (min, max) hairs per image; ``width`` in
+    pixels, relative to a 256-pixel image (scaled with the image size).
+    Models trained with it learn to look through hair, which covers many real
+    lesions (removing hair, e.g. DullRazor, is the other school).
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def __init__(self, p: float = 0.5, n_hairs: tuple[int, int] = (1, 6),
+                 width: tuple[float, float] = (1.0, 3.0)) -> None:
+        super().__init__()
+        self.p, self.n_hairs, self.width = p, n_hairs, width
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = bool(torch.rand(()) < self.p)
+        n = int(torch.randint(self.n_hairs[0], self.n_hairs[1] + 1, ())) if apply else 0
+        # Control points in relative coordinates: start and end on (or beyond) the image, a bend in between.
+        ends = torch.rand(n, 2, 2) * 1.2 - 0.1
+        chord = ends[:, 1] - ends[:, 0]
+        normal = torch.stack([-chord[:, 1], chord[:, 0]], 1)
+        bend = (torch.rand(n, 1) - 0.5) * 0.6  # a gentle curve: the bend is up to 30 % of the length
+        mid = (ends.mean(1) + bend * normal)[:, None]
+        widths = torch.empty(n).uniform_(*self.width)
+        colours = torch.stack([torch.empty(n).uniform_(0, 60), torch.empty(n).uniform_(0, 45),
+                               torch.empty(n).uniform_(0, 35)], 1)
+        return {"ctrl": torch.cat([ends[:, :1], mid, ends[:, 1:]], 1), "widths": widths, "colours": colours}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not _is_image(inpt) or len(params["ctrl"]) == 0:
+            return inpt
+        h, w = inpt.shape[-2:]
+        dev = inpt.device
+        out = inpt.as_subclass(torch.Tensor)
+        scale = torch.tensor([w - 1.0, h - 1.0])
+        for ctrl, width, colour in zip(params["ctrl"], params["widths"], params["colours"]):
+            c = ctrl * scale
+            # Sample the Bezier curve densely (about 2 points per pixel of length) and mark the pixels it crosses.
+            length = float((c[1] - c[0]).norm() + (c[2] - c[1]).norm())
+            t = torch.linspace(0, 1, max(2, int(2 * length) + 2))[:, None]
+            pts = ((1 - t) ** 2 * c[0] + 2 * (1 - t) * t * c[1] + t ** 2 * c[2]).round().long()
+            inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+            pts = pts[inside].to(dev)
+            if len(pts) == 0:
+                continue
+            mask = torch.zeros(1, 1, h, w, device=dev)
+            mask[0, 0, pts[:, 1], pts[:, 0]] = 1.0
+            # Thicken to the hair's width (max filter), then soften the edge (3x3 mean): anti-aliasing.
+            k = max(1, int(round(float(width) * max(h, w) / 256.0)))
+            if k > 1:
+                mask = F.max_pool2d(mask, k, stride=1, padding=k // 2)[..., :h, :w]
+            alpha = torch.maximum(mask * 0.85, F.avg_pool2d(mask, 3, stride=1, padding=1))[0, 0]
+            col = colour if out.shape[-3] == 3 else colour.mean().view(1)
+            out = _blend(out, alpha, col)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+class RandomVignette(v2.Transform):
+    """Darken everything outside a circle: the round field of view of a contact dermoscope.
+
+    Applied with probability ``p``. The circle's radius is drawn from
+    ``radius`` (a fraction of half the shorter side: 1.0 touches the edges
+    and every corner is dark), its centre moves by up to ``shift`` of the
+    size, and the edge fades over ``softness`` of the radius. Outside the
+    circle the image becomes near black. Many ISIC images (notably in
+    HAM10000 and BCN20000) have this black frame, and a model can learn it as
+    a shortcut; adding it at random to every class takes the shortcut away.
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def __init__(self, p: float = 0.5, radius: tuple[float, float] = (0.85, 1.25),
+                 shift: float = 0.05, softness: float = 0.08, darkness: tuple[float, float] = (0.0, 25.0)) -> None:
+        super().__init__()
+        self.p, self.radius, self.shift, self.softness, self.darkness = p, radius, shift, softness, darkness
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"apply": bool(torch.rand(()) < self.p), "radius": _rand(*self.radius),
+                "cx": _rand(-self.shift, self.shift), "cy": _rand(-self.shift, self.shift),
+                "level": _rand(*self.darkness)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not _is_image(inpt) or not params["apply"]:
+            return inpt
+        h, w = inpt.shape[-2:]
+        dev = inpt.device
+        half = min(h, w) / 2.0
+        yy = (torch.arange(h, device=dev, dtype=torch.float32)[:, None] + 0.5 - h / 2) / half - params["cy"]
+        xx = (torch.arange(w, device=dev, dtype=torch.float32)[None, :] + 0.5 - w / 2) / half - params["cx"]
+        r = torch.sqrt(xx ** 2 + yy ** 2)
+        edge = params["radius"]
+        alpha = ((r - edge) / (self.softness * edge) + 0.5).clamp(0, 1)  # 0 inside, 1 outside
+        colour = torch.full((inpt.shape[-3],), params["level"])
+        out = _blend(inpt.as_subclass(torch.Tensor), alpha, colour)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+class RandomRot90(v2.Transform):
+    """Rotate by a random multiple of 90 degrees (exact: no interpolation, no black corners).
+
+    A lesion has no "up": with horizontal and vertical flips this gives all
+    eight symmetries of the square.
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"k": int(torch.randint(0, 4, ()))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not isinstance(inpt, torch.Tensor) or isinstance(inpt, tv_tensors.BoundingBoxes) or inpt.ndim < 2:
+            return inpt
+        out = torch.rot90(inpt.as_subclass(torch.Tensor), params["k"], dims=(-2, -1))
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def _finish_transforms() -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.ToPureTensor()]
+
+
+def train_transforms(size: int, *, hair: bool = True, vignette: bool = True,
+                     shades_of_gray: bool = False, rotation: str = "any",
+                     scale: tuple[float, float] = (0.6, 1.0)) -> v2.Compose:
+    """The training augmentation: random crop, flips, rotation, colour jitter, hair, vignette.
+
+    Input: a ``uint8`` tensor (3, H, W) (also a PIL image or an (H, W, 3)
+    array); output: a float32 tensor (3, size, size) normalised with the
+    ImageNet mean and standard deviation. In order: optional
+    :class:`ShadesOfGray` colour constancy (on the whole image),
+    ``RandomResizedCrop(size, scale)``, horizontal and vertical flips, a
+    rotation (``rotation="any"``: uniform in ±180°; ``"rot90"``: multiples of
+    90° only, :class:`RandomRot90`), ``ColorJitter``, :class:`RandomHair`,
+    :class:`RandomVignette`, then conversion to float and normalisation.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    if rotation not in ("any", "rot90"):
+        raise ValueError(f"rotation must be 'any' or 'rot90', got {rotation!r}")
+    steps: list[v2.Transform] = [v2.ToImage()]
+    if shades_of_gray:
+        steps.append(ShadesOfGray())
+    steps += [
+        v2.RandomResizedCrop(size, scale=scale, ratio=(3 / 4, 4 / 3), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomRotation(180) if rotation == "any" else RandomRot90(),
+        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+    ]
+    if hair:
+        steps.append(RandomHair(p=0.3))
+    if vignette:
+        steps.append(RandomVignette(p=0.3))
+    return v2.Compose(steps + _finish_transforms())
+
+
+def eval_transforms(size: int, shades_of_gray: bool = False) -> v2.Compose:
+    """The evaluation transform: shorter side to ``size``, centre crop, normalise (deterministic).
+
+    The same geometry as :func:`build_tensor_cache` and
+    ``helpers.preprocess.resize_image`` (bilinear anti-aliased here, Lanczos
+    there). Output: float32 (3, size, size), ImageNet-normalised.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    steps: list[v2.Transform] = [v2.ToImage()]
+    if shades_of_gray:
+        steps.append(ShadesOfGray())
+    steps += [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+    return v2.Compose(steps + _finish_transforms())
+
+
+# =========================================================================== targets and metadata
+def encode_targets(frame: pd.DataFrame, target: str = "target") -> np.ndarray:
+    """The training target of each row as a NumPy array.
+
+    ``"target"``: float32 0/1 (melanoma or not), NaN where unknown.
+    ``"label"``: int64 index in :data:`CLASSES_2019` (0..7); ``UNK`` and
+    missing labels are -1 (to be ignored by the loss, ``ignore_index=-1``).
+    ``"label9"``: int64 index in :data:`LABELS_9` (0..8, ``UNK`` = 8); missing -1.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    if target not in ("target", "label", "label9"):
+        raise ValueError(f"target must be 'target', 'label' or 'label9', got {target!r}")
+    column = "target" if target == "target" else "label"
+    if column not in frame:
+        raise ValueError(f"frame has no {column!r} column (needed for target={target!r})")
+    if target == "target":
+        values = pd.to_numeric(frame["target"].astype("Float64"), errors="coerce")
+        bad = values.notna() & ~values.isin([0, 1])
+        if bad.any():
+            raise ValueError(f"row {int(np.flatnonzero(bad.to_numpy())[0])}, column 'target': "
+                             f"expected 0 or 1, got {values[bad].iloc[0]}")
+        return values.astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
+    classes = CLASSES_2019 if target == "label" else LABELS_9
+    labels = frame["label"].astype("string")
+    unknown = labels.notna() & ~labels.isin(LABELS_9)
+    if unknown.any():
+        raise ValueError(f"row {int(np.flatnonzero(unknown.to_numpy())[0])}, column 'label': "
+                         f"unknown class {labels[unknown].iloc[0]!r} (expected one of {', '.join(LABELS_9)})")
+    codes = {c: i for i, c in enumerate(classes)}
+    return labels.map(codes).astype("Float64").fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text)
+
+
+def encode_meta(frame: pd.DataFrame, columns: Sequence[str] = META_COLUMNS,
+                age_mean: float | None = None) -> tuple[np.ndarray, list[str]]:
+    """Encode age, sex and anatomical site as a float32 matrix for a metadata branch.
+
+    * ``age_approx`` → ``age`` = age / 90; a missing age becomes the mean age
+      (``age_mean``, default: the mean of this frame; pass the training
+      frame's mean when encoding a validation or test frame) plus a flag
+      ``age_missing`` = 1.
+    * ``sex`` → one-hot ``sex_female``, ``sex_male`` and ``sex_missing``.
+    * ``anatom_site`` → one-hot over :data:`META_SITES` (``site_head_neck`` …)
+      and ``site_missing``.
+
+    Values outside the vocabularies count as missing. The column order is
+    fixed (it does not depend on which values occur), so two frames encode
+    alike. Returns ``(matrix, names)``, ``matrix`` of shape (len(frame), len(names)).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    parts: list[np.ndarray] = []
+    names: list[str] = []
+    for column in columns:
+        if column not in META_COLUMNS:
+            raise ValueError(f"encode_meta: unknown column {column!r} (known: {', '.join(META_COLUMNS)})")
+        if column not in frame:
+            raise ValueError(f"encode_meta: frame has no {column!r} column")
+        if column == "age_approx":
+            age = pd.to_numeric(frame[column], errors="coerce").astype("float64").to_numpy()
+            missing = np.isnan(age)
+            fill = age_mean if age_mean is not None else (np.nanmean(age) if (~missing).any() else 50.0)
+            parts += [np.where(missing, fill, age) / AGE_SCALE, missing.astype(np.float64)]
+            names += ["age", "age_missing"]
+            continue
+        vocab, prefix = (META_SEXES, "sex") if column == "sex" else (META_SITES, "site")
+        values = frame[column].astype("string").str.strip().str.lower()
+        known = values.isin(vocab).fillna(False).to_numpy(dtype=bool)
+        for v in vocab:
+            parts.append((values == v).fillna(False).to_numpy(dtype=np.float64))
+            names.append(f"{prefix}_{_slug(v)}")
+        parts.append((~known).astype(np.float64))
+        names.append(f"{prefix}_missing")
+    matrix = np.stack(parts, 1).astype(np.float32) if parts else np.zeros((len(frame), 0), np.float32)
+    return matrix, names
+
+
+# =========================================================================== dataset
+class LesionDataset(Dataset):
+    """A map-style dataset over a tidy frame: image, target, metadata and row index.
+
+    ``frame`` needs a ``path`` column (and ``target`` / ``label`` for the
+    chosen ``target``, see :func:`encode_targets`; ``target=None`` for
+    unlabelled images). ``transform`` takes the ``uint8`` (3, H, W) tensor of
+    :func:`read_image_tensor` (e.g. :func:`train_transforms`). ``meta``: tidy
+    columns to encode with :func:`encode_meta` (e.g. ``list(META_COLUMNS)``;
+    ``age_mean`` is passed on), or names of numeric columns used as they are.
+
+    An item is ``{"image", "target", "meta" (if meta), "index"}`` where
+    ``index`` is the row's position in ``frame``. An image that cannot be read
+    gives ``None`` instead: it is listed in :attr:`skipped` as
+    ``(path, reason)`` and warned about once (:class:`SkippedImageWarning`);
+    use :func:`collate_skip_bad` as the ``DataLoader``'s ``collate_fn``. The
+    record survives ``DataLoader`` worker processes (a flag per row in shared
+    memory).
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def __init__(self, frame: pd.DataFrame, transform: Any = None, target: str | None = "target",
+                 meta: Sequence[str] | None = None, age_mean: float | None = None) -> None:
+        if "path" not in frame:
+            raise ValueError("LesionDataset: frame has no 'path' column")
+        self.frame = frame.reset_index(drop=True)
+        self.paths: list[str] = [("" if pd.isna(p) else str(p)) for p in self.frame["path"]]
+        self.transform = transform
+        self.target_name = target
+        self.targets = encode_targets(self.frame, target) if target is not None else None
+        self.meta_names: list[str] = []
+        self.meta: np.ndarray | None = None
+        if meta:
+            known = [c for c in meta if c in META_COLUMNS]
+            other = [c for c in meta if c not in META_COLUMNS]
+            blocks = []
+            if known:
+                m, n = encode_meta(self.frame, known, age_mean=age_mean)
+                blocks.append(m)
+                self.meta_names += n
+            for c in other:
+                if c not in self.frame:
+                    raise ValueError(f"LesionDataset: frame has no meta column {c!r}")
+                values = pd.to_numeric(self.frame[c], errors="coerce").astype("float64")
+                if values.isna().any():
+                    row = int(np.flatnonzero(values.isna().to_numpy())[0])
+                    raise ValueError(f"row {row}, column {c!r}: missing or non-numeric metadata")
+                blocks.append(values.to_numpy(np.float32)[:, None])
+                self.meta_names.append(c)
+            self.meta = np.concatenate(blocks, 1).astype(np.float32)
+        # One flag per row in shared memory, so that DataLoader workers can report bad files.
+        self._bad = torch.zeros(len(self.frame), dtype=torch.uint8).share_memory_()
+        self._reasons: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def meta_dim(self) -> int:
+        """Number of metadata features per item (0 without ``meta``)."""
+        return len(self.meta_names)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every image that could not be read so far, in row order."""
+        out = []
+        for i in torch.nonzero(self._bad).flatten().tolist():
+            if i not in self._reasons:  # read in a worker process: find the reason again here
+                try:
+                    read_image_tensor(self.paths[i])
+                    self._reasons[i] = "unreadable in a DataLoader worker"
+                except (ValueError, OSError) as exc:
+                    self._reasons[i] = str(exc)
+            out.append((self.paths[i], self._reasons[i]))
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        path = self.paths[index]
+        try:
+            if not path:
+                raise ValueError(f"row {index}, column 'path': no image file")
+            image = read_image_tensor(path)
+        except (ValueError, OSError) as exc:
+            reason = str(exc)
+            self._reasons[index] = reason
+            if not bool(self._bad[index]):
+                self._bad[index] = 1
+                warnings.warn(f"skipped unreadable image: {reason}", SkippedImageWarning, stacklevel=2)
+            return None
+        if self.transform is not None:
+            image = self.transform(image)
+        item: dict[str, Any] = {"image": image}
+        if self.targets is not None:
+            t = self.targets[index]
+            item["target"] = torch.tensor(t, dtype=torch.float32 if self.target_name == "target" else torch.long)
+        if self.meta is not None:
+            item["meta"] = torch.from_numpy(self.meta[index])
+        item["index"] = int(index)
+        return item
+
+
+def collate_skip_bad(batch: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """``collate_fn`` for a ``DataLoader`` over :class:`LesionDataset`: drop unreadable images.
+
+    Returns the default collation of the remaining items, or ``None`` when
+    every item of the batch was bad (a training loop skips such a batch).
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from torch.utils.data import default_collate
+
+    kept = [item for item in batch if item is not None]
+    return default_collate(kept) if kept else None
+
+
+# =========================================================================== class imbalance
+def _valid_targets(targets: Any) -> np.ndarray:
+    t = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets, dtype=np.float64)
+    return t.reshape(-1)
+
+
+def weighted_sampler(targets: Any, num_samples: int | None = None,
+                     generator: torch.Generator | None = None) -> WeightedRandomSampler:
+    """A ``WeightedRandomSampler`` that draws every class equally often (inverse class frequency).
+
+    ``targets``: one class per row (0/1 floats or class indices). Rows whose
+    target is NaN or negative (unknown, ``UNK``) get weight 0 and are never
+    drawn. ``num_samples`` defaults to the number of rows (one "epoch");
+    draws are with replacement, so rare classes repeat.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    t = _valid_targets(targets)
+    valid = ~np.isnan(t) & (t >= 0)
+    if not valid.any():
+        raise ValueError("weighted_sampler: no valid targets")
+    classes, counts = np.unique(t[valid], return_counts=True)
+    per_class = dict(zip(classes.tolist(), (1.0 / counts).tolist()))
+    weights = np.zeros(len(t), dtype=np.float64)
+    weights[valid] = [per_class[v] for v in t[valid].tolist()]
+    return WeightedRandomSampler(torch.from_numpy(weights), num_samples or len(t), replacement=True,
+                                 generator=generator)
+
+
+def pos_weight(targets: Any) -> torch.Tensor:
+    """``pos_weight`` for ``BCEWithLogitsLoss``: number of negatives / number of positives.
+
+    Returns a one-element float32 tensor (NaN targets are ignored). With it,
+    each positive (melanoma) counts as much as all negatives together divided
+    by the number of positives, as if the classes were balanced.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    t = _valid_targets(targets)
+    t = t[~np.isnan(t)]
+    pos, neg = int((t == 1).sum()), int((t == 0).sum())
+    if pos == 0:
+        raise ValueError("pos_weight: no positive targets")
+    return torch.tensor([neg / pos], dtype=torch.float32)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): cross-entropy that down-weights easy examples.
+
+    ``loss = alpha_t * (1 - p_t) ** gamma * CE``, where ``p_t`` is the
+    predicted probability of the true class. ``gamma=0`` and ``alpha=None``
+    give plain cross-entropy.
+
+    * Binary: ``logits`` of shape (N,) or (N, 1), float ``targets`` 0/1 of
+      shape (N,); ``alpha`` (a float) weights the positives, ``1 - alpha``
+      the negatives.
+    * Multi-class: ``logits`` (N, C) and integer ``targets`` (N,);
+      ``alpha`` is ``None``, a float (same for every class) or a sequence of C
+      class weights; targets equal to ``ignore_index`` (-1) are ignored.
+
+    ``reduction``: ``"mean"`` (over counted examples), ``"sum"`` or ``"none"``.
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def __init__(self, alpha: float | Sequence[float] | None = 0.25, gamma: float = 2.0,
+                 reduction: str = "mean", ignore_index: int = -1) -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.gamma, self.reduction, self.ignore_index = float(gamma), reduction, ignore_index
+        self.alpha: float | None = None
+        if alpha is None or isinstance(alpha, (int, float)):
+            self.alpha = None if alpha is None else float(alpha)
+            self.register_buffer("class_alpha", None)
+        else:
+            self.register_buffer("class_alpha", torch.as_tensor(list(alpha), dtype=torch.float32))
+
+    def _reduce(self, loss: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        if self.reduction == "none":
+            return loss
+        if keep is not None:
+            loss = loss[keep]
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss.mean() if loss.numel() else loss.sum()
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        multi = logits.ndim == 2 and logits.shape[1] > 1 and not targets.is_floating_point()
+        if multi:
+            keep = targets != self.ignore_index
+            safe = torch.where(keep, targets, torch.zeros_like(targets))
+            logp = F.log_softmax(logits.float(), dim=1).gather(1, safe[:, None]).squeeze(1)
+            loss = -logp * (1 - logp.exp()).pow(self.gamma)
+            if self.class_alpha is not None:
+                loss = loss * self.class_alpha.to(loss.device)[safe]
+            elif self.alpha is not None:
+                loss = loss * self.alpha
+            loss = torch.where(keep, loss, torch.zeros_like(loss))
+            return self._reduce(loss, keep)
+        x = logits.float().reshape(targets.shape)
+        y = targets.float()
+        ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+        p = torch.sigmoid(x)
+        p_t = p * y + (1 - p) * (1 - y)
+        loss = ce * (1 - p_t).pow(self.gamma) if self.gamma else ce
+        if self.alpha is not None:
+            loss = loss * (self.alpha * y + (1 - self.alpha) * (1 - y))
+        return self._reduce(loss)
+
+
+# =========================================================================== folds and splits
+def _groups(frame: pd.DataFrame) -> pd.Series:
+    """Patient of each row; a row without a patient id is its own patient (its image id)."""
+    own = frame["image_id"].astype("string") if "image_id" in frame else \
+        pd.Series([f"row{i}" for i in range(len(frame))], index=frame.index, dtype="string")
+    if "patient_id" not in frame:
+        return own
+    return frame["patient_id"].astype("string").fillna("image:" + own)
+
+
+def _melanoma(frame: pd.DataFrame) -> np.ndarray:
+    """1 for melanoma rows (``target == 1``, else ``label == "MEL"``), 0 otherwise (unknown too)."""
+    if "target" in frame and frame["target"].notna().any():
+        return (pd.to_numeric(frame["target"].astype("Float64"), errors="coerce") == 1).fillna(False).to_numpy(int)
+    if "label" in frame:
+        return (frame["label"].astype("string") == "MEL").fillna(False).to_numpy(int)
+    raise ValueError("frame has neither a 'target' nor a 'label' column to stratify by")
+
+
+def patient_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, n_buckets: int = 4) -> pd.Series:
+    """Assign each row to one of ``k`` folds: patients never split, melanoma and patient sizes balanced.
+
+    The "triple-stratified" folds of the 2020 winners (Ha et al. 2020): every
+    image of a patient lands in the same fold (no patient is both trained and
+    validated on — a model could otherwise recognise the patient's skin);
+    each fold gets about the same share of patients with a melanoma and of
+    patients with few and many images. Each patient gets a stratum
+    ``has_melanoma × images-per-patient bucket`` (``n_buckets`` quantile
+    buckets of the per-patient image count) and scikit-learn's
+    ``StratifiedGroupKFold(k, shuffle=True, random_state=seed)`` splits the
+    rows grouped by patient and stratified by that stratum. Rows without a
+    ``patient_id`` count as their own patient (grouped by ``image_id``).
+
+    Returns a Series of fold numbers 0..k-1 named ``fold``, index aligned with ``frame``.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if len(frame) < k:
+        raise ValueError(f"patient_folds: {len(frame)} rows cannot fill {k} folds")
+    groups = _groups(frame).reset_index(drop=True)
+    mel = pd.Series(_melanoma(frame), index=groups.index)
+    per_patient = pd.DataFrame({"g": groups, "mel": mel}).groupby("g", sort=True)
+    has_mel = per_patient["mel"].max()
+    size = per_patient["mel"].size()
+    ranks = size.rank(method="first")
+    bucket = pd.qcut(ranks, q=min(n_buckets, len(size)), labels=False) if len(size) > 1 else size * 0
+    # Ranks break ties, so equal sizes may share two buckets: map bucket edges back to sizes.
+    edges = size.groupby(bucket).max()
+    bucket = pd.Series(np.searchsorted(edges.to_numpy(), size.to_numpy(), side="left"), index=size.index)
+    stratum = (has_mel * (bucket.max() + 1) + bucket).astype(int)
+    y = groups.map(stratum).to_numpy()
+    folds = np.full(len(frame), -1, dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for fold, (_, val) in enumerate(splitter.split(np.zeros(len(frame)), y, groups.to_numpy())):
+            folds[val] = fold
+    return pd.Series(folds, index=frame.index, name="fold")
+
+
+def holdout_split(frame: pd.DataFrame, frac: float = 0.2, seed: int = 0) -> pd.Series:
+    """Split a frame without an official split into ``"train"`` and ``"val"`` rows.
+
+    Stratified by melanoma (``target``, else ``label == "MEL"``) so both
+    parts have the same melanoma rate. When a ``patient_id`` column has
+    values, patients are kept whole: ``StratifiedGroupKFold`` with
+    ``round(1 / frac)`` folds, one fold is ``val`` (so ``frac`` is rounded to
+    1/2, 1/3, 1/4, 1/5, ...). Otherwise ``train_test_split(stratify=...)``
+    takes exactly ``frac`` of the rows. Returns a Series named ``split``,
+    index aligned with ``frame``.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    if not 0 < frac < 1:
+        raise ValueError(f"holdout_split: frac must be between 0 and 1, got {frac}")
+    y = _melanoma(frame)
+    split = np.full(len(frame), "train", dtype=object)
+    if "patient_id" in frame and frame["patient_id"].notna().any():
+        groups = _groups(frame).to_numpy()
+        n = max(2, round(1 / frac))
+        splitter = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            _, val = next(iter(splitter.split(np.zeros(len(frame)), y, groups)))
+    else:
+        strat = y if np.bincount(y, minlength=2).min() >= 2 else None
+        _, val = train_test_split(np.arange(len(frame)), test_size=frac, random_state=seed, stratify=strat)
+    split[val] = "val"
+    return pd.Series(split, index=frame.index, name="split", dtype="string")
+
+
+# =========================================================================== tensor cache
+def load_resized(path: os.PathLike | str, size: int) -> np.ndarray:
+    """Read one image and resize it the cache's way: a ``uint8`` array (3, size, size).
+
+    Shorter side to ``size`` and centre crop, Lanczos
+    (:func:`helpers.preprocess.resize_image`); JPEGs decoded in Pillow's draft
+    mode (:func:`helpers.io.read_image` with ``draft=size``). Raises
+    ``ValueError`` naming the file when it cannot be read.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from helpers.io import read_image
+    from helpers.preprocess import resize_image
+
+    return np.ascontiguousarray(resize_image(read_image(path, draft=size), size).transpose(2, 0, 1))
+
+
+def cache_index(cache_path: os.PathLike | str) -> pd.DataFrame:
+    """The sidecar CSV of a tensor cache: one row per cached image (``image_id``, ``error``).
+
+    ``error`` is empty (``<NA>``) for images that were cached and holds the
+    reason for those stored as zeros.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    side = Path(cache_path).with_suffix(".csv")
+    if not side.is_file():
+        raise ValueError(f"{side}: tensor cache index not found")
+    return pd.read_csv(side, dtype="string", keep_default_na=False, na_values=[""])
+
+
+def _cache_matches(out: Path, side: Path, ids: list[str], size: int) -> bool:
+    if not (out.is_file() and side.is_file()):
+        return False
+    try:
+        arr = np.load(out, mmap_mode="r")
+        index = cache_index(out)
+    except (ValueError, OSError):
+        return False
+    return (arr.dtype == np.uint8 and arr.shape == (len(ids), 3, size, size)
+            and index["image_id"].fillna("").tolist() == ids)
+
+
+def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | str,
+                       workers: int | None = None, progress: bool = True) -> Path:
+    """Write every image of ``frame``, resized to ``size``², into one ``uint8`` ``.npy`` memmap.
+
+    The array has shape (len(frame), 3, size, size), rows in ``frame``'s
+    order (:func:`load_resized`: shorter side to ``size``, centre crop).
+    Beside it, ``<out_path>.csv`` lists ``image_id`` and ``error`` per row: a
+    file that cannot be read becomes zeros and its reason goes to ``error``
+    (read it back with :func:`cache_index`). When the cache exists with the
+    same image ids and size, nothing is done (a one-line notice says so).
+    Writing goes to a temporary file renamed at the end, so an interrupted run
+    leaves no half-written cache. Images are read by ``workers`` threads
+    (Pillow releases the GIL while decoding and resizing).
+
+    Returns the path of the ``.npy`` file.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from tqdm.auto import tqdm
+
+    from helpers import display_path
+
+    out = Path(out_path)
+    if out.suffix != ".npy":
+        out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
+    side = out.with_suffix(".csv")
+    if "path" not in frame:
+        raise ValueError("build_tensor_cache: frame has no 'path' column")
+    ids = (frame["image_id"].astype("string").fillna("").tolist() if "image_id" in frame
+           else [Path(str(p)).stem for p in frame["path"]])
+    if _cache_matches(out, side, ids, size):
+        print(f"tensor cache up to date: {display_path(out)} ({len(ids)} images, {size} px)")
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npy")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ids), 3, size, size))
+    errors: list[str] = [""] * len(ids)
+    paths = frame["path"].tolist()
+
+    def work(i: int) -> None:
+        p = paths[i]
+        try:
+            if p is None or pd.isna(p) or not str(p):
+                raise ValueError(f"row {i}, column 'path': no image file")
+            arr[i] = load_resized(str(p), size)
+        except Exception as exc:  # one bad file must not stop the cache
+            errors[i] = str(exc) if isinstance(exc, ValueError) else f"{p}: {type(exc).__name__}: {exc}"
+            arr[i] = 0
+
+    n_workers = workers or min(8, os.cpu_count() or 1)
+    try:
+        with ThreadPoolExecutor(n_workers) as pool:
+            list(tqdm(pool.map(work, range(len(ids))), total=len(ids), disable=not progress,
+                      desc=f"caching {size}px", leave=False))
+        arr.flush()
+        del arr
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    pd.DataFrame({"image_id": ids, "error": errors}).to_csv(side, index=False)
+    n_bad = sum(bool(e) for e in errors)
+    if n_bad:
+        print(f"tensor cache: {n_bad} unreadable image(s) stored as zeros (listed in {display_path(side)})")
+    return out
+
+
+def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *,
+                flips: bool = True, dihedral: bool = True, max_angle: float = 0.0,
+                scale: tuple[float, float] = (1.0, 1.0), brightness: float = 0.2, contrast: float = 0.2,
+                saturation: float = 0.2, normalize: bool = True,
+                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """Augment a whole ``uint8`` batch (B, 3, H, W) on its device, a different draw per image.
+
+    Every step is one tensor operation over the batch (no Python loop over
+    images): random horizontal and vertical flips and, for square images, a
+    random transpose (together: all eight 90° rotations and reflections,
+    exact); optionally a random rotation in ±``max_angle`` degrees and zoom
+    in ``scale`` (``affine_grid`` + ``grid_sample``, bilinear, black
+    corners); brightness, contrast and saturation factors in
+    ``1 ± brightness`` etc.; then ImageNet normalisation (``normalize``).
+    Random numbers come from ``generator`` (on the batch's device) so a run
+    can be replayed. Returns float32 (B, 3, H, W); an empty batch stays empty.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise ValueError(f"gpu_augment: expected a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
+    dev = batch.device
+    b, _, h, w = batch.shape
+    x = batch.float().div_(255.0) if not batch.is_floating_point() else batch.float()
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device=dev)
+
+    def pick(mask: torch.Tensor, a: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(-1, 1, 1, 1), a, other)
+
+    if flips:
+        x = pick(rand(b) < 0.5, x.flip(-1), x)
+        x = pick(rand(b) < 0.5, x.flip(-2), x)
+    if dihedral and h == w:
+        x = pick(rand(b) < 0.5, x.transpose(-1, -2), x)
+    if max_angle or tuple(scale) != (1.0, 1.0):
+        angle = (rand(b) * 2 - 1) * math.radians(max_angle)
+        zoom = scale[0] + rand(b) * (scale[1] - scale[0])
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if brightness:
+        x = x * (1 + (rand(b, 1, 1, 1) * 2 - 1) * brightness)
+    if contrast:
+        grey = (x * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        m = grey.mean((2, 3), keepdim=True)
+        x = (x - m) * (1 + (rand(b, 1, 1, 1) * 2 - 1) * contrast) + m
+    if saturation:
+        grey = (x * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = (x - grey) * (1 + (rand(b, 1, 1, 1) * 2 - 1) * saturation) + grey
+    x = x.clamp_(0.0, 1.0)
+    if normalize:
+        x = (x - torch.tensor(mean, device=dev).view(1, 3, 1, 1)) / torch.tensor(std, device=dev).view(1, 3, 1, 1)
+    return x
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    dev = x.device
+    return ((x.float() / 255.0 - torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1))
+            / torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1))
+
+
+class TensorCacheLoader:
+    """Batches from a tensor cache (:func:`build_tensor_cache`), augmented on the device.
+
+    ``cache``: the ``.npy`` path (opened as a read-only memmap) or an array
+    (N, 3, S, S) ``uint8``. ``targets``: per cache row (length N; e.g.
+    :func:`encode_targets` of the frame the cache was built from) or
+    ``None``. ``indices``: the cache rows to use (e.g. the training split);
+    rows the cache's sidecar lists as unreadable are left out
+    (``skip_bad``). ``meta``: optional (N, M) float matrix
+    (:func:`encode_meta`).
+
+    Each epoch the rows are shuffled (``shuffle``) by a ``torch.Generator``
+    seeded with ``seed`` and the epoch number, so a resumed run can replay an
+    epoch exactly: :meth:`set_epoch` chooses the epoch of the next iteration
+    (otherwise each iteration takes the next epoch, starting at 0). A batch
+    is one NumPy fancy index into the memmap (its rows sorted, for sequential
+    reads), pinned (on CUDA), copied to ``device`` with ``non_blocking=True``
+    and, with ``augment``, passed through :func:`gpu_augment` (``augment_kw``
+    are its keyword arguments) with a device generator seeded per epoch;
+    without, only normalised. ``channels_last`` returns NHWC-strided images
+    (faster convolutions with mixed precision on recent GPUs). With
+    ``prefetch`` a background thread reads the next batch while the
+    current one trains.
+
+    Yields ``{"image": float (B, 3, S, S), "target", "meta" (if given),
+    "index": long (B,)}`` like a ``DataLoader`` over :class:`LesionDataset`
+    (``index`` = cache row).
+
+    Introduced in chapter 9 (CNN training).
+    """
+
+    def __init__(self, cache: os.PathLike | str | np.ndarray, targets: Any = None, *,
+                 indices: Any = None, meta: np.ndarray | None = None, batch_size: int = 64,
+                 shuffle: bool = True, drop_last: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu", augment: bool = False,
+                 augment_kw: dict[str, Any] | None = None, channels_last: bool = False,
+                 prefetch: bool = True, skip_bad: bool = True) -> None:
+        if isinstance(cache, np.ndarray):
+            self.array, bad = cache, np.zeros(len(cache), bool)
+        else:
+            path = Path(cache)
+            if not path.is_file():
+                raise ValueError(f"{path}: tensor cache not found (build it with build_tensor_cache)")
+            self.array = np.load(path, mmap_mode="r")
+            try:
+                bad = cache_index(path)["error"].notna().to_numpy()
+            except ValueError:
+                bad = np.zeros(len(self.array), bool)
+        if self.array.ndim != 4 or self.array.shape[1] != 3 or self.array.dtype != np.uint8:
+            raise ValueError(f"tensor cache: expected uint8 (N, 3, S, S), got {self.array.dtype} {self.array.shape}")
+        n = len(self.array)
+        rows = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise ValueError(f"tensor cache: indices outside 0..{n - 1}")
+        self.indices = rows[~bad[rows]] if skip_bad else rows
+        self.targets = None
+        if targets is not None:
+            t = torch.as_tensor(np.asarray(targets))
+            if len(t) != n:
+                raise ValueError(f"tensor cache: {len(t)} targets for {n} cached images")
+            self.targets = t
+        self.meta = None if meta is None else torch.as_tensor(np.asarray(meta, dtype=np.float32))
+        if self.meta is not None and len(self.meta) != n:
+            raise ValueError(f"tensor cache: {len(self.meta)} meta rows for {n} cached images")
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.seed, self.device = int(seed), torch.device(device)
+        self.augment, self.augment_kw = augment, dict(augment_kw or {})
+        self.channels_last, self.prefetch = channels_last, prefetch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (its shuffle and augmentation are replayed exactly)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The cache rows of epoch ``epoch`` in the order they are visited."""
+        if not self.shuffle:
+            return self.indices.copy()
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return self.indices[torch.randperm(len(self.indices), generator=g).numpy()]
+
+    def _batches(self, order: np.ndarray) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
+
+    def _read(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        pin = self.device.type == "cuda"
+        image = torch.from_numpy(np.ascontiguousarray(self.array[rows]))  # one fancy index per batch
+        out = {"image": image, "index": torch.from_numpy(rows)}
+        if self.targets is not None:
+            out["target"] = self.targets[torch.from_numpy(rows)]
+        if self.meta is not None:
+            out["meta"] = self.meta[torch.from_numpy(rows)]
+        return {k: (v.pin_memory() if pin else v) for k, v in out.items()}
+
+    def _produce(self, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
+        if not self.prefetch:
+            for rows in self._batches(order):
+                yield self._read(rows)
+            return
+        q: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        done = object()
+
+        def worker() -> None:
+            try:
+                for rows in self._batches(order):
+                    item = self._read(rows)
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(done)
+            except BaseException as exc:  # hand the error to the consumer
+                q.put(exc)
+
+        thread = threading.Thread(target=worker, name="tensor-cache-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        epoch = self.epoch
+        self.epoch += 1
+        order = self.epoch_order(epoch)
+        gen = None
+        if self.augment:
+            gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch + 7919)
+        for cpu in self._produce(order):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
+            if self.augment:
+                batch["image"] = gpu_augment(batch["image"], gen, **self.augment_kw)
+            else:
+                batch["image"] = _normalize(batch["image"])
+            if self.channels_last:
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+            yield batch
+
+
+# =========================================================================== batched decoding
+def _resize_crop_group(imgs: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) uint8 of one size → (B, 3, size, size): shorter side to ``size``, centre crop."""
+    h, w = imgs.shape[-2:]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    x = imgs.float()
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top:top + size, left:left + size].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """Decode a list of JPEG files in one call and resize them to a ``uint8`` batch (B, 3, size, size).
+
+    File bytes are read with ``torchvision.io.read_file`` and the whole list
+    is decoded by ``torchvision.io.decode_jpeg(list, device=device)``: on
+    CUDA that is one batched nvJPEG call on the GPU; on the CPU, libjpeg-turbo
+    one file after another (what CI runs). Images of equal size are then
+    stacked and resized together (``torch.nn.functional.interpolate``,
+    bilinear, anti-aliased: shorter side to ``size``, centre crop, as the
+    tensor cache does), one call per distinct size. Files that are not JPEG,
+    or that the batched decoder refuses, are read one by one with
+    :func:`read_image_tensor`, which raises ``ValueError`` naming a bad file.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    dev = torch.device(device)
+    paths = [Path(p) for p in paths]
+    images: list[torch.Tensor | None] = [None] * len(paths)
+    jpeg_i, jpeg_data = [], []
+    with _quiet_tv_io():
+        for i, p in enumerate(paths):
+            try:
+                data = read_file(str(p))
+            except (RuntimeError, OSError):
+                raise ValueError(f"{p}: cannot read file") from None
+            if data.numel() >= 3 and data[0] == 0xFF and data[1] == 0xD8:
+                jpeg_i.append(i)
+                jpeg_data.append(data)
+        if jpeg_data:
+            try:
+                decoded = decode_jpeg(jpeg_data, mode=ImageReadMode.RGB, device=dev)
+            except RuntimeError:
+                decoded = [None] * len(jpeg_data)
+            for i, img in zip(jpeg_i, decoded):
+                images[i] = img
+    for i, p in enumerate(paths):
+        if images[i] is None:
+            images[i] = read_image_tensor(p).to(dev)
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8, device=dev)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape[-2:]), []).append(i)
+    for members in groups.values():
+        idx = torch.tensor(members, device=dev)
+        out[idx] = _resize_crop_group(torch.stack([images[i] for i in members]), size)
+    return out

@@ -1,0 +1,718 @@
+"""Train, checkpoint, resume and evaluate an image classifier, on one device or several.
+
+:func:`fit` is the whole training loop of the book in one function:
+
+* **optimiser and schedule**: AdamW, learning rate warmed up linearly for
+  ``warmup_epochs`` and then decayed along a cosine to zero, updated every step;
+* **speed on a GPU**: mixed precision (bfloat16 where the GPU supports it,
+  float16 with a gradient scaler otherwise), ``channels_last`` memory layout,
+  optional ``torch.compile``; on a CPU everything stays float32, so runs are
+  bit-for-bit repeatable;
+* **safety**: after every epoch a checkpoint ``last.pt`` is written
+  *atomically* (to a temporary file in the same folder, flushed to disk, then
+  renamed over the old one), so a crash or a killed job never leaves a
+  half-written checkpoint; ``resume=True`` continues exactly where the run
+  stopped. The best epoch by validation AUC is kept in ``best.pt`` and, with
+  ``patience``, training stops early when the AUC stops improving;
+* **several GPUs**: started by ``torchrun``, the same call trains with
+  ``DistributedDataParallel``; only rank 0 writes files, and validation
+  predictions of all ranks are gathered so the AUC is over the whole
+  validation set.
+
+Checkpoints hold only tensors and plain Python containers, and are read back
+with ``torch.load(..., weights_only=True)``: loading one never runs code.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["HISTORY_COLUMNS", "fit", "predict", "plot_history", "load_checkpoint",
+           "save_checkpoint", "auc_score", "resolve_amp", "distributed_context",
+           "init_distributed", "set_loader_epoch", "tta_variants"]
+
+#: Columns of the history frame :func:`fit` returns (and ``history.csv``).
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds",
+                   "images_per_s", "skipped"]
+
+CHECKPOINT_FORMAT = "helpers.train/1"
+
+
+# ----------------------------------------------------------------------------------------
+# Distributed helpers
+# ----------------------------------------------------------------------------------------
+
+def distributed_context() -> tuple[int, int]:
+    """Return ``(rank, world_size)``: ``(0, 1)`` unless a process group is running.
+
+    Introduced in chapter 10 (training on GPUs).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Start the process group when launched by ``torchrun`` (``WORLD_SIZE > 1``).
+
+    Uses NCCL on CUDA (one GPU per process, chosen by ``LOCAL_RANK``) and
+    Gloo on CPU. Returns ``(rank, world_size, local_rank)``; without
+    ``torchrun`` it does nothing and returns ``(0, 1, 0)``.
+
+    Introduced in chapter 10 (training on GPUs).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            torch.distributed.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        else:
+            torch.distributed.init_process_group("gloo")
+    return rank, world, local_rank
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _all_sum(values: list[float], device: torch.device, world: int) -> list[float]:
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64,
+                     device=device if device.type == "cuda" else "cpu")
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+# ----------------------------------------------------------------------------------------
+# Batches, losses, metrics
+# ----------------------------------------------------------------------------------------
+
+def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+                                 torch.Tensor | None] | None:
+    """(images, targets, meta, index) from a dict batch (helpers.data) or an (x, y[, meta]) tuple."""
+    if batch is None:
+        return None
+    if isinstance(batch, dict):
+        if batch.get("image") is None or len(batch["image"]) == 0:
+            return None
+        return batch["image"], batch.get("target"), batch.get("meta"), batch.get("index")
+    if isinstance(batch, (list, tuple)):
+        images = batch[0]
+        targets = batch[1] if len(batch) > 1 else None
+        meta = batch[2] if len(batch) > 2 else None
+        return images, targets, meta, None
+    return batch, None, None, None
+
+
+def _forward(net: nn.Module, images: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+    return net(images) if meta is None else net(images, meta)
+
+
+def _make_criterion(kind: str, pos_weight: float | torch.Tensor | None,
+                    device: torch.device) -> nn.Module:
+    pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32,
+                                                            device=device).reshape(-1)
+    if kind == "bce":
+        return nn.BCEWithLogitsLoss(pos_weight=pw)
+    if kind == "ce":
+        return nn.CrossEntropyLoss()
+    if kind == "focal":
+        from helpers.data import FocalLoss
+
+        return FocalLoss().to(device)
+    raise ValueError(f"unknown loss {kind!r}; choose bce, ce or focal")
+
+
+def _loss(criterion: nn.Module, kind: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    if kind in ("bce", "focal") and logits.ndim == 2 and logits.shape[1] == 1:
+        return criterion(logits[:, 0], targets.float())
+    if kind == "bce":
+        raise ValueError(f"loss 'bce' needs a model with 1 output, got {logits.shape[1]}")
+    return criterion(logits, targets.long())
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=1)
+
+
+def auc_score(targets: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC: binary (``scores`` 1-D) or macro one-vs-rest (``scores`` ``(n, K)``).
+
+    Returns NaN instead of raising when it is undefined (one class only);
+    in the multi-class case classes absent from ``targets`` are left out of
+    the macro average.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    targets = np.asarray(targets).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    if len(targets) == 0:
+        return float("nan")
+    if scores.ndim == 1:
+        if len(np.unique(targets)) < 2:
+            return float("nan")
+        return float(roc_auc_score(targets, scores))
+    aucs = [roc_auc_score(targets == k, scores[:, k]) for k in range(scores.shape[1])
+            if 0 < (targets == k).sum() < len(targets)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+# ----------------------------------------------------------------------------------------
+# Mixed precision, data order
+# ----------------------------------------------------------------------------------------
+
+def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``amp`` on ``device``, or ``None`` for float32.
+
+    ``"auto"``: bfloat16 on a CUDA GPU that supports it, else float16 (with a
+    gradient scaler); float32 on CPU and Apple GPUs (repeatable runs).
+    ``"bf16"`` / ``"fp16"`` force a type, ``"off"`` / ``False`` disable.
+
+    Introduced in chapter 10 (training on GPUs).
+    """
+    if amp is True:
+        key = "auto"
+    elif amp is False or amp is None:
+        key = "off"
+    else:
+        key = str(amp).lower()
+    if key in ("off", "no", "none", "fp32", "float32"):
+        return None
+    if key == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if key in ("bf16", "bfloat16"):
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("amp='bf16': this GPU does not support bfloat16; use 'fp16'")
+        return torch.bfloat16
+    if key in ("fp16", "float16", "half"):
+        if device.type == "cpu":
+            raise ValueError("amp='fp16' needs a GPU; use 'bf16' or 'off' on CPU")
+        return torch.float16
+    raise ValueError(f"unknown amp setting {amp!r}; choose auto, bf16, fp16 or off")
+
+
+def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> None:
+    """Make ``loader``'s shuffling and worker seeds depend on ``seed`` and ``epoch`` only.
+
+    A ``DistributedSampler`` gets ``set_epoch``; a random sampler (``shuffle=True``,
+    ``WeightedRandomSampler``) gets a fresh generator seeded from
+    ``(seed, epoch)``; the loader's own generator (which seeds its workers)
+    likewise. That is what makes a resumed run see the same batches as an
+    uninterrupted one.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    rank, _ = distributed_context()
+    base = (seed * 1_000_003 + epoch) * 1009
+    sampler = getattr(loader, "sampler", None)
+    if sampler is None:
+        return
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if batch_sampler is not None and getattr(batch_sampler, "sampler", None) is not None:
+        sampler = batch_sampler.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    elif hasattr(sampler, "generator"):
+        sampler.generator = torch.Generator().manual_seed(base)
+    if hasattr(loader, "generator"):
+        loader.generator = torch.Generator().manual_seed(base + 1 + rank)
+
+
+def _expected_samples(loader: Any) -> int | None:
+    """How many samples one pass over ``loader`` should yield on this rank."""
+    try:
+        if getattr(loader, "batch_size", None) and getattr(loader, "drop_last", False):
+            return len(loader) * loader.batch_size
+        return len(loader.sampler)
+    except (TypeError, AttributeError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------
+
+def _rng_state() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    out = {
+        "python": {"version": version, "state": torch.tensor(state, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(obj: dict[str, Any], path: os.PathLike | str) -> Path:
+    """Write ``obj`` with ``torch.save`` atomically: temp file, fsync, ``os.replace``.
+
+    The temporary file lives in the same folder (a rename is only atomic
+    within one file system); if anything fails before the rename, the old
+    file at ``path`` is untouched and the temporary file is removed.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):              # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``.
+
+    A file that carries pickled Python objects beyond tensors and plain
+    containers is refused with a ``ValueError`` naming the file (loading it
+    could run arbitrary code); so is a file that is not a checkpoint at all.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line),
+                      first[0] if first else "")
+        raise ValueError(f"{path}: refused, the checkpoint holds pickled Python objects, not "
+                         f"only tensors and plain containers ({detail.strip()[:120]})") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0][:120]})") from None
+
+
+def _plain(value: Any) -> Any:
+    """Config values as JSON/weights_only-safe plain types."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------
+
+def _warmup_cosine(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def _to_device(t: torch.Tensor | None, device: torch.device, channels_last: bool = False):
+    if t is None:
+        return None
+    t = t.to(device, non_blocking=True)
+    if channels_last and t.ndim == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def _evaluate(net: nn.Module, loader: Iterable, criterion: nn.Module, kind: str, *,
+              device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
+              world: int, progress: bool, desc: str) -> tuple[float, float, int]:
+    """(loss, AUC, skipped) over the whole validation set, gathered across ranks."""
+    from tqdm.auto import tqdm
+
+    net.eval()
+    logits_l, targets_l, index_l = [], [], []
+    seen = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+            parts = _unpack(batch)
+            if parts is None:
+                continue
+            images, targets, meta, index = parts
+            images = _to_device(images, device, channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = _forward(net, images, _to_device(meta, device))
+            logits_l.append(out.float().cpu())
+            targets_l.append(targets.cpu())
+            index_l.append(index.cpu() if index is not None else None)
+            seen += len(images)
+    expected = _expected_samples(loader)
+    skipped = max(0, expected - seen) if expected is not None else 0
+    logits = torch.cat(logits_l) if logits_l else torch.empty(0, 1)
+    targets = torch.cat(targets_l) if targets_l else torch.empty(0)
+    index = (torch.cat(index_l) if index_l and all(i is not None for i in index_l) else None)
+    if world > 1:
+        parts = _gather((logits, targets, index, skipped), world)
+        logits = torch.cat([p[0] for p in parts])
+        targets = torch.cat([p[1] for p in parts])
+        skipped = sum(p[3] for p in parts)
+        if all(p[2] is not None for p in parts):
+            # DistributedSampler pads the last round with repeats: keep each index once
+            index = torch.cat([p[2] for p in parts])
+            _, first = np.unique(index.numpy(), return_index=True)
+            keep = torch.from_numpy(np.sort(first))
+            logits, targets = logits[keep], targets[keep]
+    if len(targets) == 0:
+        return float("nan"), float("nan"), skipped
+    loss = float(_loss(criterion, kind, logits.to(device), targets.to(device)).item())
+    probs = _probabilities(logits).numpy()
+    return loss, auc_score(targets.numpy(), probs), skipped
+
+
+def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *,
+        epochs: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_epochs: float = 1,
+        loss: str = "bce", pos_weight: float | torch.Tensor | None = None,
+        device: torch.device | str | None = None, amp: str | bool = "auto",
+        channels_last: bool = True, compile: bool = False,
+        out_dir: os.PathLike | str | None = None, resume: bool = False,
+        patience: int | None = None, seed: int = 0, progress: bool = True,
+        config: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Train ``model`` for ``epochs`` epochs and return the history, one row per epoch.
+
+    Batches are ``helpers.data`` dicts (``image``, ``target``, optional
+    ``meta``, ``index``; a batch of only unreadable images may be ``None``) or
+    ``(images, targets[, meta])`` tuples. ``loss``: ``"bce"`` (one output;
+    ``pos_weight`` up-weights melanomas), ``"ce"`` (K outputs) or ``"focal"``.
+    The learning rate warms up linearly over ``warmup_epochs`` and then follows
+    a cosine to zero (AdamW, per-step schedule). ``amp``: see
+    :func:`resolve_amp`. The shuffling of each epoch depends on ``seed`` and
+    the epoch number only (:func:`set_loader_epoch`).
+
+    With ``out_dir``, every epoch atomically rewrites ``out_dir/last.pt`` (model,
+    optimiser, scheduler, gradient scaler, RNG states, history, early-stopping
+    state, ``config``) and ``history.csv``, and the best epoch by validation AUC
+    goes to ``best.pt``; ``resume=True`` reloads ``last.pt`` and carries on as
+    if never interrupted. ``patience``: stop after that many epochs without a
+    better validation AUC. At the end the model holds the best epoch's weights.
+
+    History columns: :data:`HISTORY_COLUMNS` (``skipped`` counts unreadable
+    images in that epoch). Under ``torchrun`` the model is wrapped in
+    ``DistributedDataParallel``, only rank 0 writes files and draws progress
+    bars, and validation predictions from every rank are pooled.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    import helpers
+    from tqdm.auto import tqdm
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    rank, world = distributed_context()
+    main = rank == 0
+    device = torch.device(device) if device is not None else helpers.device(verbose=main)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    amp_dtype = resolve_amp(amp, device)
+    channels_last = channels_last and device.type != "mps"
+    out = Path(out_dir) if out_dir is not None else None
+    model = _unwrap(model).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    steps_per_epoch = max(1, len(train_loader))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    criterion = _make_criterion(loss, pos_weight, device)
+    cfg = _plain({"epochs": epochs, "lr": lr, "weight_decay": weight_decay,
+                  "warmup_epochs": warmup_epochs, "loss": loss,
+                  "pos_weight": pos_weight, "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+                  "channels_last": channels_last, "compile": compile, "patience": patience,
+                  "seed": seed, "world_size": world, **(config or {})})
+
+    history: list[dict[str, float]] = []
+    best = {"score": -math.inf, "epoch": 0, "bad_epochs": 0, "stopped": 0}
+    best_state: dict[str, torch.Tensor] | None = None
+    start = 0
+    last_path = out / "last.pt" if out is not None else None
+    if resume and last_path is not None and last_path.is_file():
+        ck = load_checkpoint(last_path)
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{last_path}: not a {CHECKPOINT_FORMAT} checkpoint")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        history = [dict(zip(ck["history"], row)) for row in zip(*ck["history"].values())]
+        best = dict(ck["best"])
+        start = int(ck["epoch"])
+        _set_rng_state(ck["rng"])
+        if main:
+            print(f"resume: continuing after epoch {start} of {epochs} "
+                  f"from {helpers.display_path(last_path)}")
+    else:
+        if resume and main:
+            print("resume: no checkpoint yet, starting at epoch 1")
+        helpers.seed_everything(seed)
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+
+    epoch_bar = tqdm(range(start, epochs), desc="epochs", initial=start, total=epochs,
+                     disable=not (progress and main))
+    for epoch in epoch_bar:
+        if best["stopped"]:
+            break
+        set_loader_epoch(train_loader, seed, epoch)
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum, seen = 0.0, 0
+        for batch in tqdm(train_loader, desc=f"train {epoch + 1}", leave=False,
+                          disable=not (progress and main)):
+            parts = _unpack(batch)
+            if parts is None:
+                continue
+            images, targets, meta, _ = parts
+            images = _to_device(images, device, channels_last)
+            targets = _to_device(targets, device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = _forward(net, images, _to_device(meta, device))
+            batch_loss = _loss(criterion, loss, logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(batch_loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += float(batch_loss.detach()) * len(images)
+            seen += len(images)
+        expected = _expected_samples(train_loader)
+        train_skipped = max(0, expected - seen) if expected is not None else 0
+        loss_sum, seen_all, train_skipped = _all_sum([loss_sum, seen, train_skipped], device, world)
+        train_seconds = time.perf_counter() - t0
+        if val_loader is not None:
+            val_loss, val_auc, val_skipped = _evaluate(
+                net, val_loader, criterion, loss, device=device, amp_dtype=amp_dtype,
+                channels_last=channels_last, world=world, progress=progress and main,
+                desc=f"val {epoch + 1}")
+        else:
+            val_loss, val_auc, val_skipped = float("nan"), float("nan"), 0
+        row = {"epoch": epoch + 1,
+               "train_loss": loss_sum / seen_all if seen_all else float("nan"),
+               "val_loss": val_loss, "val_auc": val_auc,
+               "lr": optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - t0,
+               "images_per_s": seen_all / train_seconds if train_seconds > 0 else float("nan"),
+               "skipped": int(train_skipped + val_skipped)}
+        history.append(row)
+        epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_auc=f"{val_auc:.3f}")
+
+        # the score to keep the best epoch by: AUC, or -loss where AUC is undefined
+        score = val_auc if math.isfinite(val_auc) else (-val_loss if math.isfinite(val_loss) else epoch)
+        if score > best["score"]:
+            best.update(score=score, epoch=epoch + 1, bad_epochs=0)
+            if out is None:
+                best_state = _cpu_state(model)
+            elif main:
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                                 "model": _cpu_state(model), "val_auc": val_auc,
+                                 "config": cfg}, out / "best.pt")
+        else:
+            best["bad_epochs"] += 1
+        if patience is not None and best["bad_epochs"] >= patience and epoch + 1 < epochs:
+            best["stopped"] = 1
+            if main:
+                tqdm.write(f"early stop: no better validation AUC for {patience} epochs; "
+                           f"best was epoch {best['epoch']}")
+        if out is not None and main:
+            frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+            save_checkpoint({
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": _cpu_state(model),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _rng_state(),
+                "history": {c: [float(v) for v in frame[c]] for c in HISTORY_COLUMNS},
+                "best": dict(best), "config": cfg}, last_path)
+            _write_history(frame, out / "history.csv")
+        if world > 1:
+            torch.distributed.barrier()
+        if best["stopped"]:
+            break
+    epoch_bar.close()
+
+    # finish with the best epoch's weights
+    if out is not None and (out / "best.pt").is_file():
+        if world > 1:
+            torch.distributed.barrier()
+        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    elif best_state is not None:
+        model.load_state_dict(best_state)
+    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    frame["epoch"] = frame["epoch"].astype(int)
+    frame["skipped"] = frame["skipped"].astype(int)
+    return frame
+
+
+def _write_history(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False, lineterminator="\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------
+# Prediction with test-time augmentation
+# ----------------------------------------------------------------------------------------
+
+def tta_variants(images: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The first ``n`` (1-8) of the 8 flips/rotations of a batch of images (``n=1``: as is).
+
+    Introduced in chapter 9 (CNN training).
+    """
+    if not 1 <= n <= 8:
+        raise ValueError(f"tta must be between 1 and 8, got {n}")
+    dims = (-2, -1)
+    ops = [lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2),
+           lambda x: torch.rot90(x, 1, dims), lambda x: torch.rot90(x, 2, dims),
+           lambda x: torch.rot90(x, 3, dims), lambda x: torch.rot90(x.flip(-1), 1, dims),
+           lambda x: torch.rot90(x.flip(-1), 3, dims)]
+    return [op(images) for op in ops[:n]]
+
+
+def predict(model: nn.Module, loader: Iterable, device: torch.device | str | None = None,
+            tta: int = 1, progress: bool = False) -> np.ndarray:
+    """Predicted probabilities: shape ``(n,)`` for one output (sigmoid), ``(n, K)`` otherwise (softmax).
+
+    ``tta > 1`` averages the probabilities over that many flipped/rotated
+    copies of each image (:func:`tta_variants`). When batches carry an
+    ``index`` (``helpers.data`` datasets), row ``i`` belongs to dataset item
+    ``i`` and an unreadable image gets NaN; otherwise rows follow the loader.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    from tqdm.auto import tqdm
+
+    import helpers
+
+    device = torch.device(device) if device is not None else helpers.device(verbose=False)
+    model = _unwrap(model).to(device).eval()
+    probs_l, index_l = [], []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
+            parts = _unpack(batch)
+            if parts is None:
+                continue
+            images, _, meta, index = parts
+            images = _to_device(images, device)
+            meta = _to_device(meta, device)
+            p = torch.stack([_probabilities(_forward(model, v, meta).float())
+                             for v in tta_variants(images, tta)]).mean(0)
+            probs_l.append(p.cpu())
+            index_l.append(index)
+    if not probs_l:
+        return np.empty(0)
+    probs = torch.cat(probs_l).numpy()
+    if all(i is not None for i in index_l) and hasattr(loader, "dataset"):
+        index = torch.cat(index_l).numpy()
+        full = np.full((len(loader.dataset),) + probs.shape[1:], np.nan)
+        full[index] = probs
+        return full
+    return probs
+
+
+def plot_history(history: pd.DataFrame, ax=None):
+    """Plot training/validation loss and validation AUC against the epoch (two panels).
+
+    Introduced in chapter 9 (CNN training).
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
+    else:
+        fig = ax[0].figure
+    ax[0].plot(history["epoch"], history["train_loss"], marker="o", label="train")
+    ax[0].plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    ax[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    ax[0].legend()
+    ax[1].plot(history["epoch"], history["val_auc"], marker="o", color="C2")
+    ax[1].axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax[1].set(xlabel="epoch", ylabel="ROC AUC", title="validation AUC", ylim=(0.4, 1.01))
+    fig.tight_layout()
+    return fig
