@@ -279,6 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   drop_last=drop_last, **common)
         val_loader = DataLoader(val_set, batch_size=per_rank, **common)
 
+    helpers.seed_everything(args.seed)               # the new head's initial weights
     model = build_model(args.model, 1, pretrained=args.pretrained, n_meta=n_meta, verbose=main)
     pos_weight = _pos_weight(args.pos_weight, train_frame)
     config.update({"num_classes": 1, "weights": model.weights_note, "split": split_note,
