@@ -152,7 +152,7 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
         except (RuntimeError, OSError):
             pass  # Pillow decides: it reads what libjpeg refuses or raises a ValueError naming the file
     arr = read_image(path)
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
 # =========================================================================== colour constancy

@@ -1,0 +1,441 @@
+"""Tests of helpers/data.py: transforms, dataset, imbalance, folds, tensor cache, GPU-style loader."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from helpers import REPO_ROOT
+from helpers import data as D
+from helpers.io import read_image
+from helpers.preprocess import resize_image
+
+UDA1 = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
+GT2020 = REPO_ROOT.parent / "shared" / "datasets" / "challenge-ground-truth" / "ISIC_2020_Training_GroundTruth.csv"
+
+
+def _lesion(h: int, w: int, seed: int) -> np.ndarray:
+    """A synthetic skin-coloured image with a dark blob: (h, w, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    blob = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (min(h, w) / 4) ** 2
+    img = np.empty((h, w, 3), np.float64)
+    img[:] = (200, 150, 130)
+    img[blob] = (90, 60, 50)
+    return np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_frame(tmp_path: Path) -> pd.DataFrame:
+    """Six readable images (PNG and JPEG, different sizes), one corrupt JPEG, one missing file."""
+    rows = []
+    labels = ["MEL", "NV", "BCC", "UNK", "SCC", "NV", "MEL", "NV"]
+    for i in range(8):
+        image_id = f"ISIC_{i:07d}"
+        path = tmp_path / f"{image_id}.{'png' if i % 2 else 'jpg'}"
+        if i == 3:
+            path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+        elif i == 6:
+            pass  # missing file
+        else:
+            Image.fromarray(_lesion(40 + 4 * i, 50 + 2 * i, i)).save(path)
+        rows.append({"image_id": image_id, "patient_id": f"IP_{i // 2:07d}", "label": labels[i],
+                     "target": int(labels[i] == "MEL"), "path": str(path),
+                     "age_approx": [45.0, np.nan, 70.0, 30.0, 55.0, np.nan, 80.0, 20.0][i],
+                     "sex": ["male", "female", None, "male", "female", "unknown", "male", "female"][i],
+                     "anatom_site": ["torso", "head/neck", None, "palms/soles", "torso", "oral/genital",
+                                     "lower extremity", "upper extremity"][i]})
+    frame = pd.DataFrame(rows)
+    frame["target"] = frame["target"].astype("Int8")
+    return frame
+
+
+BAD = {3, 6}
+
+
+# --------------------------------------------------------------------------- transforms
+def test_train_transforms_shape_dtype_and_normalisation():
+    img = torch.from_numpy(_lesion(80, 100, 0)).permute(2, 0, 1).contiguous()
+    torch.manual_seed(0)
+    out = D.train_transforms(64)(img)
+    assert type(out) is torch.Tensor and out.shape == (3, 64, 64) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    # ImageNet normalisation: a pixel of value v in channel c becomes (v/255 - mean_c) / std_c.
+    grey = torch.full((3, 80, 100), 128, dtype=torch.uint8)
+    ev = D.eval_transforms(32)(grey)
+    expected = (128 / 255 - torch.tensor(D.IMAGENET_MEAN)) / torch.tensor(D.IMAGENET_STD)
+    assert torch.allclose(ev.mean((1, 2)), expected, atol=1e-5)
+    # Also accepts an (H, W, 3) array and a PIL image.
+    assert D.eval_transforms(32)(_lesion(40, 60, 1)).shape == (3, 32, 32)
+    assert D.train_transforms(32, rotation="rot90")(Image.fromarray(_lesion(40, 60, 1))).shape == (3, 32, 32)
+
+
+def test_eval_transform_is_deterministic_and_train_is_not():
+    img = torch.from_numpy(_lesion(90, 120, 2)).permute(2, 0, 1).contiguous()
+    ev = D.eval_transforms(48)
+    assert torch.equal(ev(img), ev(img))
+    # Centre crop of the short-side resize: the dark blob sits in the middle.
+    out = ev(img)
+    assert out[:, 20:28, 20:28].mean() < out[:, :4, :4].mean()
+    tr = D.train_transforms(48)
+    torch.manual_seed(0)
+    a = tr(img)
+    b = tr(img)
+    assert not torch.equal(a, b)
+
+
+def test_random_hair_draws_dark_pixels():
+    img = torch.full((3, 96, 96), 200, dtype=torch.uint8)
+    torch.manual_seed(0)
+    out = D.RandomHair(p=1.0, n_hairs=(3, 3))(img)
+    changed = (out != img).any(0)
+    assert out.dtype == torch.uint8 and out.shape == img.shape
+    assert 0.005 < changed.float().mean() < 0.5  # thin curves, not a wash
+    assert (out[:, changed].float() < 200).all()  # hairs are darker than the skin
+    assert torch.equal(D.RandomHair(p=0.0)(img), img)
+    # Float images stay float and in range; masks pass through untouched.
+    f = D.RandomHair(p=1.0)(img.float() / 255)
+    assert f.dtype == torch.float32 and 0 <= f.min() and f.max() <= 1
+    from torchvision import tv_tensors
+    mask = tv_tensors.Mask(torch.ones(1, 96, 96, dtype=torch.uint8))
+    assert torch.equal(D.RandomHair(p=1.0)(mask), mask)
+
+
+def test_random_vignette_darkens_corners_not_centre():
+    img = torch.full((3, 100, 100), 180, dtype=torch.uint8)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = D.RandomVignette(p=1.0)(img)
+        for corner in (out[:, :6, :6], out[:, :6, -6:], out[:, -6:, :6], out[:, -6:, -6:]):
+            assert corner.float().mean() < 60
+        assert torch.equal(out[:, 35:65, 35:65], img[:, 35:65, 35:65])
+
+
+def test_shades_of_gray_removes_a_colour_cast():
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(60, 160, size=(64, 64, 1)) * np.ones(3)
+    cast = np.clip(scene * (1.0, 0.75, 0.55), 0, 255).astype(np.uint8)
+    means = cast.reshape(-1, 3).mean(0)
+    assert means.max() - means.min() > 30
+    fixed = D.shades_of_gray(cast)
+    assert isinstance(fixed, np.ndarray) and fixed.dtype == np.uint8 and fixed.shape == cast.shape
+    fixed_means = fixed.reshape(-1, 3).mean(0)
+    assert fixed_means.max() - fixed_means.min() < 2.0
+    # Tensor version (batched too) agrees; a grey image is left (nearly) unchanged.
+    t = torch.from_numpy(cast).permute(2, 0, 1)
+    assert torch.equal(D.shades_of_gray(t[None])[0], torch.from_numpy(fixed).permute(2, 0, 1))
+    grey = torch.full((3, 8, 8), 100, dtype=torch.uint8)
+    assert torch.equal(D.shades_of_gray(grey), grey)
+    out = D.ShadesOfGray()(t)
+    assert torch.equal(out, torch.from_numpy(fixed).permute(2, 0, 1))
+
+
+# --------------------------------------------------------------------------- reading and dataset
+def test_read_image_tensor(tmp_path, image_frame):
+    img = D.read_image_tensor(image_frame.path[0])
+    assert img.dtype == torch.uint8 and img.shape == (3, 40, 50)
+    assert torch.equal(img, torch.from_numpy(read_image(image_frame.path[0]).copy()).permute(2, 0, 1))
+    p16 = tmp_path / "g16.png"
+    Image.fromarray((np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)).save(p16)
+    g = D.read_image_tensor(p16)  # 16-bit PNG: the Pillow fallback scales it to uint8
+    assert g.dtype == torch.uint8 and g.shape == (3, 30, 40)
+    for i in BAD:
+        with pytest.raises(ValueError, match=Path(image_frame.path[i]).name):
+            D.read_image_tensor(image_frame.path[i])
+
+
+def test_dataset_skips_bad_images_and_loader_yields_the_rest(image_frame):
+    ds = D.LesionDataset(image_frame, transform=D.eval_transforms(32), target="target",
+                         meta=list(D.META_COLUMNS))
+    loader = DataLoader(ds, batch_size=3, shuffle=False, collate_fn=D.collate_skip_bad)
+    with pytest.warns(D.SkippedImageWarning) as record:
+        batches = [b for b in loader if b is not None]
+    assert len(record) == 2  # once per bad file
+    seen = torch.cat([b["index"] for b in batches]).tolist()
+    assert seen == [i for i in range(8) if i not in BAD]
+    b = batches[0]
+    assert b["image"].shape == (3, 3, 32, 32) and b["image"].dtype == torch.float32
+    assert b["target"].dtype == torch.float32 and b["target"].tolist() == [1.0, 0.0, 0.0]
+    assert b["meta"].shape == (3, ds.meta_dim) and ds.meta_dim == 12
+    assert sorted(p for p, _ in ds.skipped) == sorted(image_frame.path[i] for i in BAD)
+    assert all(Path(p).name in reason for p, reason in ds.skipped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", D.SkippedImageWarning)  # second epoch: no new warning
+        assert sum(len(b["index"]) for b in loader if b is not None) == 6
+
+
+def test_dataset_skips_are_recorded_from_worker_processes(image_frame):
+    ds = D.LesionDataset(image_frame, transform=D.eval_transforms(16), target="label")
+    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=D.collate_skip_bad)
+    seen = sorted(i for b in loader if b is not None for i in b["index"].tolist())
+    assert seen == [i for i in range(8) if i not in BAD]
+    assert {p for p, _ in ds.skipped} == {image_frame.path[i] for i in BAD}
+
+
+def test_label_mapping(image_frame):
+    frame = image_frame.copy()
+    frame.loc[7, "label"] = pd.NA
+    lab = D.encode_targets(frame, "label")
+    assert lab.dtype == np.int64
+    assert lab.tolist() == [0, 1, 2, -1, 7, 1, 0, -1]  # UNK and missing: -1
+    assert D.encode_targets(frame, "label9").tolist() == [0, 1, 2, 8, 7, 1, 0, -1]
+    t = D.encode_targets(frame.assign(target=pd.array([1, 0, None, 0, 0, 0, 1, 0], dtype="Int8")), "target")
+    assert t.dtype == np.float32 and t[0] == 1 and np.isnan(t[2])
+    ds = D.LesionDataset(frame.iloc[[0, 4]], target="label")
+    assert ds[1]["target"].dtype == torch.long and int(ds[1]["target"]) == 7 and ds[1]["index"] == 1
+    with pytest.raises(ValueError, match="row 1, column 'label'"):
+        D.encode_targets(frame.assign(label=["MEL", "XYZ", *["NV"] * 6]), "label")
+    assert tuple(D.CLASSES_2019) == ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
+
+
+def test_encode_meta_shapes_and_missing_flags(image_frame):
+    m, names = D.encode_meta(image_frame)
+    assert m.dtype == np.float32 and m.shape == (8, len(names)) == (8, 12)
+    assert names[:5] == ["age", "age_missing", "sex_female", "sex_male", "sex_missing"]
+    assert names[5:] == ["site_head_neck", "site_upper_extremity", "site_lower_extremity", "site_torso",
+                         "site_palms_soles", "site_oral_genital", "site_missing"]
+    col = {n: m[:, i] for i, n in enumerate(names)}
+    mean_age = np.nanmean(image_frame.age_approx)
+    assert col["age"][0] == pytest.approx(45 / 90) and col["age"][1] == pytest.approx(mean_age / 90)
+    assert col["age_missing"].tolist() == [0, 1, 0, 0, 0, 1, 0, 0]
+    assert col["sex_missing"].tolist() == [0, 0, 1, 0, 0, 1, 0, 0]  # None and "unknown"
+    assert col["site_missing"].tolist() == [0, 0, 1, 0, 0, 0, 0, 0]
+    # One-hot: each block sums to one per row.
+    assert np.all(m[:, 2:5].sum(1) == 1) and np.all(m[:, 5:].sum(1) == 1)
+    # Column order does not depend on which values occur; the age mean can be given.
+    m2, names2 = D.encode_meta(image_frame.iloc[:1], age_mean=60.0)
+    assert names2 == names and m2.shape == (1, 12)
+    m3, _ = D.encode_meta(image_frame.iloc[[1]], age_mean=60.0)
+    assert m3[0, 0] == pytest.approx(60 / 90)
+
+
+# --------------------------------------------------------------------------- class imbalance
+def test_weighted_sampler_balances_classes():
+    targets = np.array([0.0] * 90 + [1.0] * 10 + [np.nan] * 5)
+    sampler = D.weighted_sampler(targets, num_samples=20000, generator=torch.Generator().manual_seed(0))
+    drawn = np.array(list(sampler))
+    assert len(drawn) == 20000
+    assert not np.isin(drawn, np.arange(100, 105)).any()  # unknown targets never drawn
+    assert abs(targets[drawn].mean() - 0.5) < 0.02
+    multi = np.repeat([0, 1, 2, -1], [70, 25, 5, 10])
+    drawn = np.array(list(D.weighted_sampler(multi, 30000, torch.Generator().manual_seed(1))))
+    share = np.bincount(multi[drawn], minlength=3) / len(drawn)
+    assert np.allclose(share, 1 / 3, atol=0.02)
+
+
+def test_pos_weight():
+    w = D.pos_weight(torch.tensor([0.0] * 90 + [1.0] * 10 + [float("nan")]))
+    assert w.shape == (1,) and w.dtype == torch.float32 and w.item() == pytest.approx(9.0)
+    with pytest.raises(ValueError):
+        D.pos_weight([0, 0, 0])
+
+
+def test_focal_loss():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, generator=g) * 3
+    y = (torch.rand(64, generator=g) < 0.3).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+    assert D.FocalLoss(alpha=None, gamma=0)(logits, y).item() == pytest.approx(bce.item(), rel=1e-6)
+    assert D.FocalLoss(alpha=None, gamma=0)(logits[:, None], y).item() == pytest.approx(bce.item(), rel=1e-6)
+    # Focusing: easy examples (confident and right) lose almost all their weight.
+    easy = D.FocalLoss(alpha=None, gamma=2, reduction="none")(torch.tensor([6.0, -6.0]), torch.tensor([1.0, 0.0]))
+    hard = D.FocalLoss(alpha=None, gamma=2, reduction="none")(torch.tensor([-2.0]), torch.tensor([1.0]))
+    assert easy.max() < 1e-6 < hard.item()
+    a = D.FocalLoss(alpha=0.25, gamma=0, reduction="none")(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]))
+    assert a[1] / a[0] == pytest.approx(3.0)
+    # Multi-class: gamma 0 is cross-entropy, -1 targets are ignored; gradients flow.
+    lg = torch.randn(10, 8, generator=g, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, -1, 1])
+    ce = torch.nn.functional.cross_entropy(lg, t, ignore_index=-1)
+    fl = D.FocalLoss(alpha=None, gamma=0)(lg, t)
+    assert fl.item() == pytest.approx(ce.item(), rel=1e-6)
+    D.FocalLoss(alpha=[1.0] * 8, gamma=2)(lg, t).backward()
+    assert lg.grad is not None and lg.grad[8].abs().sum() == 0
+
+
+# --------------------------------------------------------------------------- folds and splits
+def _patients_frame(n_patients: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        n = int(rng.choice([1, 2, 5, 20, 60], p=[0.3, 0.3, 0.2, 0.15, 0.05]))
+        mel_patient = rng.random() < 0.2
+        for j in range(n):
+            rows.append({"image_id": f"ISIC_{len(rows):07d}", "patient_id": f"IP_{p:07d}",
+                         "target": int(mel_patient and j == 0)})
+    frame = pd.DataFrame(rows)
+    # A few rows without a patient id (each its own patient).
+    frame.loc[frame.sample(20, random_state=0).index, "patient_id"] = None
+    return frame
+
+
+def _check_folds(frame: pd.DataFrame, folds: pd.Series, k: int, rate_tol: float, size_tol: float) -> None:
+    assert folds.index.equals(frame.index) and sorted(folds.unique()) == list(range(k))
+    g = frame.assign(fold=folds.to_numpy())
+    with_pid = g[g.patient_id.notna()]
+    assert (with_pid.groupby("patient_id").fold.nunique() == 1).all()  # no patient in two folds
+    rate = g.groupby("fold").target.mean()
+    assert (rate - g.target.mean()).abs().max() < rate_tol
+    per_patient = with_pid.groupby("patient_id").agg(fold=("fold", "first"), n=("fold", "size"))
+    sizes = per_patient.groupby("fold").n.mean()
+    assert sizes.max() / sizes.min() < 1 + size_tol  # images per patient balanced
+    assert g.groupby("fold").size().max() / g.groupby("fold").size().min() < 1 + size_tol
+
+
+def test_patient_folds_synthetic():
+    frame = _patients_frame()
+    folds = D.patient_folds(frame, k=5, seed=0)
+    _check_folds(frame, folds, 5, rate_tol=0.012, size_tol=0.25)
+    assert folds.equals(D.patient_folds(frame, k=5, seed=0))
+    assert not folds.equals(D.patient_folds(frame, k=5, seed=1))
+    # Without a patient_id column every image is its own patient.
+    only = D.patient_folds(frame.drop(columns="patient_id"), k=4)
+    assert only.value_counts().max() - only.value_counts().min() <= 1
+
+
+def test_patient_folds_on_the_real_2020_ground_truth():
+    if not GT2020.is_file():
+        pytest.skip("../shared/datasets/challenge-ground-truth absent")
+    frame = pd.read_csv(GT2020).rename(columns={"image_name": "image_id"})
+    folds = D.patient_folds(frame, k=5, seed=0)
+    _check_folds(frame, folds, 5, rate_tol=0.002, size_tol=0.02)
+    mel_patients = frame.assign(fold=folds).groupby("patient_id").agg(f=("fold", "first"), m=("target", "max"))
+    per_fold = mel_patients.groupby("f").m.sum()
+    assert per_fold.sum() == 428 and per_fold.max() - per_fold.min() <= 2
+
+
+def test_holdout_split_is_stratified():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"image_id": [f"ISIC_{i:07d}" for i in range(500)],
+                          "target": (rng.random(500) < 0.1).astype(int)})
+    split = D.holdout_split(frame, 0.2, seed=0)
+    assert split.name == "split" and set(split) == {"train", "val"}
+    assert (split == "val").sum() == 100
+    rates = frame.groupby(split.to_numpy()).target.mean()
+    assert abs(rates["val"] - rates["train"]) < 0.01
+    grouped = _patients_frame()
+    s = D.holdout_split(grouped, 0.2, seed=0)
+    both = grouped.assign(s=s.to_numpy()).dropna(subset=["patient_id"]).groupby("patient_id").s.nunique()
+    assert (both == 1).all()
+    assert 0.12 < (s == "val").mean() < 0.28
+    rates = grouped.groupby(s.to_numpy()).target.mean()
+    assert abs(rates["val"] - rates["train"]) < 0.02
+
+
+# --------------------------------------------------------------------------- tensor cache and loader
+def test_tensor_cache_round_trip(tmp_path, image_frame, capsys):
+    out = D.build_tensor_cache(image_frame, 24, tmp_path / "cache" / "c24.npy", progress=False)
+    arr = np.load(out, mmap_mode="r")
+    assert arr.shape == (8, 3, 24, 24) and arr.dtype == np.uint8
+    for i in range(8):
+        if i in BAD:
+            assert not arr[i].any()
+        else:
+            # JPEGs are decoded in Pillow's draft mode (DCT scaling), as resize_folder does.
+            expected = resize_image(read_image(image_frame.path[i], draft=24), 24).transpose(2, 0, 1)
+            assert np.array_equal(arr[i], expected)
+    index = D.cache_index(out)
+    assert index.image_id.tolist() == image_frame.image_id.tolist()
+    assert index.error.notna().tolist() == [i in BAD for i in range(8)]
+    assert Path(image_frame.path[3]).name in index.error[3]
+    capsys.readouterr()
+    mtime = out.stat().st_mtime_ns
+    assert D.build_tensor_cache(image_frame, 24, out, progress=False) == out
+    assert "up to date" in capsys.readouterr().out and out.stat().st_mtime_ns == mtime
+    assert not list(out.parent.glob(".*tmp*"))
+
+
+def test_tensor_cache_loader_epochs(tmp_path, image_frame):
+    out = D.build_tensor_cache(image_frame, 16, tmp_path / "c16.npy", progress=False)
+    targets = D.encode_targets(image_frame, "target")
+    meta, _ = D.encode_meta(image_frame)
+    loader = D.TensorCacheLoader(out, targets, meta=meta, batch_size=3, seed=5, augment=True)
+    assert len(loader) == 2  # six good rows
+    first = [b["index"].tolist() for b in loader]
+    seen = sorted(i for b in first for i in b)
+    assert seen == [i for i in range(8) if i not in BAD]  # every good row exactly once
+    assert all(b == sorted(b) for b in first)  # rows sorted within a batch
+    second = [b["index"].tolist() for b in loader]  # the next epoch: another order
+    loader.set_epoch(0)
+    batches = list(loader)
+    assert [b["index"].tolist() for b in batches] == first
+    assert first != second or loader.epoch_order(0).tolist() != loader.epoch_order(1).tolist()
+    b = batches[0]
+    assert b["image"].shape == (3, 3, 16, 16) and b["image"].dtype == torch.float32
+    assert torch.equal(b["target"], torch.from_numpy(targets[b["index"].numpy()]))
+    assert torch.equal(b["meta"], torch.from_numpy(meta[b["index"].numpy()]))
+    # Same seed and epoch: same augmentation too; prefetching changes nothing.
+    again = D.TensorCacheLoader(out, targets, batch_size=3, seed=5, augment=True, prefetch=False)
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(batches, again))
+    # A subset of rows, no shuffling, no augmentation: plain normalised cache rows.
+    plain = D.TensorCacheLoader(out, None, indices=[5, 0, 3], batch_size=4, shuffle=False, channels_last=True)
+    (only,) = list(plain)
+    assert only["index"].tolist() == [0, 5]  # row 3 is bad and left out
+    assert only["image"].is_contiguous(memory_format=torch.channels_last)
+    raw = torch.from_numpy(np.load(out)[[0, 5]]).float() / 255
+    mean, std = torch.tensor(D.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(D.IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(only["image"], (raw - mean) / std, atol=1e-6)
+
+
+def test_tensor_cache_loader_stops_cleanly_when_abandoned():
+    arr = np.random.default_rng(0).integers(0, 255, (50, 3, 8, 8), dtype=np.uint8)
+    loader = D.TensorCacheLoader(arr, np.zeros(50), batch_size=4)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            break
+    import threading
+    assert not any(t.name == "tensor-cache-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_gpu_augment_is_per_sample():
+    img = torch.from_numpy(_lesion(32, 32, 0)).permute(2, 0, 1)
+    batch = img[None].repeat(8, 1, 1, 1)
+    out = D.gpu_augment(batch, torch.Generator().manual_seed(0))
+    assert out.shape == batch.shape and out.dtype == torch.float32
+    assert not torch.equal(out[0], out[1])
+    assert len({tuple(o.flatten()[:50].tolist()) for o in out}) == 8
+    same = D.gpu_augment(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+    # Without flips, jitter and normalisation the batch comes back as float 0..1.
+    ident = D.gpu_augment(batch, flips=False, dihedral=False, brightness=0, contrast=0, saturation=0,
+                          normalize=False)
+    assert torch.allclose(ident, batch.float() / 255)
+    # Geometry only: every output is one of the eight symmetries of the square.
+    geo = D.gpu_augment(batch, torch.Generator().manual_seed(1), brightness=0, contrast=0, saturation=0,
+                        normalize=False)
+    x = img.float() / 255
+    syms = [torch.rot90(v, k, (-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+    assert all(any(torch.allclose(g, s) for s in syms) for g in geo)
+    rot = D.gpu_augment(batch, torch.Generator().manual_seed(2), max_angle=30, scale=(0.9, 1.1))
+    assert rot.shape == batch.shape
+
+
+def test_decode_jpeg_batch_matches_single_reads(tmp_path, image_frame):
+    paths = [image_frame.path[i] for i in range(8) if i not in BAD]  # JPEGs and PNGs mixed
+    out = D.decode_jpeg_batch(paths, 24)
+    assert out.shape == (len(paths), 3, 24, 24) and out.dtype == torch.uint8
+    for i, p in enumerate(paths):
+        ref = torch.from_numpy(resize_image(read_image(p), 24)).permute(2, 0, 1).float()
+        assert (out[i].float() - ref).abs().mean() < 6  # bilinear here, Lanczos there
+    with pytest.raises(ValueError, match="ISIC_0000003"):
+        D.decode_jpeg_batch([paths[0], image_frame.path[3]], 24)
+
+
+def test_real_uda1_images_through_both_roads(tmp_path):
+    if not (UDA1 / "metadata.csv").is_file():
+        pytest.skip("../shared/datasets/isic-archive-uda1 absent")
+    meta = pd.read_csv(UDA1 / "metadata.csv").head(4)
+    frame = pd.DataFrame({"image_id": meta.isic_id, "path": [str(UDA1 / f"{i}.jpg") for i in meta.isic_id],
+                          "target": (meta.benign_malignant == "malignant").astype(int)})
+    batch = D.decode_jpeg_batch(frame.path, 64)
+    out = D.build_tensor_cache(frame, 64, tmp_path / "uda.npy", progress=False)
+    cached = torch.from_numpy(np.load(out))
+    assert (batch.float() - cached.float()).abs().mean() < 4
+    item = D.LesionDataset(frame, D.eval_transforms(64))[0]
+    assert item["image"].shape == (3, 64, 64)
