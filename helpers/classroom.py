@@ -33,6 +33,7 @@ import copy
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -486,12 +487,21 @@ _GUARD = '''\
 """Written by helpers.classroom.grade: no network while student code runs."""
 import socket as _socket
 
-_LOCAL = {"127.0.0.1", "::1", "localhost", "0.0.0.0", ""}
+import ipaddress as _ipaddress
 
 
 def _refuse(address):
-    if isinstance(address, tuple) and str(address[0]) not in _LOCAL:
-        raise OSError("network access is disabled while grading")
+    if not isinstance(address, tuple):  # Unix sockets
+        return
+    host = str(address[0])
+    if host in ("localhost", ""):
+        return
+    try:
+        if _ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            return
+    except ValueError:  # a host name
+        pass
+    raise OSError(f"network access is disabled while grading (tried {host})")
 
 
 _connect, _connect_ex = _socket.socket.connect, _socket.socket.connect_ex
@@ -605,8 +615,9 @@ def _run(nb: nbformat.NotebookNode, index: dict[int, str], cwd: Path, timeout: i
                             interrupt_on_timeout=False, shutdown_kernel="immediate",
                             record_timing=False, resources={"metadata": {"path": str(cwd)}})
     stopped: str | None = None
+    earlier: str | None = None  # the last error outside the checks, reported with the next failing check
     try:
-        with client.setup_kernel(env=env):
+        with client.setup_kernel(env=env, stderr=subprocess.DEVNULL):
             for i, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
@@ -622,10 +633,15 @@ def _run(nb: nbformat.NotebookNode, index: dict[int, str], cwd: Path, timeout: i
                     if i in index:
                         result[index[i]] = "DeadKernelError: the kernel died"
                     break
-                if i in index:
-                    errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-                    result[index[i]] = (f"{errors[0].get('ename', 'Error')}: {errors[0].get('evalue', '')}"
-                                        .split("\n")[0][:300] if errors else None)
+                errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+                why = (f"{errors[0].get('ename', 'Error')}: {errors[0].get('evalue', '')}".split("\n")[0][:300]
+                       if errors else None)
+                if i not in index:
+                    earlier = why or earlier
+                    continue
+                if why and earlier:
+                    why = f"{why} (after an error above it: {earlier})"
+                result[index[i]], earlier = why, None
     except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:  # kernel start or shutdown
         stopped = stopped or f"not run: {type(exc).__name__}: {exc}".split("\n")[0][:300]
     for gid in index.values():

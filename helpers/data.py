@@ -65,6 +65,7 @@ __all__ = [
     "RandomRot90",
     "train_transforms",
     "eval_transforms",
+    "to_display",
     "encode_targets",
     "encode_meta",
     "LesionDataset",
@@ -104,7 +105,10 @@ _TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
 
 
 class SkippedImageWarning(UserWarning):
-    """An image could not be read and was left out of the batch."""
+    """An image could not be read and was left out of the batch.
+
+    Introduced in chapter 9 (CNN training).
+    """
 
 
 @contextlib.contextmanager
@@ -388,7 +392,8 @@ def train_transforms(size: int, *, hair: bool = True, vignette: bool = True,
         v2.RandomResizedCrop(size, scale=scale, ratio=(3 / 4, 4 / 3), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-        v2.RandomRotation(180) if rotation == "any" else RandomRot90(),
+        v2.RandomRotation(180, interpolation=v2.InterpolationMode.BILINEAR) if rotation == "any"
+        else RandomRot90(),
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
     ]
     if hair:
@@ -412,6 +417,18 @@ def eval_transforms(size: int, shades_of_gray: bool = False) -> v2.Compose:
         steps.append(ShadesOfGray())
     steps += [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
     return v2.Compose(steps + _finish_transforms())
+
+
+def to_display(image: torch.Tensor) -> np.ndarray:
+    """Undo the ImageNet normalisation of a (3, H, W) float tensor: an (H, W, 3) ``uint8`` array to show.
+
+    Introduced in chapter 9 (CNN training).
+    """
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"to_display: expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
+    x = image.detach().float().cpu() * torch.tensor(IMAGENET_STD).view(3, 1, 1) \
+        + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 # =========================================================================== targets and metadata
@@ -761,9 +778,9 @@ def patient_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, n_buckets: int
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
-    if len(frame) < k:
-        raise ValueError(f"patient_folds: {len(frame)} rows cannot fill {k} folds")
     groups = _groups(frame).reset_index(drop=True)
+    if groups.nunique() < k:
+        raise ValueError(f"patient_folds: {groups.nunique()} patients cannot fill {k} folds")
     mel = pd.Series(_melanoma(frame), index=groups.index)
     per_patient = pd.DataFrame({"g": groups, "mel": mel}).groupby("g", sort=True)
     has_mel = per_patient["mel"].max()
@@ -884,7 +901,7 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
 
     out = Path(out_path)
     if out.suffix != ".npy":
-        out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
+        out = out.with_name(out.name + ".npy")
     side = out.with_suffix(".csv")
     if "path" not in frame:
         raise ValueError("build_tensor_cache: frame has no 'path' column")
@@ -985,6 +1002,19 @@ def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *
     return x
 
 
+class _EpochSampler:
+    """What a training loop expects of ``loader.sampler``: ``set_epoch`` and ``len`` (images per epoch)."""
+
+    def __init__(self, loader: TensorCacheLoader) -> None:
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.loader.num_samples
+
+
 def _normalize(x: torch.Tensor) -> torch.Tensor:
     dev = x.device
     return ((x.float() / 255.0 - torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1))
@@ -1017,7 +1047,12 @@ class TensorCacheLoader:
 
     Yields ``{"image": float (B, 3, S, S), "target", "meta" (if given),
     "index": long (B,)}`` like a ``DataLoader`` over :class:`LesionDataset`
-    (``index`` = cache row).
+    (``index`` = cache row, left on the CPU). Like a ``DataLoader`` it has ``batch_size``,
+    ``drop_last`` and a ``sampler`` (with ``set_epoch`` and ``len`` = images
+    per epoch), so a training loop written for one drives the other. With
+    ``world_size`` > 1 (distributed data parallel) each ``rank`` takes every
+    ``world_size``-th row of the shared epoch order, padded by wrapping
+    around so every rank gets the same number (as ``DistributedSampler``).
 
     Introduced in chapter 9 (CNN training).
     """
@@ -1027,7 +1062,11 @@ class TensorCacheLoader:
                  shuffle: bool = True, drop_last: bool = False, seed: int = 0,
                  device: torch.device | str = "cpu", augment: bool = False,
                  augment_kw: dict[str, Any] | None = None, channels_last: bool = False,
-                 prefetch: bool = True, skip_bad: bool = True) -> None:
+                 prefetch: bool = True, skip_bad: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"tensor cache: rank {rank} outside 0..{world_size - 1}")
+        self.rank, self.world_size = int(rank), int(world_size)
         if isinstance(cache, np.ndarray):
             self.array, bad = cache, np.zeros(len(cache), bool)
         else:
@@ -1065,16 +1104,30 @@ class TensorCacheLoader:
         """Make the next iteration epoch ``epoch`` (its shuffle and augmentation are replayed exactly)."""
         self.epoch = int(epoch)
 
+    @property
+    def num_samples(self) -> int:
+        """Images this rank visits per epoch (before ``drop_last``)."""
+        return math.ceil(len(self.indices) / self.world_size)
+
+    @property
+    def sampler(self) -> _EpochSampler:
+        """A sampler-like view (``set_epoch``, ``len``), as ``DataLoader.sampler``."""
+        return _EpochSampler(self)
+
     def __len__(self) -> int:
-        n = len(self.indices)
+        n = self.num_samples
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """The cache rows of epoch ``epoch`` in the order they are visited."""
-        if not self.shuffle:
-            return self.indices.copy()
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return self.indices[torch.randperm(len(self.indices), generator=g).numpy()]
+        """The cache rows of epoch ``epoch`` (this rank's share) in the order they are visited."""
+        order = self.indices.copy()
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = order[torch.randperm(len(order), generator=g).numpy()]
+        if self.world_size > 1 and len(order):
+            total = self.num_samples * self.world_size
+            order = np.resize(order, total)[self.rank::self.world_size]  # np.resize wraps around
+        return order
 
     def _batches(self, order: np.ndarray) -> Iterator[np.ndarray]:
         for i in range(len(self)):
@@ -1088,7 +1141,7 @@ class TensorCacheLoader:
             out["target"] = self.targets[torch.from_numpy(rows)]
         if self.meta is not None:
             out["meta"] = self.meta[torch.from_numpy(rows)]
-        return {k: (v.pin_memory() if pin else v) for k, v in out.items()}
+        return {k: (v.pin_memory() if pin and k != "index" else v) for k, v in out.items()}
 
     def _produce(self, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
         if not self.prefetch:
@@ -1099,21 +1152,23 @@ class TensorCacheLoader:
         stop = threading.Event()
         done = object()
 
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False  # the consumer has gone
+
         def worker() -> None:
             try:
                 for rows in self._batches(order):
-                    item = self._read(rows)
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put(self._read(rows)):
                         return
-                q.put(done)
+                put(done)
             except BaseException as exc:  # hand the error to the consumer
-                q.put(exc)
+                put(exc)
 
         thread = threading.Thread(target=worker, name="tensor-cache-prefetch", daemon=True)
         thread.start()
@@ -1135,9 +1190,11 @@ class TensorCacheLoader:
         order = self.epoch_order(epoch)
         gen = None
         if self.augment:
-            gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch + 7919)
+            gen = torch.Generator(device=self.device).manual_seed(
+                (self.seed * 1_000_003 + epoch) * 7919 + self.rank + 1)
         for cpu in self._produce(order):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
+            # Images, targets and metadata go to the device; the row index stays on the CPU.
+            batch = {k: v if k == "index" else v.to(self.device, non_blocking=True) for k, v in cpu.items()}
             if self.augment:
                 batch["image"] = gpu_augment(batch["image"], gen, **self.augment_kw)
             else:
@@ -1170,7 +1227,9 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
     one file after another (what CI runs). Images of equal size are then
     stacked and resized together (``torch.nn.functional.interpolate``,
     bilinear, anti-aliased: shorter side to ``size``, centre crop, as the
-    tensor cache does), one call per distinct size. Files that are not JPEG,
+    tensor cache does), one call per distinct size. The EXIF orientation tag
+    is applied on the CPU only (nvJPEG ignores it; dermoscopy JPEGs rarely
+    carry one). Files that are not JPEG,
     or that the batched decoder refuses, are read one by one with
     :func:`read_image_tensor`, which raises ``ValueError`` naming a bad file.
 
@@ -1188,12 +1247,13 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
                 data = read_file(str(p))
             except (RuntimeError, OSError):
                 raise ValueError(f"{p}: cannot read file") from None
-            if data.numel() >= 3 and data[0] == 0xFF and data[1] == 0xD8:
+            if data.numel() >= 3 and int(data[0]) == 0xFF and int(data[1]) == 0xD8:
                 jpeg_i.append(i)
                 jpeg_data.append(data)
         if jpeg_data:
             try:
-                decoded = decode_jpeg(jpeg_data, mode=ImageReadMode.RGB, device=dev)
+                decoded = decode_jpeg(jpeg_data, mode=ImageReadMode.RGB, device=dev,
+                                      apply_exif_orientation=dev.type == "cpu")
             except RuntimeError:
                 decoded = [None] * len(jpeg_data)
             for i, img in zip(jpeg_i, decoded):

@@ -71,6 +71,8 @@ def test_train_transforms_shape_dtype_and_normalisation():
     ev = D.eval_transforms(32)(grey)
     expected = (128 / 255 - torch.tensor(D.IMAGENET_MEAN)) / torch.tensor(D.IMAGENET_STD)
     assert torch.allclose(ev.mean((1, 2)), expected, atol=1e-5)
+    # to_display undoes the normalisation.
+    assert np.abs(D.to_display(ev).astype(int) - 128).max() <= 1
     # Also accepts an (H, W, 3) array and a PIL image.
     assert D.eval_transforms(32)(_lesion(40, 60, 1)).shape == (3, 32, 32)
     assert D.train_transforms(32, rotation="rot90")(Image.fromarray(_lesion(40, 60, 1))).shape == (3, 32, 32)
@@ -373,6 +375,12 @@ def test_tensor_cache_loader_epochs(tmp_path, image_frame):
     # Same seed and epoch: same augmentation too; prefetching changes nothing.
     again = D.TensorCacheLoader(out, targets, batch_size=3, seed=5, augment=True, prefetch=False)
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(batches, again))
+    # The DataLoader-like sampler view replays an epoch; two ranks share an epoch's rows.
+    loader.sampler.set_epoch(0)
+    assert len(loader.sampler) == 6 and [b["index"].tolist() for b in loader] == first
+    ranks = [D.TensorCacheLoader(out, targets, batch_size=2, seed=5, rank=r, world_size=4) for r in range(4)]
+    shares = [np.concatenate([b["index"].numpy() for b in r]) for r in ranks]
+    assert all(len(x) == 2 for x in shares) and set(np.concatenate(shares)) == set(seen)
     # A subset of rows, no shuffling, no augmentation: plain normalised cache rows.
     plain = D.TensorCacheLoader(out, None, indices=[5, 0, 3], batch_size=4, shuffle=False, channels_last=True)
     (only,) = list(plain)
@@ -421,7 +429,7 @@ def test_decode_jpeg_batch_matches_single_reads(tmp_path, image_frame):
     out = D.decode_jpeg_batch(paths, 24)
     assert out.shape == (len(paths), 3, 24, 24) and out.dtype == torch.uint8
     for i, p in enumerate(paths):
-        ref = torch.from_numpy(resize_image(read_image(p), 24)).permute(2, 0, 1).float()
+        ref = torch.from_numpy(resize_image(read_image(p), 24).copy()).permute(2, 0, 1).float()
         assert (out[i].float() - ref).abs().mean() < 6  # bilinear here, Lanczos there
     with pytest.raises(ValueError, match="ISIC_0000003"):
         D.decode_jpeg_batch([paths[0], image_frame.path[3]], 24)
