@@ -42,6 +42,7 @@ from typing import Iterable, Sequence
 
 import nbformat
 import pandas as pd
+from tqdm.auto import tqdm
 
 from helpers import REPO_ROOT
 
@@ -604,6 +605,12 @@ def _compose(student: nbformat.NotebookNode, source: nbformat.NotebookNode) -> t
     return nb, index
 
 
+def _describe(error) -> str:
+    """One line from an error output: ``ename: evalue``."""
+    name, value = error.get("ename", "Error"), str(error.get("evalue", "")).strip()
+    return (f"{name}: {value}" if value else name).split("\n")[0][:300]
+
+
 def _run(nb: nbformat.NotebookNode, index: dict[int, str], cwd: Path, timeout: int,
          env: dict[str, str]) -> dict[str, str | None]:
     """Execute ``nb``; return {check id: None if it passed, else why not}."""
@@ -634,8 +641,7 @@ def _run(nb: nbformat.NotebookNode, index: dict[int, str], cwd: Path, timeout: i
                         result[index[i]] = "DeadKernelError: the kernel died"
                     break
                 errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-                why = (f"{errors[0].get('ename', 'Error')}: {errors[0].get('evalue', '')}".split("\n")[0][:300]
-                       if errors else None)
+                why = _describe(errors[0]) if errors else None
                 if i not in index:
                     earlier = why or earlier
                     continue
@@ -699,8 +705,10 @@ def grade(submissions_dir: os.PathLike | str, out_csv: os.PathLike | str,
     with tempfile.TemporaryDirectory(prefix="classroom-") as tmp:
         (Path(tmp) / "sitecustomize.py").write_text(_GUARD, encoding="utf-8")
         env = _kernel_env(Path(tmp))
+        bar = tqdm(total=len(students) * len(plans), desc="grading", unit="notebook", disable=None)
         for student in students:
             for n, (source, checks) in plans.items():
+                bar.update()
                 path = student / n
                 if not path.is_file():
                     outcome = {c.grade_id: "missing: no such notebook handed in" for c in checks}
@@ -718,6 +726,7 @@ def grade(submissions_dir: os.PathLike | str, out_csv: os.PathLike | str,
                     rows.append({"student": student.name, "notebook": Path(n).stem, "check": c.grade_id,
                                  "points": c.max_points if error is None else 0,
                                  "max_points": c.max_points, "error": error or ""})
+        bar.close()
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -546,17 +546,26 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
         net.train()
         t0 = time.perf_counter()
         loss_sum, seen = 0.0, 0
+        last_parts = None
         for batch in tqdm(train_loader, desc=f"train {epoch + 1}", leave=False,
                           disable=not (progress and main)):
             parts = _unpack(batch)
+            weight = 1.0
             if parts is None:
-                continue
+                if world == 1 or last_parts is None:
+                    continue
+                # every image of this batch was unreadable; the other ranks still step, so
+                # this one must join the gradient all-reduce: a stand-in batch with weight 0
+                parts, weight = last_parts, 0.0
+            last_parts = parts
             images, targets, meta, _ = parts
             images = _to_device(images, device, channels_last)
             targets = _to_device(targets, device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = _forward(net, images, _to_device(meta, device))
-            batch_loss = _loss(criterion, loss, logits, targets)
+            batch_loss = _loss(criterion, loss, logits, targets) * weight
+            if weight == 0.0:
+                images = images[:0]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(batch_loss).backward()
             scaler.step(optimizer)
@@ -569,8 +578,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
         loss_sum, seen_all, train_skipped = _all_sum([loss_sum, seen, train_skipped], device, world)
         train_seconds = time.perf_counter() - t0
         if val_loader is not None:
-            val_loss, val_auc, val_skipped = _evaluate(
-                net, val_loader, criterion, loss, device=device, amp_dtype=amp_dtype,
+            val_loss, val_auc, val_skipped = _evaluate(    # plain module: no DDP collectives
+                model, val_loader, criterion, loss, device=device, amp_dtype=amp_dtype,
                 channels_last=channels_last, world=world, progress=progress and main,
                 desc=f"val {epoch + 1}")
         else:
@@ -618,9 +627,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
     epoch_bar.close()
 
     # finish with the best epoch's weights
+    if world > 1:
+        torch.distributed.barrier()
     if out is not None and (out / "best.pt").is_file():
-        if world > 1:
-            torch.distributed.barrier()
         model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     elif best_state is not None:
         model.load_state_dict(best_state)
