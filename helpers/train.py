@@ -57,7 +57,7 @@ CHECKPOINT_FORMAT = "helpers.train/1"
 def distributed_context() -> tuple[int, int]:
     """Return ``(rank, world_size)``: ``(0, 1)`` unless a process group is running.
 
-    Introduced in chapter 10 (training on GPUs).
+    Introduced in chapter 9 (CNN training).
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -71,7 +71,7 @@ def init_distributed() -> tuple[int, int, int]:
     Gloo on CPU. Returns ``(rank, world_size, local_rank)``; without
     ``torchrun`` it does nothing and returns ``(0, 1, 0)``.
 
-    Introduced in chapter 10 (training on GPUs).
+    Introduced in chapter 9 (CNN training).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -194,7 +194,7 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     gradient scaler); float32 on CPU and Apple GPUs (repeatable runs).
     ``"bf16"`` / ``"fp16"`` force a type, ``"off"`` / ``False`` disable.
 
-    Introduced in chapter 10 (training on GPUs).
+    Introduced in chapter 9 (CNN training).
     """
     if amp is True:
         key = "auto"
