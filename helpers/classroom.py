@@ -469,9 +469,8 @@ def student_book(out_dir: os.PathLike | str, book_dir: os.PathLike | str = REPO_
         nbformat.write(released, path)
     for path in sorted(out.rglob("*.md")):
         text = path.read_text(encoding="utf-8")
-        stripped = strip_solution_directives(text)
-        if stripped != text.rstrip("\n") + ("\n" if text.endswith("\n") else ""):
-            path.write_text(stripped, encoding="utf-8")
+        if solution_targets(text):
+            path.write_text(strip_solution_directives(text), encoding="utf-8")
     cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     cfg["title"] = f"{cfg.get('title', 'Book')} (student edition)"
     cfg.setdefault("execute", {})["execute_notebooks"] = "off"
@@ -700,7 +699,9 @@ def grade(submissions_dir: os.PathLike | str, out_csv: os.PathLike | str,
     plans = {}
     for n, path in sources.items():
         source = annotate(_read(path), n)
-        plans[n] = (source, _source_plan(source)[1])
+        checks = _source_plan(source)[1]
+        if checks:  # a notebook without code exercises has nothing to grade
+            plans[n] = (source, checks)
     rows = []
     with tempfile.TemporaryDirectory(prefix="classroom-") as tmp:
         (Path(tmp) / "sitecustomize.py").write_text(_GUARD, encoding="utf-8")

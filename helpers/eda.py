@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from scipy.stats import binomtest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
 
 __all__ = ["images_per_patient", "summary_counts", "rate_table", "plot_rate", "image_sizes"]
 
@@ -116,7 +120,7 @@ def rate_table(frame: pd.DataFrame, by: str | pd.Series, *, target: str = "targe
     return table
 
 
-def plot_rate(table: pd.DataFrame, ax, title: str = "", color: str = "#b2182b"):
+def plot_rate(table: pd.DataFrame, ax: Axes, title: str = "", color: str = "#b2182b") -> Axes:
     """Draw a :func:`rate_table`: grey bars of image counts (left axis) and the
     melanoma rate with its 95 % interval as red points (right axis, in %).
 

