@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book test lab samples clean
+.PHONY: install book student-book test lab samples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ install: $(STAMP)  ## create or update .venv (idempotent)
 book: $(STAMP)  ## build the HTML book on data_samples/, zero warnings
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book built: $(abspath _build/html/index.html)"
+
+student-book: $(STAMP)  ## the students' edition: solutions hidden, solution code removed
+	$(BIN)/python -m helpers.classroom student-book _build/student
+	$(BIN)/jupyter-book build _build/student -W --keep-going
+	@echo "Student book built: $(abspath _build/student/_build/html/index.html)"
 
 test: $(STAMP)  ## every test: helpers and nbval over the chapters
 	$(BIN)/python -m pytest tests

