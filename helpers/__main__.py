@@ -58,7 +58,7 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     """The ``argparse`` parser with one sub-parser per command (other modules may add more).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     from helpers.models import ARCHITECTURES
 
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on bad input, with one line on stderr).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     args = build_parser().parse_args(argv)
     try:
@@ -205,7 +205,7 @@ CONFIG_KEYS_THAT_MUST_MATCH = ("model", "image_size", "batch_size", "seed", "fol
 def cmd_train(args: argparse.Namespace) -> int:
     """``python -m helpers train``: see the module docstring.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     import pandas as pd
     import torch
@@ -356,7 +356,7 @@ def _summary(history, train_set, val_set, run: Path) -> dict[str, Any]:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``python -m helpers predict``: see the module docstring.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     import numpy as np
     import pandas as pd

@@ -107,7 +107,7 @@ _TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
 class SkippedImageWarning(UserWarning):
     """An image could not be read and was left out of the batch.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
 
 
@@ -133,7 +133,7 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
     and EXIF rotation. Raises ``ValueError`` naming the file when it is
     missing, empty, truncated or not an image.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     from helpers.io import read_image
 
@@ -174,7 +174,7 @@ def shades_of_gray(img: torch.Tensor | np.ndarray, p: float = 6) -> torch.Tensor
     NumPy array (H, W, 3); returns the same type, shape and dtype, clipped to
     the valid range.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     if isinstance(img, np.ndarray):
         if img.ndim != 3 or img.shape[-1] != 3:
@@ -227,7 +227,7 @@ def _blend(img: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> torc
 class ShadesOfGray(v2.Transform):
     """Shades-of-gray colour constancy as a ``transforms.v2`` transform (see :func:`shades_of_gray`).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
 
     def __init__(self, p: float = 6) -> None:
@@ -252,7 +252,7 @@ class RandomHair(v2.Transform):
     Models trained with it learn to look through hair, which covers many real
     lesions (removing hair, e.g. DullRazor, is the other school).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
 
     def __init__(self, p: float = 0.5, n_hairs: tuple[int, int] = (1, 6),
@@ -314,7 +314,7 @@ class RandomVignette(v2.Transform):
     HAM10000 and BCN20000) have this black frame, and a model can learn it as
     a shortcut; adding it at random to every class takes the shortcut away.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
 
     def __init__(self, p: float = 0.5, radius: tuple[float, float] = (0.85, 1.25),
@@ -349,7 +349,7 @@ class RandomRot90(v2.Transform):
     A lesion has no "up": with horizontal and vertical flips this gives all
     eight symmetries of the square.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
@@ -381,7 +381,7 @@ def train_transforms(size: int, *, hair: bool = True, vignette: bool = True,
     90° only, :class:`RandomRot90`), ``ColorJitter``, :class:`RandomHair`,
     :class:`RandomVignette`, then conversion to float and normalisation.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     if rotation not in ("any", "rot90"):
         raise ValueError(f"rotation must be 'any' or 'rot90', got {rotation!r}")
@@ -410,7 +410,7 @@ def eval_transforms(size: int, shades_of_gray: bool = False) -> v2.Compose:
     ``helpers.preprocess.resize_image`` (bilinear anti-aliased here, Lanczos
     there). Output: float32 (3, size, size), ImageNet-normalised.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     steps: list[v2.Transform] = [v2.ToImage()]
     if shades_of_gray:
@@ -422,7 +422,7 @@ def eval_transforms(size: int, shades_of_gray: bool = False) -> v2.Compose:
 def to_display(image: torch.Tensor) -> np.ndarray:
     """Undo the ImageNet normalisation of a (3, H, W) float tensor: an (H, W, 3) ``uint8`` array to show.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"to_display: expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
@@ -440,7 +440,7 @@ def encode_targets(frame: pd.DataFrame, target: str = "target") -> np.ndarray:
     missing labels are -1 (to be ignored by the loss, ``ignore_index=-1``).
     ``"label9"``: int64 index in :data:`LABELS_9` (0..8, ``UNK`` = 8); missing -1.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     if target not in ("target", "label", "label9"):
         raise ValueError(f"target must be 'target', 'label' or 'label9', got {target!r}")
@@ -531,7 +531,7 @@ class LesionDataset(Dataset):
     record survives ``DataLoader`` worker processes (a flag per row in shared
     memory).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
 
     def __init__(self, frame: pd.DataFrame, transform: Any = None, target: str | None = "target",
@@ -620,7 +620,7 @@ def collate_skip_bad(batch: list[dict[str, Any] | None]) -> dict[str, Any] | Non
     Returns the default collation of the remaining items, or ``None`` when
     every item of the batch was bad (a training loop skips such a batch).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     from torch.utils.data import default_collate
 
@@ -643,7 +643,7 @@ def weighted_sampler(targets: Any, num_samples: int | None = None,
     drawn. ``num_samples`` defaults to the number of rows (one "epoch");
     draws are with replacement, so rare classes repeat.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     t = _valid_targets(targets)
     valid = ~np.isnan(t) & (t >= 0)
@@ -664,7 +664,7 @@ def pos_weight(targets: Any) -> torch.Tensor:
     each positive (melanoma) counts as much as all negatives together divided
     by the number of positives, as if the classes were balanced.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     t = _valid_targets(targets)
     t = t[~np.isnan(t)]
@@ -690,7 +690,7 @@ class FocalLoss(nn.Module):
 
     ``reduction``: ``"mean"`` (over counted examples), ``"sum"`` or ``"none"``.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
 
     def __init__(self, alpha: float | Sequence[float] | None = 0.25, gamma: float = 2.0,
@@ -774,7 +774,7 @@ def patient_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, n_buckets: int
 
     Returns a Series of fold numbers 0..k-1 named ``fold``, index aligned with ``frame``.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -812,7 +812,7 @@ def holdout_split(frame: pd.DataFrame, frac: float = 0.2, seed: int = 0) -> pd.S
     takes exactly ``frac`` of the rows. Returns a Series named ``split``,
     index aligned with ``frame``.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 7 (the data pipeline).
     """
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
@@ -843,7 +843,7 @@ def load_resized(path: os.PathLike | str, size: int) -> np.ndarray:
     mode (:func:`helpers.io.read_image` with ``draft=size``). Raises
     ``ValueError`` naming the file when it cannot be read.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     from helpers.io import read_image
     from helpers.preprocess import resize_image
@@ -857,7 +857,7 @@ def cache_index(cache_path: os.PathLike | str) -> pd.DataFrame:
     ``error`` is empty (``<NA>``) for images that were cached and holds the
     reason for those stored as zeros.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     side = Path(cache_path).with_suffix(".csv")
     if not side.is_file():
@@ -893,7 +893,7 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
 
     Returns the path of the ``.npy`` file.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     from tqdm.auto import tqdm
 
@@ -960,7 +960,7 @@ def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *
     Random numbers come from ``generator`` (on the batch's device) so a run
     can be replayed. Returns float32 (B, 3, H, W); an empty batch stays empty.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ValueError(f"gpu_augment: expected a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
@@ -1054,7 +1054,7 @@ class TensorCacheLoader:
     ``world_size``-th row of the shared epoch order, padded by wrapping
     around so every rank gets the same number (as ``DistributedSampler``).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
 
     def __init__(self, cache: os.PathLike | str | np.ndarray, targets: Any = None, *,
@@ -1233,7 +1233,7 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
     or that the batched decoder refuses, are read one by one with
     :func:`read_image_tensor`, which raises ``ValueError`` naming a bad file.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 

@@ -62,7 +62,7 @@ Choices made here (and why)
   splits beside them); ``ham10000`` is for a HAM10000-only download read by
   :func:`load_ham10000`.
 
-Introduced in chapter 2 (the ISIC datasets).
+Introduced in chapter 3 (the ISIC Archive and its challenges).
 """
 from __future__ import annotations
 
@@ -270,7 +270,7 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
 class LabelFormat:
     """One official label / metadata file format (a row of :data:`FORMATS`).
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
 
     name: str                       #: registry key
@@ -455,7 +455,7 @@ def detect_format(path: os.PathLike | str) -> LabelFormat:
     formats when nothing matches, or the missing column when the header is
     one column short of a known format.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     path = Path(path)
     text = _read_text(path)
@@ -593,7 +593,7 @@ def read_labels(path: os.PathLike | str, *, tidy: bool = False,
     ``format`` (the :class:`LabelFormat` name) and ``source`` (the path).
     With ``tidy=True`` the result is ``to_tidy(frame, split=split)``.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     path = Path(path)
     text = _read_text(path)
@@ -744,7 +744,7 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
     ``dataset`` overrides the format's dataset name. ``path`` is left <NA>:
     the ``load_*`` functions attach image paths.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     name = frame.attrs.get("format")
     fmt = _FORMATS_BY_NAME.get(name) if name else _match_columns(list(frame.columns))
@@ -824,7 +824,7 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
 class MissingImagesWarning(UserWarning):
     """Some rows of a label file have no image file in the layout.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
 
 
@@ -909,7 +909,7 @@ def load_siim_isic_2020(root: os.PathLike | str, strict: bool = False) -> pd.Dat
     ``ISIC_2020_Training_Duplicates.csv`` are kept in
     ``frame.attrs["duplicate_pairs"]`` for :func:`combine`.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     v2 = _find(root, "ISIC_2020_Training_GroundTruth_v2.csv")
@@ -946,7 +946,7 @@ def load_isic_2019(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
     ``image_id`` drops the ``_downsampled`` suffix of some training ids;
     ``source_id`` and the image path keep it.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     frames = []
@@ -985,7 +985,7 @@ def load_isic_2018_task3(root: os.PathLike | str, strict: bool = False) -> pd.Da
     ``HAM10000_metadata.csv`` (or ``lesion_id`` from the lesion groupings
     file) and keep ``dataset == "isic2018"``.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     frames, index = [], {}
@@ -1013,7 +1013,7 @@ _SPLITS_2017 = {"train": "Training", "val": "Validation", "test": "Test_v2"}
 def load_isic_2017(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     """Load an ISIC 2017 folder: Part 3 ground truth and metadata of each split.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     frames, index = [], {}
@@ -1038,7 +1038,7 @@ def load_isic_2017(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
 def load_isic_2016(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     """Load an ISIC 2016 (ISBI 2016 Part 3) folder: training and test ground truth.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     frames, index = [], {}
@@ -1059,7 +1059,7 @@ def load_isic_archive(root: os.PathLike | str, strict: bool = False) -> pd.DataF
     (``diagnosis_1`` ... ``diagnosis_5``) metadata are read. An archive
     download has no official split: every row is ``train``.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     meta = root / "metadata.csv"
@@ -1073,7 +1073,7 @@ def load_isic_archive(root: os.PathLike | str, strict: bool = False) -> pd.DataF
 def load_ham10000(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     """Load a HAM10000-only download: ``HAM10000_metadata.csv`` + ``HAM10000_images_part_1/2``.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     meta = _find(root, "HAM10000_metadata.csv")
@@ -1124,7 +1124,7 @@ LAYOUTS: dict[str, tuple[Callable[[Path], bool], Callable[..., pd.DataFrame]]] =
 def detect_layout(root: os.PathLike | str) -> str:
     """Name the official download layout of a folder (a key of :data:`LAYOUTS`).
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     if not root.is_dir():
@@ -1146,7 +1146,7 @@ def load_dataset(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     and examples; their ``path`` is <NA>), or raise ``ValueError`` with
     ``strict=True``.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     return LAYOUTS[detect_layout(root)][1](root, strict=strict)
 
@@ -1158,7 +1158,7 @@ def load_all(root: os.PathLike | str, strict: bool = False) -> dict[str, pd.Data
     are no known layout are skipped. ``combine(load_all(root).values())``
     gives one table.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     root = Path(root)
     out = {}
@@ -1232,7 +1232,7 @@ def combine(frames: Iterable[pd.DataFrame],
     The first image of each group stays ``False``; drop the others with
     ``frame[~frame.duplicate]``.
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     frames = list(frames)
     pairs: list[tuple[str, str]] = []
@@ -1274,7 +1274,7 @@ def read_dermamnist(path: os.PathLike | str) -> dict[str, tuple[np.ndarray, np.n
     MedMNIST order (:data:`DERMAMNIST_LABELS` gives each its ISIC 2019 code,
     e.g. 4 -> ``MEL``).
 
-    Introduced in chapter 2 (the ISIC datasets).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     path = Path(path)
     try:

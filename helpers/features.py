@@ -67,7 +67,7 @@ def to_float_rgb(image: Any, name: str = "image") -> np.ndarray:
     Accepts uint8, uint16 or float arrays (floats must already lie in [0, 1]);
     anything that is not an (H, W, 3) RGB array raises ``ValueError`` naming ``name``.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
@@ -98,7 +98,7 @@ def remove_hair(image: Any, radius: int | None = None, threshold: float = 0.06) 
     and good enough for segmentation; it also erases small dark dots, so colour
     features are measured on the original image. Returns a float RGB image in [0, 1].
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     rgb = to_float_rgb(image)
     r = radius if radius is not None else _footprint_radius(rgb.shape, 0.02)
@@ -123,7 +123,7 @@ def field_of_view(gray: np.ndarray, margin: float = 0.03) -> np.ndarray:
     soft rim, is the field of view. ``gray`` is a (blurred) grey image; returns a
     boolean mask, all True when there is no dark vignette.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     dark_mask = gray < 0.35 * np.percentile(gray, 95)
     labels, _ = ndi.label(dark_mask)
@@ -154,7 +154,7 @@ def segment_lesion(
 
     Raises ``ValueError`` for a non-RGB array or when nothing is left to segment.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     rgb = to_float_rgb(image)
     h, w = rgb.shape[:2]
@@ -232,7 +232,7 @@ def asymmetry(mask: Any) -> tuple[float, float]:
     lands outside the lesion: 0 for a mirror-symmetric shape (disc, ellipse), up to 1.
     Because mirroring keeps area, this is |M xor mirror(M)| / (2 |M|).
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     m = np.asarray(mask).astype(bool)
     if m.ndim != 2 or m.sum() < 10:
@@ -257,7 +257,7 @@ def compactness(mask: Any) -> float:
     The perimeter is the Crofton estimate (:func:`skimage.measure.perimeter_crofton`),
     which is close to the true length for digital discs.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     m = np.asarray(mask).astype(bool)
     area = m.sum()
@@ -280,7 +280,7 @@ def colour_fractions(image: Any, mask: Any) -> dict[str, float]:
     as no colour; "white" counts only where the pixel is lighter than that skin, as
     the ABCD rule asks. Returns ``{name: fraction}`` over :data:`COLOUR_NAMES`.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     rgb = to_float_rgb(image)
     m = _check_mask(mask, rgb.shape[:2])
@@ -347,7 +347,7 @@ def abcd_features(
     - ``area_px``, ``area_fraction`` (of the image), ``centroid_y``, ``centroid_x``, ``orientation`` (radians of the major axis,
       measured from the image's x axis towards +y), ``major_len``, ``minor_len`` for drawing.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     rgb = to_float_rgb(image)
     m = segment_lesion(rgb) if mask is None else _check_mask(mask, rgb.shape[:2])
@@ -430,7 +430,7 @@ def features_frame(
     ``errors="nan"`` keeps a row of NaN with the message in column ``error``.
     The index is ``ids`` (or file names, or 0..n-1).
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     if errors not in ("raise", "nan"):
         raise ValueError(f"features_frame: errors must be 'raise' or 'nan', got {errors!r}")
@@ -475,7 +475,7 @@ def tds_like(frame: pd.DataFrame | dict[str, Any], d_score: float | None = None)
     out unless ``d_score`` is given; the published cut-offs (4.75, 5.45) therefore do
     not carry over to this score.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     score = 1.3 * frame["asymmetry_axes"] + 0.1 * frame["border_abrupt"] + 0.5 * frame["colour_count"]
     if d_score is not None:
@@ -491,7 +491,7 @@ def draw_abcd(ax: Any, image: Any, mask: Any, feats: dict[str, Any] | None = Non
     (unless given) lists A (mean mirror mismatch), B (compactness), C (colour count)
     and D (diameter in px). Returns ``ax``.
 
-    Introduced in chapter 2 (dermoscopy and ABCD).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     rgb = to_float_rgb(image)
     m = _check_mask(mask, rgb.shape[:2])

@@ -163,7 +163,7 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
     unidentifiable files and for decompression bombs (more pixels than
     ``PIL.Image.MAX_IMAGE_PIXELS``).
 
-    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     path = Path(path)
     if path.suffix.lower() == ".dcm":
@@ -213,7 +213,7 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
     name). Keys that are DICOM keywords (e.g. ``"StudyDescription"``) are set
     as given. UIDs are derived from the image name, so reruns give identical files.
 
-    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     from pydicom import config as pydicom_config
     from pydicom.dataelem import DataElement
@@ -324,7 +324,7 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
     Raises ``ValueError`` naming the file for non-DICOM bytes, a missing Pixel
     Data element, or a transfer syntax no installed decoder supports.
 
-    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     from pydicom.pixels import get_decoder
 
@@ -363,7 +363,7 @@ def dicom_summary(folder: os.PathLike | str, progress: bool = True) -> pd.DataFr
     ``transfer_syntax`` (UID), ``transfer_syntax_name``, ``photometric``.
     Reads headers only (fast); raises ``ValueError`` naming a bad file.
 
-    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     from tqdm.auto import tqdm
 
@@ -465,7 +465,7 @@ def write_tfrecords(
     keys or values (test records have no diagnosis/target) become -1.
     Written with ``tfrecord.TFRecordWriter``; returns the shard paths.
 
-    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     from tfrecord import TFRecordWriter
 
@@ -529,7 +529,7 @@ def read_tfrecords(
     (still encoded: see :func:`tfrecord_frame` for names). ``description``
     limits the keys read. Raises ``ValueError`` naming a corrupt shard.
 
-    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     from google.protobuf.message import DecodeError
     from tfrecord.reader import tfrecord_loader
@@ -572,7 +572,7 @@ def tfrecord_frame(
     code -1 → missing) and ``target`` (nullable Int64; -1 → <NA>): the layout of
     the Kaggle ``train.csv``, so the two can be compared directly.
 
-    Introduced in chapter 3 (image files: JPEG, DICOM, TFRecord).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     from tqdm.auto import tqdm
 

@@ -43,7 +43,7 @@ REDUCING_GAP = 3.0
 def centre_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
     """The largest centred square inside a ``width`` × ``height`` image, as a PIL box.
 
-    Introduced in chapter 4 (preprocessing and the resize cache).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     side = min(width, height)
     left = (width - side) // 2
@@ -60,7 +60,7 @@ def resize_image(img: np.ndarray | Image.Image, size: int) -> np.ndarray:
     first reduces by an integer factor (``reducing_gap=3``), which is much
     faster and visually identical.
 
-    Introduced in chapter 4 (preprocessing and the resize cache).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
@@ -123,7 +123,7 @@ def resize_folder(
     columns ``source``, ``dest``, ``status`` (``resized``/``skipped``/``failed``)
     and ``error`` (None unless failed), and warns once with the failure count.
 
-    Introduced in chapter 4 (preprocessing and the resize cache).
+    Introduced in chapter 4 (image files and the resize cache).
     """
     from tqdm.auto import tqdm
 

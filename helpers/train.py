@@ -57,7 +57,7 @@ CHECKPOINT_FORMAT = "helpers.train/1"
 def distributed_context() -> tuple[int, int]:
     """Return ``(rank, world_size)``: ``(0, 1)`` unless a process group is running.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -71,7 +71,7 @@ def init_distributed() -> tuple[int, int, int]:
     Gloo on CPU. Returns ``(rank, world_size, local_rank)``; without
     ``torchrun`` it does nothing and returns ``(0, 1, 0)``.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -166,7 +166,7 @@ def auc_score(targets: np.ndarray, scores: np.ndarray) -> float:
     in the multi-class case classes absent from ``targets`` are left out of
     the macro average.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -194,7 +194,7 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     gradient scaler); float32 on CPU and Apple GPUs (repeatable runs).
     ``"bf16"`` / ``"fp16"`` force a type, ``"off"`` / ``False`` disable.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     if amp is True:
         key = "auto"
@@ -228,7 +228,7 @@ def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> None:
     likewise. That is what makes a resumed run see the same batches as an
     uninterrupted one.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     rank, _ = distributed_context()
     base = (seed * 1_000_003 + epoch) * 1009
@@ -293,7 +293,7 @@ def save_checkpoint(obj: dict[str, Any], path: os.PathLike | str) -> Path:
     within one file system); if anything fails before the rename, the old
     file at ``path`` is untouched and the temporary file is removed.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,7 +324,7 @@ def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[
     containers is refused with a ``ValueError`` naming the file (loading it
     could run arbitrary code); so is a file that is not a checkpoint at all.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     import pickle
 
@@ -472,7 +472,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
     ``DistributedDataParallel``, only rank 0 writes files and draws progress
     bars, and validation predictions from every rank are pooled.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     import helpers
     from tqdm.auto import tqdm
@@ -651,7 +651,7 @@ def _write_history(frame: pd.DataFrame, path: Path) -> None:
 def tta_variants(images: torch.Tensor, n: int) -> list[torch.Tensor]:
     """The first ``n`` (1-8) of the 8 flips/rotations of a batch of images (``n=1``: as is).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     if not 1 <= n <= 8:
         raise ValueError(f"tta must be between 1 and 8, got {n}")
@@ -672,7 +672,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
     ``index`` (``helpers.data`` datasets), row ``i`` belongs to dataset item
     ``i`` and an unreadable image gets NaN; otherwise rows follow the loader.
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     from tqdm.auto import tqdm
 
@@ -707,7 +707,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
 def plot_history(history: pd.DataFrame, ax=None):
     """Plot training/validation loss and validation AUC against the epoch (two panels).
 
-    Introduced in chapter 9 (CNN training).
+    Introduced in chapter 8 (training a CNN).
     """
     import matplotlib.pyplot as plt
 
