@@ -35,18 +35,22 @@ Commands
     left out). ``target`` is the predicted melanoma probability from the
     run's ``best.pt``, averaged over ``--tta`` flips/rotations.
 
-Bad input (missing folder, unknown layout, malformed CSV, incompatible run)
-prints one line on stderr and exits with status 2.
+Bad input (missing folder, unknown layout, malformed CSV, incompatible run,
+an output folder that cannot be written or is full) prints one line on
+stderr and exits with status 2. Every file is written to a temporary name
+and renamed when complete, so a failed or killed run never leaves a
+half-written file under its final name (``summary.json`` appears last).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -125,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(err).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:   # e.g. a file that cannot be read: one line, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{' '.join(_reason(err).split())}", file=sys.stderr)
+        return 2
     finally:
         import torch
 
@@ -166,10 +174,50 @@ def _workers(requested: int | None, cuda: bool) -> int:
     return min(8, max(0, (os.cpu_count() or 1) - 1)) if cuda else 0
 
 
+#: errno values that mean "the output cannot be written" (full, read-only, not allowed).
+WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.EFBIG, errno.ENOTDIR})
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail early, in one line, when ``folder`` cannot be created or written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}.tmp"
+        probe.write_bytes(b"\0")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{folder}: cannot write to this folder ({_reason(err)})") from None
+
+
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
+
+    A failure (a full disk, a read-only folder) removes the temporary file and
+    raises ``ValueError`` naming ``path``; ``path`` is either the old file or
+    the complete new one, never half of it.
+    """
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(err, OSError):
+            raise ValueError(f"{path}: cannot write ({_reason(err)})") from None
+        raise
+
+
 def _write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _choose_split(labelled, args, main: bool):
@@ -251,6 +299,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         labelled = labelled.sort_index().reset_index(drop=True)
     train_frame, val_frame, split_note = _choose_split(labelled, args, main)
     train_frame, val_frame = train_frame.reset_index(drop=True), val_frame.reset_index(drop=True)
+    _check_writable(run)             # before any training time is spent
 
     meta, age_mean = None, None
     if args.meta:   # age, sex, site; missing ages filled with the training mean
@@ -290,17 +339,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.mkdir(parents=True, exist_ok=True)
         _write_json(config, run / "config.json")
         split = pd.concat([train_frame.assign(role="train"), val_frame.assign(role="val")])
-        split[["image_id", "source_id", "target", "role"]].to_csv(
-            run / "split.csv", index=False, lineterminator="\n")
+        _atomic_write(run / "split.csv", lambda tmp: split[
+            ["image_id", "source_id", "target", "role"]].to_csv(tmp, index=False, lineterminator="\n"))
         _notice(f"train: {args.model} on {len(train_frame)} images "
                 f"({int(train_frame['target'].sum())} melanoma), validating on {len(val_frame)} "
                 f"({int(val_frame['target'].sum())} melanoma); run folder "
                 f"{helpers.display_path(run)}")
-    history = fit(model, train_loader, val_loader, epochs=args.epochs, lr=args.lr,
-                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                  loss="bce", pos_weight=pos_weight, amp=args.amp, compile=args.compile,
-                  out_dir=run, resume=args.resume, patience=args.patience, seed=args.seed,
-                  progress=args.progress, config=config)
+    try:
+        history = fit(model, train_loader, val_loader, epochs=args.epochs, lr=args.lr,
+                      weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                      loss="bce", pos_weight=pos_weight, amp=args.amp, compile=args.compile,
+                      out_dir=run, resume=args.resume, patience=args.patience, seed=args.seed,
+                      progress=args.progress, config=config)
+    except OSError as err:          # checkpoints are written atomically: the old ones stay whole
+        if err.errno not in WRITE_ERRORS:
+            raise
+        raise ValueError(f"{run}: cannot write the run's checkpoints ({_reason(err)}); the files "
+                         "already there are complete: make room, then rerun with --resume") from None
     if main:
         summary = _summary(history, train_set, val_set, run)
         _write_json(summary, run / "summary.json")
@@ -373,6 +428,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not config_path.is_file():
         raise ValueError(f"{config_path}: no such file; --run must be a folder written by train")
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    _check_writable(args.out.parent)
     weights = args.run / "best.pt" if (args.run / "best.pt").is_file() else args.run / "last.pt"
     checkpoint = load_checkpoint(weights)
 
@@ -406,8 +462,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _notice(f"notice: {int(bad.sum())} unreadable images get the mean prediction {fill:.3f}")
         probs = np.where(bad, fill, probs)
     out = pd.DataFrame({"image_name": images["source_id"].astype(str), "target": probs})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_submission(out, args.out, "2020")
+    _atomic_write(args.out, lambda tmp: write_submission(out, tmp, "2020"))
     return 0
 
 

@@ -127,15 +127,19 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
     """Read an image file as an RGB ``uint8`` tensor of shape (3, H, W).
 
     JPEG and 8-bit PNG files are decoded by ``torchvision.io.decode_image``
-    (libjpeg-turbo / libpng, ``ImageReadMode.RGB``, EXIF orientation applied);
-    everything else (DICOM, 16-bit PNG, files torchvision refuses) goes through
+    (libjpeg-turbo / libpng, EXIF orientation applied; greyscale repeated to
+    three channels); everything else (DICOM, 16-bit PNG, images with an alpha
+    channel, CMYK, files torchvision refuses) goes through
     :func:`helpers.io.read_image` (Pillow), which handles CMYK, 16-bit, alpha
-    and EXIF rotation. Raises ``ValueError`` naming the file when it is
-    missing, empty, truncated or not an image.
+    (composited on white) and EXIF rotation, so both roads give the same
+    pixels. Raises ``ValueError`` naming the file when it is missing, empty,
+    truncated, not an image, or a decompression bomb (its header announces
+    more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``; checked before
+    torchvision, which has no limit, allocates anything).
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from helpers.io import read_image
+    from helpers.io import _image_header, read_image
 
     path = Path(path)
     if path.suffix.lower() in _TV_SUFFIXES:
@@ -145,16 +149,19 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
             raise ValueError(f"{path}: cannot read file ({exc.strerror or exc})") from None
         if size == 0:
             raise ValueError(f"{path}: empty file (0 bytes)")
-        try:
-            from torchvision.io import ImageReadMode, decode_image, read_file
+        mode, transparent = _image_header(path, path)
+        # alpha, CMYK or 16 bits: Pillow below converts them as read_image does
+        if mode in ("RGB", "L", "P") and not transparent:
+            try:
+                from torchvision.io import ImageReadMode, decode_image, read_file
 
-            with _quiet_tv_io():
-                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB,
-                                   apply_exif_orientation=True)
-            if img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3:
-                return img
-        except (RuntimeError, OSError):
-            pass  # Pillow decides: it reads what libjpeg refuses or raises a ValueError naming the file
+                with _quiet_tv_io():
+                    img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB,
+                                       apply_exif_orientation=True)
+                if img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3:
+                    return img
+            except (RuntimeError, OSError):
+                pass  # Pillow decides: it reads what libjpeg refuses or raises a ValueError naming the file
     arr = read_image(path)
     return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
@@ -531,15 +538,25 @@ class LesionDataset(Dataset):
     record survives ``DataLoader`` worker processes (a flag per row in shared
     memory).
 
+    ``root``: for a ``path`` column from a file you did not write yourself.
+    Relative paths are then taken relative to ``root``, and a path that lies
+    outside ``root`` once ``..`` and symlinks are resolved (``../../etc/passwd``,
+    an absolute path elsewhere, a symlink pointing out) is refused with a
+    ``ValueError`` naming the row and the value. (Frames from
+    :func:`helpers.datasets.load_dataset` are checked there already.)
+
     Introduced in chapter 7 (the data pipeline).
     """
 
     def __init__(self, frame: pd.DataFrame, transform: Any = None, target: str | None = "target",
-                 meta: Sequence[str] | None = None, age_mean: float | None = None) -> None:
+                 meta: Sequence[str] | None = None, age_mean: float | None = None,
+                 root: os.PathLike | str | None = None) -> None:
         if "path" not in frame:
             raise ValueError("LesionDataset: frame has no 'path' column")
         self.frame = frame.reset_index(drop=True)
         self.paths: list[str] = [("" if pd.isna(p) else str(p)) for p in self.frame["path"]]
+        if root is not None:
+            self.paths = _paths_inside(self.paths, Path(root))
         self.transform = transform
         self.target_name = target
         self.targets = encode_targets(self.frame, target) if target is not None else None
@@ -612,6 +629,23 @@ class LesionDataset(Dataset):
             item["meta"] = torch.from_numpy(self.meta[index])
         item["index"] = int(index)
         return item
+
+
+def _paths_inside(paths: list[str], root: Path) -> list[str]:
+    """Join each path to ``root``; refuse one that resolves (``..``, symlinks) outside ``root``."""
+    real_root = Path(os.path.realpath(root))
+    out = []
+    for row, value in enumerate(paths):
+        if not value:
+            out.append(value)
+            continue
+        joined = root / value            # an absolute value replaces root: checked below
+        real = Path(os.path.realpath(joined))
+        if not real.is_relative_to(real_root):
+            raise ValueError(f"row {row}, column 'path': {value!r} lies outside the data folder "
+                             f"{root} (it resolves to {real}); refused")
+        out.append(str(joined))
+    return out
 
 
 def collate_skip_bad(batch: list[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -887,9 +921,10 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
     file that cannot be read becomes zeros and its reason goes to ``error``
     (read it back with :func:`cache_index`). When the cache exists with the
     same image ids and size, nothing is done (a one-line notice says so).
-    Writing goes to a temporary file renamed at the end, so an interrupted run
-    leaves no half-written cache. Images are read by ``workers`` threads
-    (Pillow releases the GIL while decoding and resizing).
+    Writing goes to temporary files renamed at the end (the index, then the
+    array), so an interrupted run leaves no half-written cache; a folder that
+    cannot be written raises ``ValueError`` naming the cache. Images are read
+    by ``workers`` threads (Pillow releases the GIL while decoding and resizing).
 
     Returns the path of the ``.npy`` file.
 
@@ -910,9 +945,14 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
     if _cache_matches(out, side, ids, size):
         print(f"tensor cache up to date: {display_path(out)} ({len(ids)} images, {size} px)")
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npy")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ids), 3, size, size))
+    side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ids), 3, size, size))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"{out}: cannot write the tensor cache ({exc.strerror or exc})") from None
     errors: list[str] = [""] * len(ids)
     paths = frame["path"].tolist()
 
@@ -933,10 +973,14 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
                       desc=f"caching {size}px", leave=False))
         arr.flush()
         del arr
+        pd.DataFrame({"image_id": ids, "error": errors}).to_csv(side_tmp, index=False)
+        os.replace(side_tmp, side)   # the index first, the array last: a .npy is always complete
         os.replace(tmp, out)
+    except OSError as exc:
+        raise ValueError(f"{out}: cannot write the tensor cache ({exc.strerror or exc})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    pd.DataFrame({"image_id": ids, "error": errors}).to_csv(side, index=False)
+        side_tmp.unlink(missing_ok=True)
     n_bad = sum(bool(e) for e in errors)
     if n_bad:
         print(f"tensor cache: {n_bad} unreadable image(s) stored as zeros (listed in {display_path(side)})")
@@ -1232,10 +1276,14 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
     carry one). Files that are not JPEG,
     or that the batched decoder refuses, are read one by one with
     :func:`read_image_tensor`, which raises ``ValueError`` naming a bad file.
+    A JPEG whose header announces more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``
+    (a decompression bomb) raises ``ValueError`` before anything is decoded.
 
     Introduced in chapter 8 (training a CNN).
     """
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    from helpers.io import _image_header
 
     dev = torch.device(device)
     paths = [Path(p) for p in paths]
@@ -1248,6 +1296,7 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
             except (RuntimeError, OSError):
                 raise ValueError(f"{p}: cannot read file") from None
             if data.numel() >= 3 and int(data[0]) == 0xFF and int(data[1]) == 0xD8:
+                _image_header(data.numpy(), p)   # refuses bombs: nvJPEG / libjpeg have no pixel limit
                 jpeg_i.append(i)
                 jpeg_data.append(data)
         if jpeg_data:

@@ -482,12 +482,20 @@ def _detect(path: Path, text: str) -> LabelFormat:
         if near is not None:
             raise ValueError(f"{path}: row 1, column {near[1]!r}: required column missing "
                              f"(header looks like format {near[0].name})")
-    raise ValueError(f"{path}: unrecognised label file; header {','.join(row)!r}; "
+    known = {c for fmt in FORMATS if fmt.header for c in (*fmt.columns, *fmt.optional)}
+    unknown = next((c for c in row if c not in known), None)
+    where = f"row 1, column {unknown!r}: unknown column; " if unknown is not None else "row 1: "
+    raise ValueError(f"{path}: {where}unrecognised label file; header {','.join(row)!r}; "
                      f"known formats: {_formats_list()}")
 
 
 def _fail(path: Path, line: int, column: str, message: str) -> typing.NoReturn:
     raise ValueError(f"{path}: row {line}, column {column!r}: {message}")
+
+
+def _plain_name(value: str) -> bool:
+    """True for an image id that can only name a file inside its folder (no path parts)."""
+    return not (value in (".", "..") or any(ch in value for ch in "/\\:\0") or value.startswith("~"))
 
 
 def _parse_column(values: pd.Series, kind: str, fmt: LabelFormat, column: str,
@@ -502,6 +510,8 @@ def _parse_column(values: pd.Series, kind: str, fmt: LabelFormat, column: str,
 
     if kind == "id":
         bad(~present, "missing image id")
+        bad(present & ~values.fillna("").map(_plain_name).astype(bool),
+            "image id is not a plain file name (a path would reach outside the data folder)")
         dup = values.duplicated()
         if dup.any():
             i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -583,10 +593,12 @@ def read_labels(path: os.PathLike | str, *, tidy: bool = False,
 
     The format is recognised from the header (see :data:`FORMATS`); CRLF or
     LF line endings, a missing final newline and a UTF-8 BOM are accepted.
-    Every value is checked: a missing required column, a repeated image id,
-    a label other than 0/1, labels that are not one-hot, a missing target, an
-    unknown sex / site / diagnosis value raise ``ValueError`` naming the
-    file, the row (1-based line number in the file) and the column.
+    Every value is checked: an unknown or missing required column, a
+    repeated image id, an image id that is not a plain file name (``..``,
+    ``/``, ``\\``, ``:``), a label other than 0/1, labels that are not
+    one-hot, a missing target, an unknown sex / site / diagnosis value raise
+    ``ValueError`` naming the file, the row (1-based line number in the file)
+    and the column.
 
     The returned frame keeps the official columns (in official order) with
     nullable dtypes; missing markers are <NA>. ``frame.attrs`` holds
@@ -859,10 +871,35 @@ def _shown(path: Path) -> str:
         return Path(path).name
 
 
+def _refuse_outside(paths: pd.Series, ids: pd.Series, root: Path) -> None:
+    """Raise ``ValueError`` for the first image file that resolves outside ``root``.
+
+    A symlink inside a download folder may point anywhere; following it would
+    read (and show, and train on) a file outside the data. Folders are resolved
+    once each, files only when they are symlinks themselves.
+    """
+    real_root = os.path.realpath(root)
+    folders: dict[str, str] = {}
+    for image_id, path in zip(ids, paths):
+        if path is None:
+            continue
+        text = os.fspath(path)
+        folder = os.path.dirname(text)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        real = (os.path.realpath(text) if os.path.islink(text)
+                else os.path.join(folders[folder], os.path.basename(text)))
+        if not Path(real).is_relative_to(real_root):
+            raise ValueError(f"{path}: image {image_id!r} resolves to {real}, outside the data "
+                             f"folder {root}; refused (a symlink must stay inside the folder: "
+                             "link the whole download folder instead)")
+
+
 def _attach_paths(frame: pd.DataFrame, index: Mapping[str, Path], *, root: Path, layout: str,
                   strict: bool) -> pd.DataFrame:
     frame = frame.copy()
     paths = frame["source_id"].map(lambda i: index.get(i))
+    _refuse_outside(paths, frame["source_id"], root)
     frame["path"] = paths.map(lambda p: None if p is None else p.as_posix()).astype("string")
     missing = frame.loc[frame["path"].isna(), "source_id"]
     if len(missing):
@@ -1144,7 +1181,11 @@ def load_dataset(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
 
     Missing images are reported in one :class:`MissingImagesWarning` (count
     and examples; their ``path`` is <NA>), or raise ``ValueError`` with
-    ``strict=True``.
+    ``strict=True``. Image ids are plain file names (an id with a path part,
+    such as ``../../etc/passwd``, is refused by :func:`read_labels`), and an
+    image file that resolves outside ``root`` (a symlink pointing out of the
+    download folder) is refused with a ``ValueError`` naming it: link the
+    whole download folder, not folders inside it.
 
     Introduced in chapter 3 (the ISIC Archive and its challenges).
     """

@@ -116,6 +116,27 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(_pil_rgb(img), dtype=np.uint8))
 
 
+def _image_header(source: Path | bytes | np.ndarray, where: object) -> tuple[str | None, bool]:
+    """Read an image's header only: ``(Pillow mode, has transparency)``; refuse decompression bombs.
+
+    ``PIL.Image.open`` is lazy, so this is cheap. It raises ``ValueError`` when
+    the header announces more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``: it
+    guards decoders with no pixel limit of their own (torchvision's), which
+    would otherwise allocate whatever a crafted header asks for. A file Pillow
+    cannot identify gives ``(None, False)``: its decoder reports it.
+    """
+    handle = source if isinstance(source, (str, os.PathLike)) else _io.BytesIO(source)  # any buffer
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(handle) as img:
+                return img.mode, "transparency" in img.info
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{where}: image too large, possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
+        return None, False
+
+
 def _load_rgb(path: Path, draft: int | None = None) -> Image.Image:
     """Open, check and decode an image file as an RGB PIL image (the core of :func:`read_image`)."""
     try:
@@ -171,6 +192,29 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(_load_rgb(path, draft), dtype=np.uint8))
 
 
+# --------------------------------------------------------------------------- writing
+def _write_atomically(path: Path, write: Any) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
+
+    Nothing half-written is ever left under ``path``: on any failure the
+    temporary file is removed; an ``OSError`` (full disk, read-only folder)
+    becomes a ``ValueError`` naming ``path``.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise ValueError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        raise
+
+
 # --------------------------------------------------------------------------- DICOM
 def _dicom_age(value: Any) -> str:
     if _is_missing(value):
@@ -212,6 +256,9 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
     ("045Y"), BodyPartExamined (upper-case site) and ImageComments (the image
     name). Keys that are DICOM keywords (e.g. ``"StudyDescription"``) are set
     as given. UIDs are derived from the image name, so reruns give identical files.
+    The file is written under a temporary name and renamed when complete; a
+    folder that cannot be written (full, read-only) raises ``ValueError``
+    naming ``path``.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -277,8 +324,7 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
     ds.PixelData = encapsulate([buf.getvalue()])
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    _write_atomically(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
 
 
 def _dicom_meta(ds: Any, path: Path) -> dict[str, Any]:
@@ -302,13 +348,20 @@ def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         raise ValueError(f"{path}: not a DICOM file (no 'DICM' marker)") from None
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except Exception as exc:  # pydicom raises many types on garbage input
         raise ValueError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+    for w in caught:  # pydicom only warns when the file ends inside an element
+        if "End of file reached" in str(w.message):
+            raise ValueError(f"{path}: truncated DICOM file ({w.message})")
+        warnings.warn(w.message, w.category, stacklevel=3)
+    return ds
 
 
 def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -321,8 +374,9 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
     (M → male, F → female, else None), ``age_approx`` ("045Y" → 45.0) and
     ``anatom_site`` (BodyPartExamined lower-cased; blank → None).
 
-    Raises ``ValueError`` naming the file for non-DICOM bytes, a missing Pixel
-    Data element, or a transfer syntax no installed decoder supports.
+    Raises ``ValueError`` naming the file for non-DICOM bytes (an empty file
+    too), a truncated file, a missing Pixel Data element, or a transfer syntax
+    no installed decoder supports.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -463,7 +517,10 @@ def write_tfrecords(
     encodings (``TFREC_SEX``, ``TFREC_SITES``, ``TFREC_DIAGNOSES``; patient_id
     ``IP_0001234`` → 1234); names are encoded for you, ints are kept, missing
     keys or values (test records have no diagnosis/target) become -1.
-    Written with ``tfrecord.TFRecordWriter``; returns the shard paths.
+    Written with ``tfrecord.TFRecordWriter``, each shard under a temporary
+    name renamed when complete (a shard's name promises its record count); a
+    folder that cannot be written raises ``ValueError`` naming the shard.
+    Returns the shard paths.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -478,22 +535,26 @@ def write_tfrecords(
     for shard, start in enumerate(range(0, len(records), per_file)):
         chunk = records[start : start + per_file]
         path = out_dir / f"{prefix}{shard:02d}-{len(chunk)}.tfrec"
-        writer = TFRecordWriter(str(path))
-        try:
-            for i, rec in enumerate(chunk):
-                where = f"{path} (record {i})"
-                if "image" not in rec or "image_name" not in rec:
-                    raise ValueError(f"{where}: a record needs 'image' and 'image_name'")
-                datum: dict[str, tuple[Any, str]] = {
-                    "image": (_jpeg_bytes(rec["image"], where), "byte"),
-                    "image_name": (str(rec["image_name"]).encode("utf-8"), "byte"),
-                }
-                for key, kind in TFREC_KEYS.items():
-                    if kind == "int":
-                        datum[key] = (_encode_int(key, rec.get(key), where), "int")
-                writer.write(datum)
-        finally:
-            writer.close()
+
+        def write(tmp: Path, path: Path = path, chunk: list = chunk) -> None:
+            writer = TFRecordWriter(str(tmp))
+            try:
+                for i, rec in enumerate(chunk):
+                    where = f"{path} (record {i})"
+                    if "image" not in rec or "image_name" not in rec:
+                        raise ValueError(f"{where}: a record needs 'image' and 'image_name'")
+                    datum: dict[str, tuple[Any, str]] = {
+                        "image": (_jpeg_bytes(rec["image"], where), "byte"),
+                        "image_name": (str(rec["image_name"]).encode("utf-8"), "byte"),
+                    }
+                    for key, kind in TFREC_KEYS.items():
+                        if kind == "int":
+                            datum[key] = (_encode_int(key, rec.get(key), where), "int")
+                    writer.write(datum)
+            finally:
+                writer.close()
+
+        _write_atomically(path, write)   # a shard's name promises its record count
         paths.append(path)
     return paths
 

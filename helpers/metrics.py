@@ -936,3 +936,172 @@ def score_submission(
             values.append(pauc_above_tpr(y, p))
     vals = np.asarray(values)
     return float(np.mean(vals[~np.isnan(vals)])) if (~np.isnan(vals)).any() else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 9 additions: prevalence and the cost of an operating point
+# ---------------------------------------------------------------------------------------------
+__all__ += ["prevalence_weights", "operating_points"]
+
+
+def prevalence_weights(y: ArrayLike, prevalence: float) -> np.ndarray:
+    """Per-image weights that give a sample the melanoma rate ``prevalence``.
+
+    Melanomas weigh ``prevalence / q`` and benign lesions
+    ``(1 - prevalence) / (1 - q)``, where ``q`` is the sample's own rate; the
+    weights sum to ``len(y)``. Passed as ``sample_weight`` they evaluate an
+    enriched sample (the synthetic 2020 sample has about 20 % melanomas, the
+    real training set 1.76 %) as if it had been drawn at ``prevalence``:
+    sensitivity, specificity and the ROC AUC do not change, accuracy,
+    precision, average precision and the number needed to biopsy do. This
+    assumes the sample's melanomas and benign lesions represent their classes.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if not 0 < prevalence < 1:
+        raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
+    y, _, _ = _binary_inputs(y, np.zeros(np.size(y)))
+    _require_both_classes(y, None, "prevalence_weights")
+    q = y.mean()
+    return np.where(y == 1, prevalence / q, (1 - prevalence) / (1 - q))
+
+
+def operating_points(
+    y: ArrayLike,
+    p: ArrayLike,
+    sensitivities: Sequence[float] = (0.80, 0.90, 0.95, 1.0),
+    prevalence: float | None = None,
+) -> pd.DataFrame:
+    """The threshold of each target sensitivity, and what it costs in biopsies.
+
+    One row per target: ``threshold`` (the highest one that finds at least
+    that share of the melanomas, :func:`specificity_at_sensitivity`), the
+    ``sensitivity`` and ``specificity`` reached there, and ``nnb``, the
+    biopsies per melanoma found on the sample itself
+    (:func:`number_needed_to_biopsy`). With ``prevalence`` three more columns
+    say what the same sensitivity and specificity cost where melanomas make up
+    that share of the lesions: ``nnb_at_prevalence`` =
+    ``1 + (1 - spec)(1 - prevalence) / (sens * prevalence)`` (one over the
+    positive predictive value), ``biopsies_per_1000`` and ``missed_per_1000``
+    lesions examined.
+
+    Introduced in chapter 9 (evaluating melanoma detection).
+    """
+    if prevalence is not None and not 0 < prevalence < 1:
+        raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
+    rows = []
+    for target in sensitivities:
+        spec, thr = specificity_at_sensitivity(y, p, target)
+        (tn, fp), (fn, tp) = confusion_matrix(y, p, thr)
+        sens = tp / (tp + fn)
+        row = {"target": float(target), "threshold": thr, "sensitivity": float(sens),
+               "specificity": spec, "nnb": number_needed_to_biopsy(y, p, thr)}
+        if prevalence is not None:
+            flagged_benign = (1 - spec) * (1 - prevalence)
+            row["nnb_at_prevalence"] = math.inf if sens == 0 else 1 + flagged_benign / (sens * prevalence)
+            row["biopsies_per_1000"] = 1000 * (sens * prevalence + flagged_benign)
+            row["missed_per_1000"] = 1000 * (1 - sens) * prevalence
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 10 additions: out-of-distribution scores for the unknown class (UNK)
+# ---------------------------------------------------------------------------------------------
+__all__ += ["max_softmax_probability", "energy_score", "ood_auroc", "ood_fpr_at_tpr"]
+
+
+def _logit_matrix(logits: ArrayLike, temperature: float) -> np.ndarray:
+    """``logits / temperature`` as an (n, k) float array, k >= 2; ValueError naming the bad row."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z = np.asarray(logits, dtype=float)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"logits must have shape (n, k) with k >= 2 classes, got {z.shape}")
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        raise ValueError(f"logits row {int(np.flatnonzero(bad)[0])} is not finite")
+    return z / temperature
+
+
+def max_softmax_probability(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
+    """The maximum softmax probability (MSP) of each row of ``logits`` (shape (n, k)).
+
+    The baseline out-of-distribution score of Hendrycks & Gimpel (ICLR 2017):
+    a classifier tends to give its largest probability to images like those
+    it was trained on, so a *low* MSP flags an image as unknown (use
+    ``-msp`` where larger must mean "more out-of-distribution"). Ranges from
+    1/k to 1; unchanged when a constant is added to a row of logits.
+    Computed with ``scipy.special.softmax`` of ``logits / temperature``.
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    from scipy.special import softmax
+
+    return softmax(_logit_matrix(logits, temperature), axis=1).max(axis=1)
+
+
+def energy_score(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
+    """The energy ``E(x) = -T * logsumexp(f(x) / T)`` of each row of ``logits`` (shape (n, k)).
+
+    The out-of-distribution score of Liu et al. (NeurIPS 2020): in-distribution
+    images get *low* energy (large logits), so a *high* energy flags an image
+    as unknown. Unlike the MSP it is not normalised away by the softmax: it
+    uses the size of the logits, not only their differences (adding ``c`` to
+    a row lowers its energy by ``c``). As ``T`` falls towards 0 it tends to
+    ``-max(logits)``. Computed with ``scipy.special.logsumexp`` (no overflow).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    from scipy.special import logsumexp
+
+    return -temperature * logsumexp(_logit_matrix(logits, temperature), axis=1)
+
+
+def _ood_inputs(score_in: ArrayLike, score_out: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    s_in = np.asarray(score_in, dtype=float).ravel()
+    s_out = np.asarray(score_out, dtype=float).ravel()
+    for name, s in (("score_in", s_in), ("score_out", s_out)):
+        if s.size == 0:
+            raise ValueError(f"{name} is empty")
+        if np.isnan(s).any():
+            raise ValueError(f"{name} has NaN at row {int(np.flatnonzero(np.isnan(s))[0])}")
+    return s_in, s_out
+
+
+def ood_auroc(score_in: ArrayLike, score_out: ArrayLike) -> float:
+    """ROC AUC of telling out-of-distribution images from in-distribution ones by a score.
+
+    ``score_in``: scores of in-distribution images (classes seen in
+    training), ``score_out``: of out-of-distribution ones (e.g. a class held
+    out of training); the score must be *larger for out-of-distribution*
+    (an energy, or minus the MSP). 1.0: every unknown image scores above
+    every known one; 0.5: no better than chance. The probability that a
+    random unknown image outscores a random known one (ties count half).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    s_in, s_out = _ood_inputs(score_in, score_out)
+    y = np.r_[np.zeros(s_in.size), np.ones(s_out.size)]
+    return roc_auc(y, np.r_[s_in, s_out])
+
+
+def ood_fpr_at_tpr(score_in: ArrayLike, score_out: ArrayLike, tpr: float = 0.95) -> float:
+    """FPR at 95 % TPR: the share of unknown images *accepted* when ``tpr`` of known ones are kept.
+
+    The detector keeps an image as in-distribution when its score (larger =
+    more out-of-distribution) is at most a threshold; the threshold is the
+    smallest in-distribution score that keeps at least ``tpr`` of the
+    in-distribution images (the ``ceil(tpr * n)``-th smallest). Returned:
+    the fraction of ``score_out`` at or below it, i.e. the unknown images
+    that pass as known. Lower is better; the "FPR95" of the OOD literature
+    (e.g. Liu et al. 2020).
+
+    Introduced in chapter 10 (metadata and the multi-class task).
+    """
+    if not 0 < tpr <= 1:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    s_in, s_out = _ood_inputs(score_in, score_out)
+    k = max(1, math.ceil(tpr * s_in.size - 1e-9))
+    threshold = np.sort(s_in)[k - 1]
+    return float(np.mean(s_out <= threshold))

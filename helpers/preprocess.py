@@ -80,7 +80,11 @@ def _dest_for(src_root: Path, dst_root: Path, path: Path) -> Path:
 
 
 def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str | None]:
-    """Worker: resize one file; never raises. Returns (status, error)."""
+    """Worker: resize one file; never raises. Returns (status, error).
+
+    ``"unwritable"``: the destination could not be written (full disk,
+    read-only folder); that stops the whole folder, a bad source does not.
+    """
     src, dst, size, quality = job
     dst_path = Path(dst)
     tmp = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
@@ -91,13 +95,19 @@ def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str | None]:
         else:
             img = _load_rgb(path, draft=size)  # RGB PIL image, JPEG decoded in draft mode
         out = _resize_pil(img, size)
+    except Exception as exc:  # one bad file must not stop the folder
+        return "failed", str(exc) if isinstance(exc, ValueError) else f"{src}: {type(exc).__name__}: {exc}"
+    try:
         dst_path.parent.mkdir(parents=True, exist_ok=True)
         out.save(tmp, format="JPEG", quality=quality)
         os.replace(tmp, dst_path)  # atomic: an interrupted run leaves no half-written file
         return "resized", None
-    except Exception as exc:  # one bad file must not stop the folder
-        tmp.unlink(missing_ok=True)
-        return "failed", str(exc) if isinstance(exc, ValueError) else f"{src}: {type(exc).__name__}: {exc}"
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return "unwritable", f"{dst_path}: cannot write ({exc.strerror or exc})"
 
 
 def resize_folder(
@@ -122,6 +132,10 @@ def resize_folder(
     Never stops on a bad file: returns a frame with one row per source file,
     columns ``source``, ``dest``, ``status`` (``resized``/``skipped``/``failed``)
     and ``error`` (None unless failed), and warns once with the failure count.
+    An output folder that cannot be written (read-only, full disk) stops the
+    run with a ``ValueError`` naming the file or folder; each JPEG is written to
+    a temporary file and renamed when complete, so no half-written image is
+    left under a final name.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -159,22 +173,36 @@ def resize_folder(
                 job_rows.append(len(rows))
         rows.append(row)
 
+    if jobs:
+        try:
+            dst_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"{dst_root}: cannot create the output folder ({exc.strerror or exc})") from None
     n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
     n_workers = max(1, min(n_workers, len(jobs)))
     bar = tqdm(total=len(jobs), desc=f"resize to {size}px", unit="img", disable=not progress or not jobs)
-    if n_workers <= 1:
-        results = []
-        for job in jobs:
-            results.append(_resize_one(job))
-            bar.update()
-    else:
-        chunk = max(1, min(16, len(jobs) // (n_workers * 8)))
-        with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            results = []
-            for res in pool.map(_resize_one, jobs, chunksize=chunk):
-                results.append(res)
+    results: list[tuple[str, str | None]] = []
+    try:
+        if n_workers <= 1:
+            for job in jobs:
+                results.append(_resize_one(job))
                 bar.update()
-    bar.close()
+                if results[-1][0] == "unwritable":
+                    break
+        else:
+            chunk = max(1, min(16, len(jobs) // (n_workers * 8)))
+            with ProcessPoolExecutor(max_workers=n_workers) as pool:
+                for res in pool.map(_resize_one, jobs, chunksize=chunk):
+                    results.append(res)
+                    bar.update()
+                    if res[0] == "unwritable":
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        break
+    finally:
+        bar.close()
+    unwritable = next((error for status, error in results if status == "unwritable"), None)
+    if unwritable is not None:
+        raise ValueError(f"{unwritable}; the output folder {dst_root} is full or read-only")
     for i, (status, error) in zip(job_rows, results):
         rows[i].update(status=status, error=error)
 

@@ -1,69 +1,22 @@
-"""Tests for helpers/__main__.py: ``python -m helpers train`` / ``predict``."""
+"""Tests for helpers/__main__.py: ``python -m helpers train`` / ``predict``.
+
+Bad input (exit code 2, one line) is tested in test_reliability_labels.py, an
+unreadable image in test_reliability_images.py, a killed run resumed in
+test_reliability_interrupted.py, an unwritable output in test_reliability_output.py.
+"""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import ARCHIVE, FAST, SHARED, SIIM, needs_samples
 
 from helpers.__main__ import main
 from helpers.datasets import load_dataset
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SIIM = REPO_ROOT / "data_samples" / "siim-isic-2020"
-ARCHIVE = REPO_ROOT / "data_samples" / "isic-archive"
-UDA1 = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
-
-needs_samples = pytest.mark.skipif(not SIIM.is_dir() or not ARCHIVE.is_dir(),
-                                   reason="data_samples/ absent (python -m helpers.synthetic)")
-
-# tiny and fast: 32 px, randomly initialised resnet18, a few dozen images
-FAST = ["--model", "resnet18", "--no-pretrained", "--image-size", "32", "--batch-size", "16",
-        "--no-progress", "--workers", "0"]
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(key, None)
-    return env
-
-
-def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "helpers", *args], cwd=REPO_ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300, **kwargs)
-
-
-def test_bad_data_dir_exits_2_with_one_line(tmp_path):
-    result = _cli("train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"))
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
-    assert "nowhere" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("make", ["empty", "bad_csv"])
-def test_unknown_layout_or_bad_csv_exit_2(tmp_path, capsys, make):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    if make == "bad_csv":   # a Kaggle train.csv with a broken target
-        (folder / "train.csv").write_text(
-            "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
-            "benign_malignant,target\nISIC_0000001,IP_0000001,male,45.0,torso,nevus,benign,7\n")
-    code = main(["train", "--data-dir", str(folder), "--out", str(tmp_path / "run"), *FAST])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("error: ")
-    if make == "bad_csv":
-        assert "train.csv" in err
+UDA1 = SHARED / "isic-archive-uda1"
 
 
 @needs_samples
@@ -116,43 +69,6 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path, capsys):
     assert "--seed" in capsys.readouterr().err
 
 
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "last.pt", weights_only=True)["model"]
-
-
-@needs_samples
-def test_killed_training_resumes_to_the_same_result(tmp_path):
-    """SIGKILL a CPU run after its first checkpoint, --resume it, compare with an uninterrupted run."""
-    args = ["--data-dir", str(SIIM), "--limit", "64", "--epochs", "4", "--seed", "7", *FAST]
-    full = _cli("train", "--out", str(tmp_path / "full"), *args)
-    assert full.returncode == 0, full.stderr[-2000:]
-
-    cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "helpers", "train", "--out", str(cut), *args],
-                            cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (cut / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = torch.load(cut / "last.pt", weights_only=True)["epoch"]
-    assert 1 <= done < 4, "the run was not interrupted"
-
-    resumed = _cli("train", "--out", str(cut), "--resume", *args)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resume: continuing after epoch {done} of 4" in resumed.stdout
-    a, b = _weights(tmp_path / "full"), _weights(cut)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    h_full = pd.read_csv(tmp_path / "full" / "history.csv")
-    h_cut = pd.read_csv(cut / "history.csv")
-    for col in ["epoch", "train_loss", "val_loss", "val_auc", "lr"]:
-        np.testing.assert_array_equal(h_full[col], h_cut[col])
-    s_full = json.loads((tmp_path / "full" / "summary.json").read_text())
-    s_cut = json.loads((cut / "summary.json").read_text())
-    assert s_full == s_cut
-
-
 @pytest.mark.skipif(not UDA1.is_dir(), reason="../shared/datasets/isic-archive-uda1 absent")
 def test_real_images_train_far_above_chance(tmp_path, capsys):
     """Real CC0 dermoscopy (ISIC UDA-1: 311 images, 103 melanomas, no split, so a hold-out).
@@ -181,32 +97,6 @@ def test_real_images_train_far_above_chance(tmp_path, capsys):
     split = pd.read_csv(run / "split.csv").query("role == 'val'")
     held_out = sub.set_index("image_name").loc[split["source_id"], "target"]
     assert roc_auc_score(split["target"], held_out) == pytest.approx(summary["best_val_auc"], abs=1e-6)
-
-
-@needs_samples
-def test_unreadable_image_is_skipped_and_reported(tmp_path, capsys):
-    import shutil
-
-    data = tmp_path / "archive"
-    shutil.copytree(ARCHIVE, data)
-    broken = sorted(data.glob("ISIC_*.jpg"))[0]
-    broken.write_bytes(b"\xff\xd8 not really a jpeg")
-    run = tmp_path / "run"
-    assert main(["train", "--data-dir", str(data), "--out", str(run), "--epochs", "1", *FAST]) == 0
-    captured = capsys.readouterr()
-    assert "1 images skipped" in captured.out
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["images_skipped"]["count"] == 1
-    assert list(summary["images_skipped"]["reasons"]) == [broken.name]
-    assert pd.read_csv(run / "history.csv")["skipped"].tolist() == [1]
-
-    preds = tmp_path / "preds.csv"
-    assert main(["predict", "--run", str(run), "--data-dir", str(data), "--out", str(preds)]) == 0
-    sub = pd.read_csv(preds).set_index("image_name")
-    assert len(sub) == 40 and sub["target"].notna().all()
-    others = sub.drop(index=broken.stem)["target"]
-    assert sub.loc[broken.stem, "target"] == pytest.approx(others.mean(), rel=1e-6)
-    assert "1 unreadable images get the mean prediction" in capsys.readouterr().out
 
 
 @needs_samples

@@ -1,7 +1,10 @@
-"""Tests of helpers/data.py: transforms, dataset, imbalance, folds, tensor cache, GPU-style loader."""
+"""Tests of helpers/data.py: transforms, dataset, imbalance, folds, tensor cache, GPU-style loader.
+
+Bad images skipped during an epoch are tested in test_reliability_images.py,
+property tests of patient_folds live in test_reliability_properties.py.
+"""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from support import BAD_ROWS, lesion
 
 from helpers import REPO_ROOT
 from helpers import data as D
@@ -20,48 +23,12 @@ UDA1 = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
 GT2020 = REPO_ROOT.parent / "shared" / "datasets" / "challenge-ground-truth" / "ISIC_2020_Training_GroundTruth.csv"
 
 
-def _lesion(h: int, w: int, seed: int) -> np.ndarray:
-    """A synthetic skin-coloured image with a dark blob: (h, w, 3) uint8."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    blob = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (min(h, w) / 4) ** 2
-    img = np.empty((h, w, 3), np.float64)
-    img[:] = (200, 150, 130)
-    img[blob] = (90, 60, 50)
-    return np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-
-
-@pytest.fixture
-def image_frame(tmp_path: Path) -> pd.DataFrame:
-    """Six readable images (PNG and JPEG, different sizes), one corrupt JPEG, one missing file."""
-    rows = []
-    labels = ["MEL", "NV", "BCC", "UNK", "SCC", "NV", "MEL", "NV"]
-    for i in range(8):
-        image_id = f"ISIC_{i:07d}"
-        path = tmp_path / f"{image_id}.{'png' if i % 2 else 'jpg'}"
-        if i == 3:
-            path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-        elif i == 6:
-            pass  # missing file
-        else:
-            Image.fromarray(_lesion(40 + 4 * i, 50 + 2 * i, i)).save(path)
-        rows.append({"image_id": image_id, "patient_id": f"IP_{i // 2:07d}", "label": labels[i],
-                     "target": int(labels[i] == "MEL"), "path": str(path),
-                     "age_approx": [45.0, np.nan, 70.0, 30.0, 55.0, np.nan, 80.0, 20.0][i],
-                     "sex": ["male", "female", None, "male", "female", "unknown", "male", "female"][i],
-                     "anatom_site": ["torso", "head/neck", None, "palms/soles", "torso", "oral/genital",
-                                     "lower extremity", "upper extremity"][i]})
-    frame = pd.DataFrame(rows)
-    frame["target"] = frame["target"].astype("Int8")
-    return frame
-
-
-BAD = {3, 6}
+BAD = BAD_ROWS   # rows of the image_frame fixture (conftest.py): 3 corrupt, 6 missing
 
 
 # --------------------------------------------------------------------------- transforms
 def test_train_transforms_shape_dtype_and_normalisation():
-    img = torch.from_numpy(_lesion(80, 100, 0)).permute(2, 0, 1).contiguous()
+    img = torch.from_numpy(lesion(80, 100, 0)).permute(2, 0, 1).contiguous()
     torch.manual_seed(0)
     out = D.train_transforms(64)(img)
     assert type(out) is torch.Tensor and out.shape == (3, 64, 64) and out.dtype == torch.float32
@@ -74,12 +41,12 @@ def test_train_transforms_shape_dtype_and_normalisation():
     # to_display undoes the normalisation.
     assert np.abs(D.to_display(ev).astype(int) - 128).max() <= 1
     # Also accepts an (H, W, 3) array and a PIL image.
-    assert D.eval_transforms(32)(_lesion(40, 60, 1)).shape == (3, 32, 32)
-    assert D.train_transforms(32, rotation="rot90")(Image.fromarray(_lesion(40, 60, 1))).shape == (3, 32, 32)
+    assert D.eval_transforms(32)(lesion(40, 60, 1)).shape == (3, 32, 32)
+    assert D.train_transforms(32, rotation="rot90")(Image.fromarray(lesion(40, 60, 1))).shape == (3, 32, 32)
 
 
 def test_eval_transform_is_deterministic_and_train_is_not():
-    img = torch.from_numpy(_lesion(90, 120, 2)).permute(2, 0, 1).contiguous()
+    img = torch.from_numpy(lesion(90, 120, 2)).permute(2, 0, 1).contiguous()
     ev = D.eval_transforms(48)
     assert torch.equal(ev(img), ev(img))
     # Centre crop of the short-side resize: the dark blob sits in the middle.
@@ -150,34 +117,6 @@ def test_read_image_tensor(tmp_path, image_frame):
     for i in BAD:
         with pytest.raises(ValueError, match=Path(image_frame.path[i]).name):
             D.read_image_tensor(image_frame.path[i])
-
-
-def test_dataset_skips_bad_images_and_loader_yields_the_rest(image_frame):
-    ds = D.LesionDataset(image_frame, transform=D.eval_transforms(32), target="target",
-                         meta=list(D.META_COLUMNS))
-    loader = DataLoader(ds, batch_size=3, shuffle=False, collate_fn=D.collate_skip_bad)
-    with pytest.warns(D.SkippedImageWarning) as record:
-        batches = [b for b in loader if b is not None]
-    assert len(record) == 2  # once per bad file
-    seen = torch.cat([b["index"] for b in batches]).tolist()
-    assert seen == [i for i in range(8) if i not in BAD]
-    b = batches[0]
-    assert b["image"].shape == (3, 3, 32, 32) and b["image"].dtype == torch.float32
-    assert b["target"].dtype == torch.float32 and b["target"].tolist() == [1.0, 0.0, 0.0]
-    assert b["meta"].shape == (3, ds.meta_dim) and ds.meta_dim == 12
-    assert sorted(p for p, _ in ds.skipped) == sorted(image_frame.path[i] for i in BAD)
-    assert all(Path(p).name in reason for p, reason in ds.skipped)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", D.SkippedImageWarning)  # second epoch: no new warning
-        assert sum(len(b["index"]) for b in loader if b is not None) == 6
-
-
-def test_dataset_skips_are_recorded_from_worker_processes(image_frame):
-    ds = D.LesionDataset(image_frame, transform=D.eval_transforms(16), target="label")
-    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=D.collate_skip_bad)
-    seen = sorted(i for b in loader if b is not None for i in b["index"].tolist())
-    assert seen == [i for i in range(8) if i not in BAD]
-    assert {p for p, _ in ds.skipped} == {image_frame.path[i] for i in BAD}
 
 
 def test_label_mapping(image_frame):
@@ -402,7 +341,7 @@ def test_tensor_cache_loader_stops_cleanly_when_abandoned():
 
 
 def test_gpu_augment_is_per_sample():
-    img = torch.from_numpy(_lesion(32, 32, 0)).permute(2, 0, 1)
+    img = torch.from_numpy(lesion(32, 32, 0)).permute(2, 0, 1)
     batch = img[None].repeat(8, 1, 1, 1)
     out = D.gpu_augment(batch, torch.Generator().manual_seed(0))
     assert out.shape == batch.shape and out.dtype == torch.float32

@@ -1,4 +1,10 @@
-"""Tests for helpers/datasets.py: official formats, layouts, combine, DermaMNIST."""
+"""Tests for helpers/datasets.py: official formats, layouts, combine, DermaMNIST.
+
+Malformed label files (ValueError naming file, row and column; exit code 2 on
+the command line) are tested in test_reliability_labels.py, image ids and
+symlinks that escape the data folder in test_reliability_paths.py, generated
+spellings of every official format in test_reliability_properties.py.
+"""
 from __future__ import annotations
 
 import warnings
@@ -7,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import GT2019, SIIM_HEADER, SIIM_ROWS, make_2020, touch_images, write
 
 from helpers import datasets as ds
 
@@ -22,21 +29,6 @@ def real(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} absent (real ISIC files live in ../shared/datasets)")
     return path
-
-
-def write(folder: Path, name: str, lines: list[str], *, eol: str = "\n", final: bool = True,
-          bom: bool = False) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = eol.join(lines) + (eol if final else "")
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
-    return path
-
-
-def touch_images(folder: Path, ids, suffix: str = ".jpg") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in ids:
-        (folder / f"{i}{suffix}").write_bytes(b"\xff\xd8\xff\xd9")
 
 
 # --------------------------------------------------------------------------
@@ -181,13 +173,6 @@ def test_ham10000_with_and_without_dataset_column(tmp_path):
     assert (plain["dataset"] == "ham10000").all()
 
 
-SIIM_HEADER = ("image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
-               "benign_malignant,target")
-SIIM_ROWS = ["ISIC_2637011,IP_7279968,male,45.0,head/neck,unknown,benign,0",
-             "ISIC_0015719,IP_3075186,,,,nevus,benign,0",
-             "ISIC_0052212,IP_2842074,female,50.0,torso,melanoma,malignant,1"]
-
-
 def test_siim2020_train_csv_equals_v1_ground_truth(tmp_path):
     kaggle = ds.read_labels(write(tmp_path, "train.csv", [SIIM_HEADER, *SIIM_ROWS]), tidy=True)
     v1_rows = [r.replace("45.0", "45").replace("50.0", "50") for r in SIIM_ROWS]
@@ -273,103 +258,6 @@ def test_isic_archive_legacy(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Errors: file, row (line number), column
-# --------------------------------------------------------------------------
-
-GT2019 = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
-
-
-def test_unknown_header_names_file_header_and_formats(tmp_path):
-    path = write(tmp_path, "mystery.csv", ["filename,score", "a.jpg,0.3"])
-    with pytest.raises(ValueError) as info:
-        ds.read_labels(path)
-    message = str(info.value)
-    assert "mystery.csv" in message and "filename,score" in message
-    assert "isic2019_ground_truth" in message and "siim2020_train" in message
-
-
-def test_missing_required_column(tmp_path):
-    path = write(tmp_path, "gt.csv", ["image,MEL,NV,BCC,AK,BKL,DF,VASC,UNK", "ISIC_1,1,0,0,0,0,0,0,0"])
-    with pytest.raises(ValueError, match=r"gt\.csv: row 1, column 'SCC'"):
-        ds.read_labels(path)
-
-
-def test_missing_target_column_is_named_not_mistaken_for_test_csv(tmp_path):
-    header = SIIM_HEADER.rsplit(",", 1)[0]
-    path = write(tmp_path, "train.csv", [header, SIIM_ROWS[0].rsplit(",", 1)[0]])
-    with pytest.raises(ValueError, match=r"train\.csv: row 1, column 'target': required column"):
-        ds.read_labels(path)
-
-
-def test_empty_file_and_mixed_2016_labels(tmp_path):
-    with pytest.raises(ValueError, match=r"empty\.csv: empty file"):
-        ds.read_labels(write(tmp_path, "empty.csv", [], final=False))
-    mixed = write(tmp_path, "gt2016.csv", ["ISIC_0000000,benign", "ISIC_0000001,1.0"])
-    with pytest.raises(ValueError, match=r"gt2016\.csv: row 2, column 'benign_malignant'"):
-        ds.read_labels(mixed)
-
-
-def test_to_tidy_of_a_hand_built_frame_uses_its_columns():
-    frame = pd.DataFrame({"image_id": ["ISIC_0000001"], "melanoma": [1],
-                          "seborrheic_keratosis": [0]})
-    tidy = ds.to_tidy(frame, split="val")
-    assert tidy["label"].tolist() == ["MEL"] and tidy["split"].tolist() == ["val"]
-    with pytest.raises(ValueError, match="match no known format"):
-        ds.to_tidy(pd.DataFrame({"x": [1]}))
-
-
-def test_duplicated_image_id(tmp_path):
-    path = write(tmp_path, "gt.csv", [GT2019, "ISIC_1,1,0,0,0,0,0,0,0,0",
-                                      "ISIC_2,0,1,0,0,0,0,0,0,0", "ISIC_1,0,1,0,0,0,0,0,0,0"])
-    with pytest.raises(ValueError, match=r"gt\.csv: row 4, column 'image'.*first on row 2"):
-        ds.read_labels(path)
-
-
-def test_label_outside_0_1_and_not_one_hot(tmp_path):
-    two = write(tmp_path, "two.csv", [GT2019, "ISIC_1,0,1,0,0,0,0,0,0,0", "ISIC_2,0,0,2,0,0,0,0,0,0"])
-    with pytest.raises(ValueError, match=r"two\.csv: row 3, column 'BCC': label must be 0 or 1"):
-        ds.read_labels(two)
-    both = write(tmp_path, "both.csv", [GT2019, "ISIC_1,1,1,0,0,0,0,0,0,0"])
-    with pytest.raises(ValueError, match=r"both\.csv: row 2, column 'NV': labels are not one-hot"):
-        ds.read_labels(both)
-    none = write(tmp_path, "none.csv", [GT2019, "ISIC_1,0,0,0,0,0,0,0,0,0"])
-    with pytest.raises(ValueError, match=r"none\.csv: row 2, column 'MEL'.*got 0"):
-        ds.read_labels(none)
-
-
-def test_nan_target(tmp_path):
-    path = write(tmp_path, "train.csv", [SIIM_HEADER, SIIM_ROWS[0],
-                                         "ISIC_0015719,IP_3075186,male,45.0,torso,nevus,benign,"])
-    with pytest.raises(ValueError, match=r"train\.csv: row 3, column 'target': missing label"):
-        ds.read_labels(path)
-
-
-def test_unknown_sex_and_site(tmp_path):
-    sex = write(tmp_path, "sex.csv", [SIIM_HEADER, SIIM_ROWS[0].replace(",male,", ",M,")])
-    with pytest.raises(ValueError, match=r"sex\.csv: row 2, column 'sex': unknown sex"):
-        ds.read_labels(sex)
-    site = write(tmp_path, "site.csv", [SIIM_HEADER, SIIM_ROWS[0],
-                                        SIIM_ROWS[2].replace("torso", "elbow")])
-    with pytest.raises(ValueError, match=r"site\.csv: row 3, column 'anatom_site_general_challenge'"):
-        ds.read_labels(site)
-
-
-def test_blank_lines_keep_file_line_numbers(tmp_path):
-    path = write(tmp_path, "gt.csv", [GT2019, "ISIC_1,1,0,0,0,0,0,0,0,0", "",
-                                      "ISIC_2,0,0,0,0,0,0,0,0,7"])
-    with pytest.raises(ValueError, match=r"row 4, column 'UNK'"):
-        ds.read_labels(path)
-
-
-def test_bom_and_crlf_accepted(tmp_path):
-    path = write(tmp_path, "gt.csv", [GT2019, "ISIC_0000000_downsampled,0.0,1.0,0,0,0,0,0,0,0"],
-                 eol="\r\n", bom=True)
-    frame = ds.read_labels(path, tidy=True)
-    assert frame["image_id"].tolist() == ["ISIC_0000000"] and frame["label"].tolist() == ["NV"]
-    assert frame["source_id"].tolist() == ["ISIC_0000000_downsampled"]
-
-
-# --------------------------------------------------------------------------
 # Layouts
 # --------------------------------------------------------------------------
 
@@ -427,22 +315,6 @@ def make_2016(root: Path) -> Path:
     write(root, "ISBI2016_ISIC_Part3_Test_GroundTruth.csv", ["ISIC_0000003,0.0"])
     touch_images(root / "ISBI2016_ISIC_Part3_Training_Data", ["ISIC_0000002", "ISIC_0000009"])
     touch_images(root / "ISBI2016_ISIC_Part3_Test_Data", ["ISIC_0000003"])
-    return root
-
-
-def make_2020(root: Path) -> Path:
-    write(root, "train.csv", [SIIM_HEADER, *SIIM_ROWS])
-    write(root, "test.csv", ["image_name,patient_id,sex,age_approx,anatom_site_general_challenge",
-                             "ISIC_0052060,IP_3579794,male,70.0,"])
-    write(root, "ISIC_2020_Training_GroundTruth_v2.csv", [
-        "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
-        "benign_malignant,target",
-        "ISIC_2637011,IP_7279968,IL_0000001,male,45,head/neck,unknown,benign,0",
-        "ISIC_0015719,IP_3075186,IL_0000001,,,,nevus,benign,0",
-        "ISIC_0052212,IP_2842074,IL_0000002,female,50,torso,melanoma,malignant,1"], eol="\r\n")
-    touch_images(root / "jpeg" / "train", ["ISIC_2637011", "ISIC_0015719"])
-    touch_images(root / "train", ["ISIC_0052212"], ".dcm")
-    touch_images(root / "jpeg" / "test", ["ISIC_0052060"])
     return root
 
 

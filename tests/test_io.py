@@ -1,4 +1,8 @@
-"""Tests for helpers/io.py: images, DICOM, TFRecord."""
+"""Tests for helpers/io.py: images, DICOM, TFRecord.
+
+Image kinds and bad image files are tested in test_reliability_images.py, bad
+DICOM files in test_reliability_dicom.py.
+"""
 from __future__ import annotations
 
 import io
@@ -9,6 +13,7 @@ import pandas as pd
 import pydicom
 import pytest
 from PIL import Image, JpegImagePlugin
+from support import smooth_rgb
 
 from helpers import io as hio
 
@@ -22,15 +27,6 @@ META = {
     "age_approx": 45.0,
     "anatom_site_general_challenge": "upper extremity",
 }
-
-
-def smooth_rgb(h: int = 64, w: int = 96) -> np.ndarray:
-    """A smooth, colourful image: three different ramps, so a channel swap or a YBR mix-up shows."""
-    y, x = np.mgrid[0:h, 0:w]
-    r = 40 + 180 * x / (w - 1)
-    g = 200 - 150 * y / (h - 1)
-    b = 60 + 60 * (x + y) / (w + h)
-    return np.stack([r, g, b], axis=-1).round().astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -110,33 +106,6 @@ def test_dicom_summary(tmp_path):
     assert set(frame["transfer_syntax"]) == {"1.2.840.10008.1.2.4.50"}
 
 
-def test_read_dicom_rejects_non_dicom(tmp_path):
-    bad = tmp_path / "fake.dcm"
-    bad.write_bytes(b"this is not DICOM at all" * 10)
-    with pytest.raises(ValueError, match="fake.dcm.*not a DICOM"):
-        hio.read_dicom(bad)
-
-
-def test_read_dicom_rejects_missing_pixel_data(tmp_path):
-    path = tmp_path / "nopix.dcm"
-    hio.write_dicom(path, smooth_rgb(16, 16), META)
-    ds = pydicom.dcmread(path)
-    del ds.PixelData
-    ds.save_as(path)
-    with pytest.raises(ValueError, match="nopix.dcm.*no pixel data"):
-        hio.read_dicom(path)
-
-
-def test_read_dicom_rejects_unsupported_transfer_syntax(tmp_path):
-    path = tmp_path / "odd.dcm"
-    hio.write_dicom(path, smooth_rgb(16, 16), META)
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.9999.1"  # made-up UID
-    ds.save_as(path)
-    with pytest.raises(ValueError, match="odd.dcm.*unsupported transfer syntax"):
-        hio.read_dicom(path)
-
-
 def test_read_image_reads_dicom(tmp_path):
     path = tmp_path / "x.dcm"
     rgb = smooth_rgb(24, 40)
@@ -209,100 +178,6 @@ def test_tfrecord_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------- read_image
-def test_read_image_rgb_png_exact(tmp_path):
-    rgb = smooth_rgb()
-    Image.fromarray(rgb).save(tmp_path / "a.png")
-    out = hio.read_image(tmp_path / "a.png")
-    assert out.dtype == np.uint8 and np.array_equal(out, rgb)
-
-
-def test_read_image_greyscale_modes(tmp_path):
-    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (10, 1))
-    Image.fromarray(grey, "L").save(tmp_path / "l.png")
-    out = hio.read_image(tmp_path / "l.png")
-    assert out.shape == (10, 64, 3) and np.array_equal(out[..., 0], grey) and np.array_equal(out[..., 2], grey)
-    Image.fromarray(grey, "L").convert("1").save(tmp_path / "b.png")
-    assert set(np.unique(hio.read_image(tmp_path / "b.png"))) <= {0, 255}
-
-
-def test_read_image_alpha_composited_on_white(tmp_path):
-    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
-    rgba[..., 0] = 200
-    rgba[:4, :, 3] = 255  # top half opaque red, bottom half fully transparent
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    out = hio.read_image(tmp_path / "a.png")
-    assert out.shape == (8, 8, 3)
-    assert out[0, 0].tolist() == [200, 0, 0] and out[7, 7].tolist() == [255, 255, 255]
-    la = np.stack([np.full((8, 8), 50, np.uint8), np.full((8, 8), 0, np.uint8)], -1)
-    Image.fromarray(la, "LA").save(tmp_path / "la.png")
-    assert hio.read_image(tmp_path / "la.png")[0, 0].tolist() == [255, 255, 255]
-    pal = Image.new("P", (4, 4), 0)
-    pal.putpalette([10, 20, 30] + [0, 0, 0] * 255)
-    pal.save(tmp_path / "p.png")
-    assert hio.read_image(tmp_path / "p.png")[0, 0].tolist() == [10, 20, 30]
-
-
-def test_read_image_cmyk(tmp_path):
-    Image.new("CMYK", (10, 6), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)  # pure red in CMYK
-    out = hio.read_image(tmp_path / "c.jpg")
-    assert out.shape == (6, 10, 3)
-    r, g, b = out[3, 5].astype(int)
-    assert r > 230 and g < 30 and b < 30
-
-
-def test_read_image_16bit(tmp_path):
-    arr16 = np.array([[0, 257 * 100, 65535, 32896]], dtype=np.uint16)
-    Image.fromarray(arr16).save(tmp_path / "a.png")
-    with Image.open(tmp_path / "a.png") as im:
-        assert im.mode.startswith("I")  # really a 16-bit greyscale file
-    out = hio.read_image(tmp_path / "a.png")
-    assert out[0, :, 0].tolist() == [0, 100, 255, 128]
-
-
-def test_read_image_applies_exif_orientation(tmp_path):
-    # stored 40 wide x 20 high, red block in the top-left corner; orientation 6 = rotate 90 deg clockwise
-    arr = np.zeros((20, 40, 3), np.uint8)
-    arr[:5, :5] = (255, 0, 0)
-    img = Image.fromarray(arr)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    img.save(tmp_path / "rot.jpg", quality=95, exif=exif.tobytes())
-    out = hio.read_image(tmp_path / "rot.jpg")
-    assert out.shape == (40, 20, 3)
-    # after a clockwise quarter turn the stored top-left corner is the displayed top-right corner
-    assert out[1, -2, 0] > 200 and out[1, -2, 1] < 60
-    assert out[1, 1, 0] < 60
-
-
-def test_read_image_rejects_bad_files(tmp_path):
-    empty = tmp_path / "empty.jpg"
-    empty.write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.jpg.*empty"):
-        hio.read_image(empty)
-    buf = io.BytesIO()
-    Image.fromarray(smooth_rgb(200, 200)).save(buf, "JPEG", quality=95)
-    trunc = tmp_path / "trunc.jpg"
-    trunc.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(ValueError, match="trunc.jpg"):
-        hio.read_image(trunc)
-    junk = tmp_path / "junk.png"
-    junk.write_bytes(b"\x89PNG but not really" * 3)
-    with pytest.raises(ValueError, match="junk.png"):
-        hio.read_image(junk)
-    with pytest.raises(ValueError, match="missing.jpg"):
-        hio.read_image(tmp_path / "missing.jpg")
-
-
-def test_read_image_rejects_decompression_bomb(tmp_path, monkeypatch):
-    Image.fromarray(smooth_rgb(100, 100)).save(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # 10,000 px > limit: warning zone
-    with pytest.raises(ValueError, match="big.png.*decompression bomb"):
-        hio.read_image(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # > 2x limit: Pillow's hard error
-    with pytest.raises(ValueError, match="big.png.*decompression bomb"):
-        hio.read_image(tmp_path / "big.png")
-
-
 def test_read_image_draft_mode_shrinks_large_jpeg(tmp_path):
     Image.fromarray(smooth_rgb(600, 800)).save(tmp_path / "a.jpg", quality=95)
     assert hio.read_image(tmp_path / "a.jpg").shape == (600, 800, 3)

@@ -501,3 +501,111 @@ def test_real_truth_scores_a_perfect_submission_perfectly(tmp_path, name, task):
     sub = M.write_submission(pd.read_csv(truth_path), tmp_path / "sub.csv", task)
     for metric, expected in (("auc", 1.0), ("ap", 1.0), ("auc_sens_80", 1.0), ("balanced_accuracy", 1.0)):
         assert M.score_submission(truth_path, sub, metric) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 9 additions: prevalence_weights, operating_points
+# ---------------------------------------------------------------------------------------------
+def test_prevalence_weights_give_the_target_rate_and_keep_the_auc():
+    w = M.prevalence_weights(Y5, 0.02)  # a 50 % sample weighted to 2 %
+    assert w.sum() == pytest.approx(len(Y5))
+    assert np.average(Y5, weights=w) == pytest.approx(0.02)
+    assert M.roc_auc(Y5, P5, w) == pytest.approx(M.roc_auc(Y5, P5))  # class-wise weights: AUC unchanged
+    assert M.average_precision(Y5, P5, w) < M.average_precision(Y5, P5) - 0.2  # AP falls with prevalence
+    with pytest.raises(ValueError, match="prevalence must be in"):
+        M.prevalence_weights(Y5, 1.0)
+    with pytest.raises(ValueError, match="needs both classes"):
+        M.prevalence_weights(np.zeros(4), 0.1)
+
+
+def test_operating_points_by_hand_and_at_another_prevalence():
+    table = M.operating_points(Y5, P5, sensitivities=(0.8, 1.0), prevalence=0.1).set_index("target")
+    # 80 %: threshold 0.6 flags 0.9 0.8 0.7 0.65(N) 0.6 -> 4 TP, 1 FP
+    assert table.loc[0.8, "threshold"] == 0.6 and table.loc[0.8, "specificity"] == pytest.approx(0.8)
+    assert table.loc[0.8, "nnb"] == pytest.approx(5 / 4)
+    assert table.loc[0.8, "nnb_at_prevalence"] == pytest.approx(1 + 0.2 * 0.9 / (0.8 * 0.1))  # 3.25
+    assert table.loc[0.8, "biopsies_per_1000"] == pytest.approx(260.0)
+    assert table.loc[0.8, "missed_per_1000"] == pytest.approx(20.0)
+    # 100 %: threshold 0.2 flags every melanoma and 4 benign lesions
+    assert table.loc[1.0, "threshold"] == 0.2 and table.loc[1.0, "nnb"] == pytest.approx(9 / 5)
+    assert table.loc[1.0, "missed_per_1000"] == 0
+
+
+def test_operating_points_nnb_at_prevalence_equals_the_reweighted_sample():
+    rng = np.random.default_rng(1)
+    y = (rng.uniform(size=400) < 0.25).astype(int)
+    p = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
+    row = M.operating_points(y, p, (0.9,), prevalence=0.0176).iloc[0]
+    w = M.prevalence_weights(y, 0.0176)
+    flagged = p >= row["threshold"]
+    weighted_nnb = w[flagged].sum() / w[flagged & (y == 1)].sum()
+    assert row["sensitivity"] >= 0.9 and row["nnb_at_prevalence"] == pytest.approx(weighted_nnb)
+    assert row["nnb_at_prevalence"] > 5 * row["nnb"]  # the enriched sample hides the cost
+    assert "nnb_at_prevalence" not in M.operating_points(y, p, (0.9,)).columns
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 10 additions: max_softmax_probability, energy_score, ood_auroc, ood_fpr_at_tpr
+# ---------------------------------------------------------------------------------------------
+def test_max_softmax_probability_by_hand_and_shift_invariance():
+    z = np.array([[0.0, 0.0, 0.0, 0.0], [np.log(3.0), 0.0, 0.0, 0.0], [10.0, -5.0, 2.0, 0.0]])
+    msp = M.max_softmax_probability(z)
+    assert msp[0] == pytest.approx(0.25)  # uniform logits: 1/k
+    assert msp[1] == pytest.approx(3 / 6)  # exp: 3, 1, 1, 1
+    assert M.max_softmax_probability(z + np.array([[5.0], [-2.0], [100.0]])) == pytest.approx(msp)
+    # a high temperature flattens the softmax towards 1/k, a low one sharpens it towards 1
+    assert M.max_softmax_probability(z[2:], temperature=1e4)[0] == pytest.approx(0.25, abs=1e-3)
+    assert M.max_softmax_probability(z[1:2], temperature=0.01)[0] == pytest.approx(1.0)
+
+
+def test_energy_score_by_hand_shift_and_temperature():
+    z = np.array([[0.0, 0.0], [1.0, 2.0], [1000.0, 999.0]])
+    e = M.energy_score(z)
+    assert e[0] == pytest.approx(-math.log(2.0))
+    assert e[1] == pytest.approx(-math.log(math.e + math.e**2))
+    assert e[2] == pytest.approx(-(1000.0 + math.log1p(math.exp(-1.0))))  # no overflow
+    assert M.energy_score(z + 3.0) == pytest.approx(e - 3.0)  # larger logits, lower energy
+    assert M.energy_score(z, temperature=1e-3) == pytest.approx(-z.max(axis=1), abs=1e-2)
+    t = 2.0
+    assert M.energy_score(z[:2], t) == pytest.approx(-t * np.log(np.exp(z[:2] / t).sum(axis=1)))
+
+
+def test_ood_scores_refuse_bad_logits():
+    with pytest.raises(ValueError, match="shape"):
+        M.energy_score(np.zeros(3))
+    with pytest.raises(ValueError, match="k >= 2"):
+        M.max_softmax_probability(np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="row 1"):
+        M.energy_score([[0.0, 1.0], [np.nan, 0.0]])
+    with pytest.raises(ValueError, match="temperature"):
+        M.max_softmax_probability([[0.0, 1.0]], temperature=0)
+
+
+def test_ood_auroc_and_fpr_at_tpr_by_hand():
+    s_in = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    assert M.ood_auroc(s_in, [2.0, 3.0]) == 1.0
+    assert M.ood_auroc(s_in, [-1.0]) == 0.0
+    assert M.ood_auroc(s_in, [0.55]) == pytest.approx(0.5)  # above 5 of the 10
+    # keeping 90 % of the 10 known images puts the threshold at the 9th smallest score, 0.9
+    assert M.ood_fpr_at_tpr(s_in, [0.85, 0.9, 0.95, 2.0], tpr=0.9) == pytest.approx(0.5)
+    # 95 % of 10 needs all 10: the threshold is 1.0
+    assert M.ood_fpr_at_tpr(s_in, [0.85, 0.9, 0.95, 2.0]) == pytest.approx(0.75)
+    assert M.ood_fpr_at_tpr(s_in, [5.0, 6.0]) == 0.0
+    with pytest.raises(ValueError, match="score_out is empty"):
+        M.ood_auroc(s_in, [])
+    with pytest.raises(ValueError, match="score_in has NaN at row 2"):
+        M.ood_fpr_at_tpr([0.0, 1.0, np.nan], [1.0])
+    with pytest.raises(ValueError, match="tpr"):
+        M.ood_fpr_at_tpr(s_in, [1.0], tpr=0.0)
+
+
+def test_energy_separates_a_class_the_logits_never_saw():
+    """Known images get one large logit, unknown ones only small logits: both scores notice."""
+    rng = np.random.default_rng(0)
+    known = rng.normal(0, 1, (200, 5))
+    known[np.arange(200), rng.integers(0, 5, 200)] += 6.0
+    unknown = rng.normal(0, 1, (50, 5))
+    e_in, e_out = M.energy_score(known), M.energy_score(unknown)
+    assert M.ood_auroc(e_in, e_out) > 0.95
+    assert M.ood_auroc(-M.max_softmax_probability(known), -M.max_softmax_probability(unknown)) > 0.95
+    assert M.ood_auroc(-e_in, -e_out) < 0.05  # the sign convention matters

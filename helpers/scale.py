@@ -1,0 +1,492 @@
+"""Scaling up: k-fold runs, out-of-fold scores, fold ensembles, and time and memory estimates.
+
+Two concerns of the full-data recipe live here.
+
+**Using k fold models.** Training once per patient-grouped fold (``python -m
+helpers train --folds K --fold F``) leaves K run folders. :func:`predict_run`
+scores any tidy frame with one run's best weights; :func:`out_of_fold` collects
+every fold's predictions on its own validation images, so each labelled image
+gets exactly one prediction from a model that never saw it (the out-of-fold
+predictions, scored as one set); :func:`average_predictions` averages the K
+models' submission files into one ensemble. :func:`torchrun_command` builds
+the command line that trains one fold on N processes.
+
+**Estimating what a full run costs**, from measurements that a CPU can make:
+
+* parameters, counted;
+* forward FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode``
+  (it counts a multiply-add as 2 FLOPs, torchvision's model table counts it as 1;
+  convolutions and matrix products only: normalisation and activation functions
+  are not counted);
+* the activations a training step keeps for the backward pass, measured with
+  ``torch.autograd.graph.saved_tensors_hooks``: every tensor autograd saves is
+  recorded once per storage (a view or an in-place result shares its base's
+  storage), parameters and buffers left out. Measured at two batch sizes, the
+  difference gives the bytes *per image* and the rest the bytes that do not
+  grow with the batch (e.g. the bfloat16 copies of the weights under autocast).
+
+From these, :func:`training_memory_bytes` adds weights, gradients and the two
+AdamW moments (4 bytes each per parameter in float32: 16 bytes per parameter)
+to the batch's activations, and :func:`estimate_throughput` turns a reference
+throughput (images/s of a training step on a GPU, :data:`REFERENCE_THROUGHPUT`)
+into an estimate for another model or size by the ratio of FLOPs. Activations
+and FLOPs of a convolutional network grow with the number of pixels, so they
+are measured at a small size and scaled (:func:`scale_cost`; the test suite
+checks the scaling on ResNet-18 and EfficientNet-B0). The estimates leave out
+the CUDA context, cuDNN workspaces and allocator fragmentation: read the memory
+as a lower bound.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = [
+    "SIIM_2020_TRAIN_IMAGES",
+    "SIIM_2020_TEST_IMAGES",
+    "REFERENCE_THROUGHPUT",
+    "BYTES_PER_PARAMETER_ADAMW",
+    "ModelCost",
+    "forward_flops",
+    "saved_tensor_bytes",
+    "activation_bytes",
+    "measure_cost",
+    "scale_cost",
+    "training_memory_bytes",
+    "estimate_throughput",
+    "epoch_minutes",
+    "estimate_table",
+    "predict_run",
+    "out_of_fold",
+    "average_predictions",
+    "torchrun_command",
+    "cpu_ddp_env",
+]
+
+#: Training images of SIIM-ISIC 2020 (the published count, ``../shared/datasets/README.md``).
+SIIM_2020_TRAIN_IMAGES = 33_126
+#: Test images of SIIM-ISIC 2020 (Kaggle ``test.csv``).
+SIIM_2020_TEST_IMAGES = 10_982
+
+#: Training-step images/s on one H100 (AdamW, bf16 autocast, channels_last, batch 256),
+#: (model, image size) -> rate, as quoted in ``benchmarks/RESULTS.md`` from the project's
+#: issue. NOT measured by this project. EfficientNet-B0 at 224 px is given there as
+#: 4,300-4,500; the lower end is used.
+REFERENCE_THROUGHPUT: dict[tuple[str, int], float] = {
+    ("resnet18", 224): 11_900.0,
+    ("efficientnet_b0", 224): 4_300.0,
+    ("efficientnet_b0", 384): 1_600.0,
+}
+
+#: float32 weights + gradients + AdamW's two moments: 4 + 4 + 4 + 4 bytes per parameter.
+BYTES_PER_PARAMETER_ADAMW = 16
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What one model costs at one image size (per image unless said otherwise).
+
+    ``gflops``: forward GFLOPs per image (FlopCounterMode, 2 FLOPs per
+    multiply-add). ``act_bytes``: bytes saved for the backward pass per image;
+    ``const_bytes``: saved bytes that do not grow with the batch. ``amp``:
+    ``"bf16"`` (measured under bfloat16 autocast) or ``"fp32"``.
+    ``measured_at``: the image size of the measurement (``image_size`` differs
+    when the cost was scaled by :func:`scale_cost`).
+
+    Introduced in chapter 12 (scaling up).
+    """
+
+    model: str
+    image_size: int
+    params: int
+    gflops: float
+    act_bytes: float
+    const_bytes: float
+    amp: str
+    measured_at: int
+
+
+def _images(batch: int, image_size: int) -> torch.Tensor:
+    if batch < 1 or image_size < 8:
+        raise ValueError(f"batch must be >= 1 and image_size >= 8, got {batch} and {image_size}")
+    return torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+
+
+def forward_flops(model: nn.Module, image_size: int, batch: int = 1) -> float:
+    """Forward FLOPs per image of ``model`` on ``image_size`` px RGB images (FlopCounterMode).
+
+    Counts convolutions and matrix products (a multiply-add is 2 FLOPs); runs
+    the model in eval mode without gradients, on the CPU.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(_images(batch, image_size))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / batch
+
+
+def saved_tensor_bytes(model: nn.Module, image_size: int, batch: int, amp: str = "bf16") -> int:
+    """Bytes of the tensors autograd saves for backward in one training-mode forward pass.
+
+    Every tensor passed to the ``saved_tensors_hooks`` pack hook is counted
+    once per storage (views and in-place results share their base's storage);
+    storages of the model's parameters and buffers are left out (they exist
+    anyway). ``amp="bf16"`` runs the forward under CPU bfloat16 autocast (which,
+    like CUDA autocast, runs convolutions and linear layers in bfloat16),
+    ``"fp32"`` in float32.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    if amp not in ("bf16", "fp32"):
+        raise ValueError(f"amp must be 'bf16' or 'fp32', got {amp!r}")
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.nbytes() and storage.data_ptr() not in own:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t    # the graph keeps t alive: no other saved tensor can reuse its address
+
+    was_training = model.training
+    model.train()
+    x = _images(batch, image_size)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+                out = model(x)
+        total = sum(seen.values())
+        del out
+    finally:
+        model.train(was_training)
+    return total
+
+
+def activation_bytes(model: nn.Module, image_size: int, amp: str = "bf16",
+                     batches: tuple[int, int] = (2, 4)) -> tuple[float, float]:
+    """Saved-for-backward bytes ``(per image, independent of the batch)``, from two batch sizes.
+
+    Measures :func:`saved_tensor_bytes` at ``batches[0]`` and ``batches[1]``
+    images: the slope is the per-image part, the intercept the part that does
+    not grow with the batch. (Two images at least: BatchNorm refuses to train
+    on one value per channel.)
+
+    Introduced in chapter 12 (scaling up).
+    """
+    b1, b2 = batches
+    if not 1 <= b1 < b2:
+        raise ValueError(f"batches must be two increasing sizes, got {batches}")
+    s1 = saved_tensor_bytes(model, image_size, b1, amp)
+    s2 = saved_tensor_bytes(model, image_size, b2, amp)
+    per_image = (s2 - s1) / (b2 - b1)
+    return per_image, max(0.0, s1 - b1 * per_image)
+
+
+def measure_cost(name: str, image_size: int = 64, amp: str = "bf16") -> ModelCost:
+    """Measure parameters, forward FLOPs and saved activations of ``name`` at ``image_size``.
+
+    ``name`` is one of :data:`helpers.models.ARCHITECTURES`; the model is built
+    with one output and random weights (nothing is downloaded). Takes a few
+    seconds on a CPU at 64 px.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    from helpers.models import build_model, count_parameters
+
+    torch.manual_seed(0)
+    model = build_model(name, 1, pretrained=False, verbose=False)
+    per_image, const = activation_bytes(model, image_size, amp)
+    return ModelCost(model=name, image_size=image_size, params=count_parameters(model),
+                     gflops=forward_flops(model, image_size) / 1e9, act_bytes=per_image,
+                     const_bytes=const, amp=amp, measured_at=image_size)
+
+
+def scale_cost(cost: ModelCost, image_size: int) -> ModelCost:
+    """The cost at another image size: FLOPs and per-image activations scaled by the pixel count.
+
+    Exact for the convolutional feature maps when both sizes are multiples of
+    the network's total stride (32 for the book's models); the layers after
+    global pooling (the head, EfficientNet's squeeze-and-excitation), which
+    do not grow, make the scaled figure a slight over-estimate (a few per cent
+    at most from 64 px to 224 px for the book's models).
+
+    Introduced in chapter 12 (scaling up).
+    """
+    if image_size < 8:
+        raise ValueError(f"image_size must be >= 8, got {image_size}")
+    factor = (image_size / cost.image_size) ** 2
+    return replace(cost, image_size=image_size, gflops=cost.gflops * factor,
+                   act_bytes=cost.act_bytes * factor)
+
+
+def training_memory_bytes(params: int, act_bytes_per_image: float, batch: int,
+                          const_bytes: float = 0.0,
+                          bytes_per_param: int = BYTES_PER_PARAMETER_ADAMW) -> float:
+    """Memory of a training step: parameter states + batch activations + batch-independent part.
+
+    ``params * bytes_per_param`` (16: float32 weights, gradients and AdamW's
+    two moments) ``+ batch * act_bytes_per_image + const_bytes``. Leaves out
+    the CUDA context, cuDNN workspaces and allocator fragmentation (a lower bound).
+
+    Introduced in chapter 12 (scaling up).
+    """
+    if params < 0 or act_bytes_per_image < 0 or batch < 1:
+        raise ValueError("params and activation bytes must be >= 0 and batch >= 1")
+    return params * bytes_per_param + batch * act_bytes_per_image + const_bytes
+
+
+def _family(name: str) -> str:
+    return re.match(r"[a-z]+", name).group(0)
+
+
+def estimate_throughput(name: str, image_size: int, gflops: float,
+                        reference_gflops: dict[tuple[str, int], float],
+                        references: dict[tuple[str, int], float] | None = None
+                        ) -> tuple[float, str]:
+    """Estimate training images/s as a reference rate times the ratio of FLOPs.
+
+    ``rate = ref_rate * ref_gflops / gflops``, with the reference of the same
+    family (resnet, efficientnet, convnext) whose image size is closest in
+    pixel count; a family without a reference (ConvNeXt here) is scaled from
+    the densest-convolution reference (ResNet-18) and the source says so: such
+    a figure is an optimistic bound. ``reference_gflops`` gives the forward
+    GFLOPs per image of each reference (``(model, size)``, as in
+    ``references``, default :data:`REFERENCE_THROUGHPUT`). Returns
+    ``(images per second, a note naming the reference)``.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    references = REFERENCE_THROUGHPUT if references is None else references
+    if gflops <= 0:
+        raise ValueError(f"gflops must be > 0, got {gflops}")
+    if (name, image_size) in references:
+        return float(references[name, image_size]), "reference"
+    same = [k for k in references if _family(k[0]) == _family(name)]
+    if same:
+        key = min(same, key=lambda k: abs(math.log(k[1] ** 2 / image_size ** 2)))
+        note = f"scaled from {key[0]}@{key[1]}"
+    else:
+        dense = [k for k in references if _family(k[0]) == "resnet"] or list(references)
+        key = min(dense, key=lambda k: abs(math.log(k[1] ** 2 / image_size ** 2)))
+        note = f"scaled from {key[0]}@{key[1]} (other family: optimistic)"
+    if key not in reference_gflops:
+        raise ValueError(f"reference_gflops has no entry for {key[0]}@{key[1]}")
+    return references[key] * reference_gflops[key] / gflops, note
+
+
+def epoch_minutes(n_images: int, images_per_s: float) -> float:
+    """Minutes for one pass over ``n_images`` at ``images_per_s``.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    if images_per_s <= 0:
+        raise ValueError(f"images_per_s must be > 0, got {images_per_s}")
+    return n_images / images_per_s / 60.0
+
+
+def estimate_table(models: Sequence[str], sizes: Sequence[int], batch: int = 64,
+                   measure_size: int = 64, amp: str = "bf16",
+                   n_images: int = SIIM_2020_TRAIN_IMAGES,
+                   references: dict[tuple[str, int], float] | None = None) -> pd.DataFrame:
+    """One row per (model, size): measured and estimated costs of training it on ``n_images``.
+
+    Each model (and each reference model of ``references``) is measured once,
+    in one CPU thread, at ``measure_size`` (:func:`measure_cost`) and scaled to every size
+    (:func:`scale_cost`). Columns: ``model``, ``size``, ``params_M``,
+    ``gflops`` (forward, per image), ``act_MB`` (saved activations per image,
+    MB = 1e6 bytes), ``const_MB`` (saved bytes that do not grow with the
+    batch), ``mem_GB`` (:func:`training_memory_bytes` at ``batch``),
+    ``img_per_s`` and ``source`` (:func:`estimate_throughput`), ``min_per_epoch``.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    references = REFERENCE_THROUGHPUT if references is None else references
+    names = list(dict.fromkeys([*models, *(k[0] for k in references)]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)      # batches of 2-4 small images: threads only add overhead
+    try:
+        measured = {n: measure_cost(n, measure_size, amp) for n in names}
+    finally:
+        torch.set_num_threads(threads)
+    ref_gflops = {k: scale_cost(measured[k[0]], k[1]).gflops for k in references}
+    rows = []
+    for name in models:
+        for size in sizes:
+            c = scale_cost(measured[name], size)
+            rate, source = estimate_throughput(name, size, c.gflops, ref_gflops, references)
+            rows.append({
+                "model": name, "size": size, "params_M": c.params / 1e6, "gflops": c.gflops,
+                "act_MB": c.act_bytes / 1e6, "const_MB": c.const_bytes / 1e6,
+                "mem_GB": training_memory_bytes(c.params, c.act_bytes, batch, c.const_bytes) / 1e9,
+                "img_per_s": rate, "source": source,
+                "min_per_epoch": epoch_minutes(n_images, rate)})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------
+# k fold models: predictions, out-of-fold scores, ensembles
+# ----------------------------------------------------------------------------------------
+
+def _run_config(run: Path) -> dict:
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; not a run folder written by `python -m helpers train`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def predict_run(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 64,
+                tta: int = 1) -> np.ndarray:
+    """Melanoma probabilities of ``frame``'s images from a run folder's best weights.
+
+    Rebuilds the run's model from its ``config.json`` (model, image size,
+    metadata columns), loads ``best.pt`` (else ``last.pt``) and predicts with
+    :func:`helpers.train.predict` through the evaluation transform. ``frame``
+    is a tidy frame with a ``path`` column; row ``i`` of the result belongs to
+    row ``i`` of ``frame`` (NaN for an unreadable image).
+
+    Introduced in chapter 12 (scaling up).
+    """
+    from torch.utils.data import DataLoader
+
+    import helpers
+    from helpers import data
+    from helpers.models import build_model
+    from helpers.train import load_checkpoint, predict
+
+    run = Path(run)
+    config = _run_config(run)
+    weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    checkpoint = load_checkpoint(weights)
+    model = build_model(config["model"], int(config.get("num_classes", 1)), pretrained=False,
+                        n_meta=int(config.get("n_meta") or 0), verbose=False)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(f"{weights}: does not fit a {config['model']} model "
+                         f"({str(err).splitlines()[0][:100]})") from None
+    dataset = data.LesionDataset(frame.reset_index(drop=True),
+                                 data.eval_transforms(int(config["image_size"])), target=None,
+                                 meta=config.get("meta_columns"), age_mean=config.get("age_mean"))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=data.collate_skip_bad)
+    return predict(model, loader, device=helpers.device(verbose=False), tta=tta)
+
+
+def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.DataFrame:
+    """Each fold model's predictions on its own validation images, stacked into one frame.
+
+    ``runs`` are run folders trained with ``--folds K --fold F`` on the data
+    ``frame`` was loaded from (a tidy frame with ``image_id``, ``path``,
+    ``target``, ``patient_id``); each run's ``split.csv`` names its validation
+    images. Returns one row per validation image: ``image_id``,
+    ``patient_id``, ``target``, ``fold``, ``prob``. Raises ``ValueError`` when
+    an image is validated by two runs or a validation image is not in ``frame``.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    indexed = frame.drop_duplicates("image_id").set_index("image_id")
+    parts = []
+    for run in runs:
+        run = Path(run)
+        config = _run_config(run)
+        split = pd.read_csv(run / "split.csv", dtype={"image_id": str})
+        ids = split.loc[split["role"] == "val", "image_id"]
+        missing = ~ids.isin(indexed.index)
+        if missing.any():
+            raise ValueError(f"{run / 'split.csv'}: validation image {ids[missing].iloc[0]} "
+                             "is not in the frame")
+        rows = indexed.loc[ids.to_numpy()].reset_index()
+        parts.append(pd.DataFrame({
+            "image_id": rows["image_id"].to_numpy(), "patient_id": rows["patient_id"].to_numpy(),
+            "target": rows["target"].astype(float).to_numpy(),
+            "fold": config.get("fold"), "prob": predict_run(run, rows)}))
+    if not parts:
+        raise ValueError("out_of_fold: no run folders given")
+    oof = pd.concat(parts, ignore_index=True)
+    twice = oof["image_id"].duplicated()
+    if twice.any():
+        raise ValueError(f"out_of_fold: image {oof.loc[twice, 'image_id'].iloc[0]} is validated "
+                         "by two runs; the runs are not folds of one split")
+    return oof
+
+
+def average_predictions(frames: Sequence[pd.DataFrame], id_col: str = "image_name",
+                        value_col: str = "target") -> pd.DataFrame:
+    """The ensemble: the mean of several models' predictions, image by image.
+
+    Every frame must hold the same ids in ``id_col`` (in any order); the
+    result keeps the first frame's order and has the columns
+    ``id_col, value_col``. Raises ``ValueError`` naming the frame (0-based)
+    whose ids differ.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    if not frames:
+        raise ValueError("average_predictions: no frames given")
+    first = frames[0][id_col].astype(str)
+    if first.duplicated().any():
+        raise ValueError(f"frame 0, column {id_col}: id {first[first.duplicated()].iloc[0]} appears twice")
+    stacked = []
+    for i, f in enumerate(frames):
+        ids = f[id_col].astype(str)
+        if len(ids) != len(first) or set(ids) != set(first) or ids.duplicated().any():
+            extra = sorted(set(ids) ^ set(first))
+            raise ValueError(f"frame {i}, column {id_col}: ids differ from frame 0 "
+                             f"(e.g. {extra[0] if extra else 'a duplicate'})")
+        stacked.append(pd.Series(f[value_col].to_numpy(float), index=ids).loc[first.to_numpy()])
+    mean = np.mean([s.to_numpy() for s in stacked], axis=0)
+    return pd.DataFrame({id_col: first.to_numpy(), value_col: mean})
+
+
+# ----------------------------------------------------------------------------------------
+# torchrun
+# ----------------------------------------------------------------------------------------
+
+def torchrun_command(cli_args: Sequence[str], nproc: int = 2) -> list[str]:
+    """The argument list of ``torchrun --standalone --nproc_per_node=N -m helpers <cli_args>``.
+
+    Uses ``python -m torch.distributed.run`` (what the ``torchrun`` script
+    runs) with this interpreter, so it works inside a virtual environment
+    whose ``bin`` is not on ``PATH``.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "helpers", *map(str, cli_args)]
+
+
+def cpu_ddp_env(threads_per_process: int = 1) -> dict[str, str]:
+    """Environment for CPU processes of ``torchrun`` (Gloo): threads per process, loopback.
+
+    Copies ``os.environ``, sets ``OMP_NUM_THREADS`` (N processes share the
+    cores), points Gloo at the loopback interface where there is one named
+    ``lo`` (Linux), and drops ``RANK``/``WORLD_SIZE``/... left over from an
+    enclosing launcher.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_process)}
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
