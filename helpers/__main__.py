@@ -183,15 +183,31 @@ def _reason(err: OSError) -> str:
     return err.strerror or str(err)
 
 
+def _write_error(err: BaseException) -> OSError | None:
+    """The OSError of a failed write behind ``err``, if any (``torch.save`` on a full disk
+    raises a RuntimeError from its zip writer, with the OSError as its context)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in WRITE_ERRORS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _check_writable(folder: Path) -> None:
     """Fail early, in one line, when ``folder`` cannot be created or written to."""
+    probe = folder / f".write-test.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test.{os.getpid()}.tmp"
         probe.write_bytes(b"\0")
-        probe.unlink()
     except OSError as err:
         raise ValueError(f"{folder}: cannot write to this folder ({_reason(err)})") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
@@ -351,10 +367,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                       loss="bce", pos_weight=pos_weight, amp=args.amp, compile=args.compile,
                       out_dir=run, resume=args.resume, patience=args.patience, seed=args.seed,
                       progress=args.progress, config=config)
-    except OSError as err:          # checkpoints are written atomically: the old ones stay whole
-        if err.errno not in WRITE_ERRORS:
+    except (OSError, RuntimeError) as err:   # checkpoints are written atomically: old ones stay whole
+        cause = _write_error(err)
+        if cause is None:
             raise
-        raise ValueError(f"{run}: cannot write the run's checkpoints ({_reason(err)}); the files "
+        raise ValueError(f"{run}: cannot write the run's checkpoints ({_reason(cause)}); the files "
                          "already there are complete: make room, then rerun with --resume") from None
     if main:
         summary = _summary(history, train_set, val_set, run)
