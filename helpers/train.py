@@ -707,9 +707,13 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
 def plot_history(history: pd.DataFrame, ax=None):
     """Plot training/validation loss and validation AUC against the epoch (two panels).
 
+    The epoch axes get whole-number ticks only. ``ax``: two existing axes to draw
+    into (e.g. one row of a larger figure); by default a new 9 x 3 inch figure.
+
     Introduced in chapter 8 (training a CNN).
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
         fig, ax = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
@@ -722,5 +726,7 @@ def plot_history(history: pd.DataFrame, ax=None):
     ax[1].plot(history["epoch"], history["val_auc"], marker="o", color="C2")
     ax[1].axhline(0.5, color="grey", lw=0.8, ls="--")
     ax[1].set(xlabel="epoch", ylabel="ROC AUC", title="validation AUC", ylim=(0.4, 1.01))
+    for a in ax[:2]:                               # epochs are whole numbers: no 1.25, 1.5 ticks
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig

@@ -74,7 +74,7 @@ CASES = {
     "bytes that are not DICOM": (_not_dicom, "not a DICOM file", True),
     "empty file": (_empty, "not a DICOM file", True),
     "a JPEG named .dcm": (_jpeg_named_dcm, "not a DICOM file", True),
-    "no pixel data": (_no_pixel_data, "no pixel data", False),
+    "no pixel data": (_no_pixel_data, "DICOM file has no pixel data", False),
     "made-up transfer syntax": (_made_up_transfer_syntax, "unsupported transfer syntax", False),
     "JPEG-LS without a decoder": (_jpeg_ls, "unsupported transfer syntax 1.2.840.10008.1.2.4.80", False),
     "truncated pixel data": (_truncated, "truncated DICOM file", False),

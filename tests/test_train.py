@@ -269,6 +269,19 @@ def test_plot_history_draws_two_panels():
     assert fig.axes[1].lines[0].get_ydata().tolist() == [0.6, 0.8]
 
 
+def test_plot_history_ticks_whole_epochs_only():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4],
+                            "val_loss": [0.7, 0.6, 0.6], "val_auc": [0.6, 0.8, 0.7]})
+    fig = train.plot_history(history)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def test_fit_drives_the_tensor_cache_loader_repeatably(tmp_path):
     """The throughput road (helpers.data.TensorCacheLoader) plugs into fit like a DataLoader."""
     from helpers.data import TensorCacheLoader
