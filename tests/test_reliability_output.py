@@ -165,15 +165,21 @@ def test_a_disk_filling_up_during_training_leaves_only_complete_files(tmp_path, 
     assert json.loads((run / "summary.json").read_text())["epochs_done"] == 1
     assert load_checkpoint(run / "last.pt")["epoch"] == 1 and not _left_over(tmp_path)
 
-    # predict: a full disk leaves no submission at all, not half of one
-    preds = tmp_path / "out" / "preds.csv"
-    with full_disk(tmp_path / "out", room=1):      # the write test passes, the file does not fit
-        code = main(["predict", "--run", str(run), "--data-dir", str(SIIM), "--out", str(preds)])
-    assert code == 2
-    _one_line(capsys.readouterr().err, f"{preds}: cannot write ({NO_SPACE})")
-    assert not preds.exists() and not _left_over(tmp_path / "out")
-    assert main(["predict", "--run", str(run), "--data-dir", str(SIIM), "--out", str(preds)]) == 0
-    assert len(pd.read_csv(preds)) == len(pd.read_csv(SIIM / "test.csv"))
+    # predict: a full disk leaves no half submission, and an older one stays whole
+    out = tmp_path / "out"
+    preds = out / "preds.csv"
+    predict = ["predict", "--run", str(run), "--data-dir", str(SIIM), "--out", str(preds)]
+    for existing in (False, True):
+        if existing:
+            assert main(predict) == 0
+            assert len(pd.read_csv(preds)) == len(pd.read_csv(SIIM / "test.csv"))
+            before = preds.read_bytes()
+        with full_disk(out, room=1):               # the write test passes, the file does not fit
+            code = main([*predict, "--tta", "2"])
+        assert code == 2
+        _one_line(capsys.readouterr().err, f"{preds}: cannot write ({NO_SPACE})")
+        assert not _left_over(out)
+        assert preds.read_bytes() == before if existing else not preds.exists()
 
 
 def _fake_run(tmp_path: Path) -> Path:
@@ -229,6 +235,10 @@ def _sources(folder: Path, n: int = 3) -> Path:
 
 def test_resize_folder_stops_at_a_full_disk_and_leaves_no_half_image(tmp_path, monkeypatch):
     src, dst = _sources(tmp_path / "src"), tmp_path / "dst"
+    resize_folder(src, dst, 16, workers=1, progress=False)
+    old = {p.name: p.read_bytes() for p in dst.iterdir()}
+    for path in dst.iterdir():                     # older than their sources: all redone
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 100))
     real_save = Image.Image.save
     saved = []
 
@@ -246,8 +256,9 @@ def test_resize_folder_stops_at_a_full_disk_and_leaves_no_half_image(tmp_path, m
                                          r"or read-only"):
         resize_folder(src, dst, 16, workers=1, progress=False)
     monkeypatch.undo()
-    assert [p.name for p in dst.iterdir()] == ["ISIC_0000000.jpg"]      # no half image, no temp
-    with Image.open(dst / "ISIC_0000000.jpg") as im:
+    assert sorted(p.name for p in dst.iterdir()) == sorted(old)          # no temp files
+    assert (dst / "ISIC_0000001.jpg").read_bytes() == old["ISIC_0000001.jpg"]   # the old one, whole
+    with Image.open(dst / "ISIC_0000000.jpg") as im:                     # the new one, whole
         im.load()
         assert im.size == (16, 16)
     report = resize_folder(src, dst, 16, workers=1, progress=False)    # room again: it finishes
@@ -261,21 +272,23 @@ def test_resize_folder_into_a_path_under_a_file_is_refused(tmp_path):
         resize_folder(_sources(tmp_path / "src"), blocker / "dst", 16, workers=1, progress=False)
 
 
-def _dicom(folder: Path) -> Path:
+def _dicom(folder: Path, again: bool = False) -> Path:
     path = folder / "ISIC_0000001.dcm"
-    hio.write_dicom(path, smooth_rgb(32, 32), {"image_name": "ISIC_0000001"})
+    hio.write_dicom(path, smooth_rgb(32, 32) // (2 if again else 1), {"image_name": "ISIC_0000001"})
     return path
 
 
-def _tfrecords(folder: Path) -> Path:
-    (path,) = hio.write_tfrecords([{"image": smooth_rgb(32, 32), "image_name": "ISIC_0000001"}],
-                                  folder, "train", per_file=4)
+def _tfrecords(folder: Path, again: bool = False) -> Path:
+    (path,) = hio.write_tfrecords([{"image": smooth_rgb(32, 32) // (2 if again else 1),
+                                    "image_name": "ISIC_0000001"}], folder, "train", per_file=4)
     return path
 
 
-def _tensor_cache(folder: Path) -> Path:
-    frame = pd.DataFrame({"image_id": [f"ISIC_{i:07d}" for i in range(4)],
-                          "path": [str(p) for p in sorted(_sources(folder.parent / "src", 4).iterdir())]})
+def _tensor_cache(folder: Path, again: bool = False) -> Path:
+    paths = [str(p) for p in sorted(_sources(folder.parent / "src", 4).iterdir())]
+    frame = pd.DataFrame({"image_id": [f"ISIC_{i:07d}" for i in range(4)], "path": paths})
+    if again:                                          # other rows: the cache is rebuilt
+        frame = frame.iloc[::-1].reset_index(drop=True)
     return D.build_tensor_cache(frame, 16, folder / "cache16.npy", workers=1, progress=False)
 
 
@@ -289,11 +302,17 @@ def test_writers_on_a_full_disk_name_the_file_and_leave_nothing(tmp_path, writer
     write, name = WRITERS[writer]
     out = tmp_path / "out"
     out.mkdir()
-    with full_disk(out, room=150):       # a .npy header (128 bytes) fits, the rest does not
-        with pytest.raises(ValueError, match=rf"{name}: cannot write.*{NO_SPACE}"):
-            write(out)
-    assert list(out.iterdir()) == []                    # nothing under a final name, no temp
-    path = write(out)                                  # room again: a complete file
-    assert path.name == name and path.is_file() and not _left_over(out)
+    for existing in (False, True):
+        if existing:
+            path = write(out)                          # room again: a complete file
+            assert path.name == name and path.is_file() and not _left_over(out)
+            before = {p.name: p.read_bytes() for p in out.iterdir()}
+        with full_disk(out, room=150):   # a .npy header (128 bytes) fits, the rest does not
+            with pytest.raises(ValueError, match=rf"{name}: cannot write.*{NO_SPACE}"):
+                write(out, again=existing)
+        if existing:                                   # the old file(s) whole, no temp
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        else:
+            assert list(out.iterdir()) == []           # nothing under a final name, no temp
     if writer == "build_tensor_cache":
-        assert np.load(path).shape == (4, 3, 16, 16) and len(D.cache_index(path)) == 4
+        assert np.load(out / name).shape == (4, 3, 16, 16) and len(D.cache_index(out / name)) == 4
