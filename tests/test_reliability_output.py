@@ -4,17 +4,18 @@ is left looking complete.
 A full disk is simulated in-process: files opened for writing under one folder
 get ``OSError(ENOSPC)`` once a given number of bytes has been written there
 (after writing the part that still fits, as a real disk does). A read-only
-folder is a ``chmod`` (skipped when running as root, which ignores it); a
+folder is a ``chmod`` (skipped where it does not bite: as root); a
 path under a regular file (``ENOTDIR``) fails for root too.
 
 * ``python -m helpers train``: a full or unwritable ``--out`` fails in one
   line before training; a disk that fills up during training fails in one
   line naming the run folder, leaves only complete files (no ``summary.json``,
   no half checkpoint) and the run resumes once there is room again.
-* ``python -m helpers predict``: no submission file unless it is complete.
+* ``python -m helpers predict``: no submission file unless it is complete;
+  an older one stays whole.
 * ``resize_folder``, ``write_dicom``, ``write_tfrecords``,
-  ``build_tensor_cache``: a ``ValueError`` naming the file or folder, and no
-  half-written file under its final name.
+  ``build_tensor_cache``: a ``ValueError`` naming the file or folder, no
+  half-written file under its final name, and an older file stays whole.
 """
 from __future__ import annotations
 
