@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sklearn.metrics import roc_auc_score
 
+    load_at_start = os.getloadavg()[0]
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="real_images_") as tmp:
         run = Path(tmp) / "run"
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
+        "niceness": os.nice(0),
+        "load_average_1min_at_start": round(load_at_start, 2),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "train_log": [line for line in train_out.splitlines() if line.strip()],
