@@ -50,7 +50,9 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+
+from helpers.io import write_atomically
 
 __all__ = ["main", "build_parser"]
 
@@ -210,30 +212,9 @@ def _check_writable(folder: Path) -> None:
             pass
 
 
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
-
-    A failure (a full disk, a read-only folder) removes the temporary file and
-    raises ``ValueError`` naming ``path``; ``path`` is either the old file or
-    the complete new one, never half of it.
-    """
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(err, OSError):
-            raise ValueError(f"{path}: cannot write ({_reason(err)})") from None
-        raise
-
-
 def _write_json(obj: Any, path: Path) -> None:
     text = json.dumps(obj, indent=2, default=str) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _choose_split(labelled, args, main: bool):
@@ -355,7 +336,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.mkdir(parents=True, exist_ok=True)
         _write_json(config, run / "config.json")
         split = pd.concat([train_frame.assign(role="train"), val_frame.assign(role="val")])
-        _atomic_write(run / "split.csv", lambda tmp: split[
+        write_atomically(run / "split.csv", lambda tmp: split[
             ["image_id", "source_id", "target", "role"]].to_csv(tmp, index=False, lineterminator="\n"))
         _notice(f"train: {args.model} on {len(train_frame)} images "
                 f"({int(train_frame['target'].sum())} melanoma), validating on {len(val_frame)} "
@@ -479,7 +460,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _notice(f"notice: {int(bad.sum())} unreadable images get the mean prediction {fill:.3f}")
         probs = np.where(bad, fill, probs)
     out = pd.DataFrame({"image_name": images["source_id"].astype(str), "target": probs})
-    _atomic_write(args.out, lambda tmp: write_submission(out, tmp, "2020"))
+    write_atomically(args.out, lambda tmp: write_submission(out, tmp, "2020"))
     return 0
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 __all__ = [
+    "write_atomically",
     "TFREC_SEX",
     "TFREC_SITES",
     "TFREC_DIAGNOSES",
@@ -193,14 +194,17 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
-def _write_atomically(path: Path, write: Any) -> None:
+def write_atomically(path: Path, write: Any) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
 
     Nothing half-written is ever left under ``path``: on any failure the
     temporary file is removed; an ``OSError`` (full disk, read-only folder)
-    becomes a ``ValueError`` naming ``path``.
+    becomes a ``ValueError`` naming ``path``. The temporary file keeps the
+    suffix of ``path``, for writers that choose a format by it.
+
+    Introduced in chapter 4 (image files and the resize cache).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # keeps the suffix
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
@@ -324,7 +328,7 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
     ds.PixelData = encapsulate([buf.getvalue()])
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    _write_atomically(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+    write_atomically(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
 
 
 def _dicom_meta(ds: Any, path: Path) -> dict[str, Any]:
@@ -554,7 +558,7 @@ def write_tfrecords(
             finally:
                 writer.close()
 
-        _write_atomically(path, write)   # a shard's name promises its record count
+        write_atomically(path, write)   # a shard's name promises its record count
         paths.append(path)
     return paths
 
