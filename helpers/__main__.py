@@ -419,16 +419,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import helpers
     from helpers import data
     from helpers.metrics import write_submission
-    from helpers.models import build_model
-    from helpers.train import load_checkpoint, predict
+    from helpers.train import load_run, predict
 
-    config_path = args.run / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{config_path}: no such file; --run must be a folder written by train")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
     _check_writable(args.out.parent)
-    weights = args.run / "best.pt" if (args.run / "best.pt").is_file() else args.run / "last.pt"
-    checkpoint = load_checkpoint(weights)
+    model, config, weights, epoch = load_run(args.run)
 
     frame = _load(args.data_dir, True)
     has_test = (frame["split"] == "test").any()
@@ -444,14 +438,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                  age_mean=config.get("age_mean"))
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=data.collate_skip_bad,
                         num_workers=_workers(args.workers, torch.cuda.is_available()))
-    model = build_model(config["model"], int(config.get("num_classes", 1)), pretrained=False,
-                        n_meta=int(config.get("n_meta", 0)), verbose=False)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as err:
-        raise ValueError(f"{weights}: does not fit a {config['model']} model "
-                         f"({str(err).splitlines()[0][:100]})") from None
-    print(f"weights: {helpers.display_path(weights)} (epoch {checkpoint['epoch']}); predicting "
+    print(f"weights: {helpers.display_path(weights)} (epoch {epoch}); predicting "
           f"{len(images)} {'test ' if has_test else ''}images with tta={args.tta}")
     probs = predict(model, loader, tta=args.tta)
     bad = np.isnan(probs)

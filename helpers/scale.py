@@ -38,7 +38,6 @@ as a lower bound.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -51,6 +50,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from helpers.train import run_config
 
 __all__ = [
     "SIIM_2020_TRAIN_IMAGES",
@@ -345,13 +346,6 @@ def estimate_table(models: Sequence[str], sizes: Sequence[int], batch: int = 64,
 # k fold models: predictions, out-of-fold scores, ensembles
 # ----------------------------------------------------------------------------------------
 
-def _run_config(run: Path) -> dict:
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file; not a run folder written by `python -m helpers train`")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def predict_run(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 64,
                 tta: int = 1) -> np.ndarray:
     """Melanoma probabilities of ``frame``'s images from a run folder's best weights.
@@ -368,20 +362,9 @@ def predict_run(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 6
 
     import helpers
     from helpers import data
-    from helpers.models import build_model
-    from helpers.train import load_checkpoint, predict
+    from helpers.train import load_run, predict
 
-    run = Path(run)
-    config = _run_config(run)
-    weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
-    checkpoint = load_checkpoint(weights)
-    model = build_model(config["model"], int(config.get("num_classes", 1)), pretrained=False,
-                        n_meta=int(config.get("n_meta") or 0), verbose=False)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as err:
-        raise ValueError(f"{weights}: does not fit a {config['model']} model "
-                         f"({str(err).splitlines()[0][:100]})") from None
+    model, config, _, _ = load_run(run)
     dataset = data.LesionDataset(frame.reset_index(drop=True),
                                  data.eval_transforms(int(config["image_size"])), target=None,
                                  meta=config.get("meta_columns"), age_mean=config.get("age_mean"))
@@ -405,7 +388,7 @@ def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.Da
     parts = []
     for run in runs:
         run = Path(run)
-        config = _run_config(run)
+        config = run_config(run)
         split = pd.read_csv(run / "split.csv", dtype={"image_id": str})
         ids = split.loc[split["role"] == "val", "image_id"]
         missing = ~ids.isin(indexed.index)

@@ -41,7 +41,7 @@ from torch import nn
 
 __all__ = ["HISTORY_COLUMNS", "fit", "predict", "plot_history", "load_checkpoint",
            "save_checkpoint", "auc_score", "resolve_amp", "distributed_context",
-           "init_distributed", "set_loader_epoch", "tta_variants"]
+           "init_distributed", "set_loader_epoch", "tta_variants", "load_run", "run_config"]
 
 #: Columns of the history frame :func:`fit` returns (and ``history.csv``).
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds",
@@ -661,6 +661,48 @@ def tta_variants(images: torch.Tensor, n: int) -> list[torch.Tensor]:
            lambda x: torch.rot90(x, 3, dims), lambda x: torch.rot90(x.flip(-1), 1, dims),
            lambda x: torch.rot90(x.flip(-1), 3, dims)]
     return [op(images) for op in ops[:n]]
+
+
+def run_config(run: os.PathLike | str) -> dict[str, Any]:
+    """The settings of a run folder: its ``config.json`` as a dict.
+
+    Raises ``ValueError`` naming the file when the folder has none.
+
+    Introduced in chapter 8 (training a CNN).
+    """
+    import json
+
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; not a run folder written by `python -m helpers train`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_run(run: os.PathLike | str) -> tuple[nn.Module, dict[str, Any], Path, int]:
+    """Rebuild the trained model of a run folder written by ``python -m helpers train``.
+
+    Reads ``config.json`` (architecture, number of outputs, metadata inputs),
+    builds the model without downloading anything and loads ``best.pt``
+    (else ``last.pt``) with :func:`load_checkpoint`. Returns ``(model, config,
+    weights path, epoch of those weights)``. A missing config or weights that
+    do not fit the architecture raise ``ValueError`` naming the file.
+
+    Introduced in chapter 8 (training a CNN).
+    """
+    from helpers.models import build_model
+
+    run = Path(run)
+    config = run_config(run)
+    weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    checkpoint = load_checkpoint(weights)
+    model = build_model(config["model"], int(config.get("num_classes", 1)), pretrained=False,
+                        n_meta=int(config.get("n_meta") or 0), verbose=False)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(f"{weights}: does not fit a {config['model']} model "
+                         f"({str(err).splitlines()[0][:100]})") from None
+    return model, config, weights, int(checkpoint.get("epoch", 0))
 
 
 def predict(model: nn.Module, loader: Iterable, device: torch.device | str | None = None,
