@@ -48,6 +48,7 @@ import errno
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -77,10 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", required=True, type=Path, help="a download folder (any known layout)")
     t.add_argument("--out", required=True, type=Path, help="run folder to write")
     t.add_argument("--model", default="efficientnet_lite0", choices=ARCHITECTURES)
-    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=15)
     t.add_argument("--image-size", type=int, default=224)
     t.add_argument("--batch-size", type=int, default=32, help="global batch size")
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--freeze-blocks", type=int, default=None,
+                   help="freeze the stem and the first N blocks (efficientnet_lite0; default 3, "
+                        "0 for other models)")
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--warmup-epochs", type=float, default=1.0)
     t.add_argument("--seed", type=int, default=0)
@@ -110,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, type=Path, help="run folder written by train")
     p.add_argument("--data-dir", required=True, type=Path, help="a download folder (any known layout)")
     p.add_argument("--out", required=True, type=Path, help="CSV to write (image_name,target)")
+    p.add_argument("--split", default="auto", choices=("auto", "train", "val", "test", "all"),
+                   help="which images of a layout folder (auto: its test split if it has one, "
+                        "else all); a plain folder of images is always predicted whole")
     p.add_argument("--tta", type=int, default=1, help="test-time augmentation copies (1-8)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(func=cmd_predict)
@@ -218,18 +226,27 @@ def _write_json(obj: Any, path: Path) -> None:
 
 
 def _choose_split(labelled, args, main: bool):
-    """Return (train frame, val frame, description of the split)."""
+    """Return (train frame, val frame, description of the split).
+
+    A layout's ``test`` split never reaches training or validation; a layout
+    with a ``train`` split trains on it alone (folds and hold-outs are cut from
+    it), and validates on its own ``val`` split when it has one.
+    """
     from helpers import data
 
+    labelled = labelled[labelled["split"] != "test"]          # never trained on
+    official = (labelled["split"] == "train").any() and (labelled["split"] == "val").any()
     if args.folds is not None:
         if not 0 <= args.fold < args.folds:
             raise ValueError(f"--fold must be in 0..{args.folds - 1}, got {args.fold}")
-        val_mask = data.patient_folds(labelled, args.folds, args.seed).to_numpy() == args.fold
-        return (labelled[~val_mask], labelled[val_mask],
+        pool = labelled[labelled["split"] == "train"] if official else labelled
+        pool = pool.reset_index(drop=True)
+        val_mask = data.patient_folds(pool, args.folds, args.seed).to_numpy() == args.fold
+        return (pool[~val_mask], pool[val_mask],
                 f"fold {args.fold} of {args.folds} patient-grouped folds")
-    if (labelled["split"] == "val").any():
-        return (labelled[labelled["split"] != "val"], labelled[labelled["split"] == "val"],
-                "the layout's validation split")
+    if official:
+        return (labelled[labelled["split"] == "train"], labelled[labelled["split"] == "val"],
+                "the layout's training split; its validation split")
     val_mask = (data.holdout_split(labelled, args.val_frac, args.seed) == "val").to_numpy()
     train, val = labelled[~val_mask], labelled[val_mask]
     whole = ", patients kept whole" if labelled["patient_id"].notna().any() else ""
@@ -258,8 +275,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import helpers
     from helpers import data
-    from helpers.models import build_model
-    from helpers.train import fit, init_distributed
+    from helpers.models import build_model, freeze_early_blocks
+    from helpers.train import fit, init_distributed, predict
 
     rank, world, _local = init_distributed()
     main = rank == 0
@@ -282,7 +299,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  f"{old[key]}, not {config.get(key)}; resume with the same settings")
 
     frame = _load(args.data_dir, main)
-    labelled = frame[frame["target"].notna() & frame["path"].notna()].reset_index(drop=True)
+    labelled = frame[frame["target"].notna() & frame["path"].notna()]
+    held = labelled["split"] == "test"
+    if held.any():
+        _notice(f"split: the {int(held.sum())} labelled images of the test split are kept out "
+                "of training and validation", main)
+    labelled = labelled[~held].reset_index(drop=True)
     if labelled.empty:
         raise ValueError(f"{args.data_dir}: no labelled images with an image file to train on")
     if labelled["target"].nunique() < 2:
@@ -328,6 +350,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     helpers.seed_everything(args.seed)               # the new head's initial weights
     model = build_model(args.model, 1, pretrained=args.pretrained, n_meta=n_meta, verbose=main)
+    if args.freeze_blocks is None:
+        args.freeze_blocks = config["freeze_blocks"] = 3 if args.model == "efficientnet_lite0" else 0
+    freeze_early_blocks(model, args.freeze_blocks)
     pos_weight = _pos_weight(args.pos_weight, train_frame)
     config.update({"num_classes": 1, "weights": model.weights_note, "split": split_note,
                    "n_train": len(train_frame), "n_val": len(val_frame),
@@ -342,6 +367,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"({int(train_frame['target'].sum())} melanoma), validating on {len(val_frame)} "
                 f"({int(val_frame['target'].sum())} melanoma); run folder "
                 f"{helpers.display_path(run)}")
+    started = time.perf_counter()
     try:
         history = fit(model, train_loader, val_loader, epochs=args.epochs, lr=args.lr,
                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
@@ -355,12 +381,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"{run}: cannot write the run's checkpoints ({_reason(cause)}); the files "
                          "already there are complete: make room, then rerun with --resume") from None
     if main:
+        seconds = time.perf_counter() - started
+        _save_half(model, run / "model.pt")
+        val_probs = predict(model, val_loader, progress=args.progress)
+        write_atomically(run / "val_predictions.csv", lambda tmp: pd.DataFrame(
+            {"image_id": val_frame["image_id"], "target": val_frame["target"].astype(int),
+             "prediction": val_probs}).to_csv(tmp, index=False, lineterminator="\n"))
         summary = _summary(history, train_set, val_set, run)
+        summary["train_seconds"] = round(seconds, 1)
         _write_json(summary, run / "summary.json")
         _notice(f"done: {summary['epochs_done']} epochs, best validation AUC "
                 f"{summary['best_val_auc']:.3f} (epoch {summary['best_epoch']}), "
                 f"{summary['images_skipped']['count']} images skipped")
     return 0
+
+
+def _save_half(model, path: Path) -> None:
+    """The trained weights in half precision (``model.pt``): a small file to keep or share."""
+    import torch
+
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def _pos_weight(value: str, train_frame) -> float | None:
@@ -406,6 +447,34 @@ def _summary(history, train_set, val_set, run: Path) -> dict[str, Any]:
 # predict
 # ----------------------------------------------------------------------------------------
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _images_to_predict(folder: Path, split: str):
+    """(frame of images with a file, description): a plain image folder or a layout's split."""
+    import pandas as pd
+
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if files and not (folder / "metadata.csv").is_file() and not any(folder.glob("*GroundTruth*")):
+        ids = [p.stem for p in files]
+        return pd.DataFrame({"image_id": ids, "source_id": ids, "path": [str(p) for p in files]}), \
+            "images of a plain folder"
+    frame = _load(folder, True)
+    if split == "auto":
+        split = "test" if (frame["split"] == "test").any() else "all"
+    images = frame if split == "all" else frame[frame["split"] == split]
+    if images.empty:
+        raise ValueError(f"{folder}: no images in split {split!r} "
+                         f"(splits here: {', '.join(sorted(frame['split'].dropna().unique()))})")
+    missing = int(images["path"].isna().sum())
+    if missing:
+        _notice(f"notice: {missing} images have no file and get no prediction")
+    return images[images["path"].notna()].reset_index(drop=True), \
+        ("images" if split == "all" else f"{split} images")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """``python -m helpers predict``: see the module docstring.
 
@@ -424,23 +493,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_writable(args.out.parent)
     model, config, weights, epoch = load_run(args.run)
 
-    frame = _load(args.data_dir, True)
-    has_test = (frame["split"] == "test").any()
-    images = frame[frame["split"] == "test"] if has_test else frame
-    missing = int(images["path"].isna().sum())
-    if missing:
-        _notice(f"notice: {missing} images have no file and get no prediction")
-    images = images[images["path"].notna()].reset_index(drop=True)
-    if images.empty:
-        raise ValueError(f"{args.data_dir}: no images to predict")
+    images, what = _images_to_predict(args.data_dir, args.split)
     dataset = data.LesionDataset(images, data.eval_transforms(int(config["image_size"])),
                                  target=None, meta=config.get("meta_columns"),
                                  age_mean=config.get("age_mean"))
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=data.collate_skip_bad,
                         num_workers=_workers(args.workers, torch.cuda.is_available()))
     print(f"weights: {helpers.display_path(weights)} (epoch {epoch}); predicting "
-          f"{len(images)} {'test ' if has_test else ''}images with tta={args.tta}")
-    probs = predict(model, loader, tta=args.tta)
+          f"{len(images)} {what} with tta={args.tta}")
+    probs = predict(model, loader, tta=args.tta, progress=args.progress)
     bad = np.isnan(probs)
     if bad.any():
         fill = float(np.nanmean(probs)) if (~bad).any() else 0.5

@@ -25,6 +25,7 @@ with ``torch.load(..., weights_only=True)``: loading one never runs code.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -670,8 +671,6 @@ def run_config(run: os.PathLike | str) -> dict[str, Any]:
 
     Introduced in chapter 8 (training a CNN).
     """
-    import json
-
     path = Path(run) / "config.json"
     if not path.is_file():
         raise ValueError(f"{path}: no such file; not a run folder written by `python -m helpers train`")
@@ -683,7 +682,7 @@ def load_run(run: os.PathLike | str) -> tuple[nn.Module, dict[str, Any], Path, i
 
     Reads ``config.json`` (architecture, number of outputs, metadata inputs),
     builds the model without downloading anything and loads ``best.pt``
-    (else ``last.pt``) with :func:`load_checkpoint`. Returns ``(model, config,
+    (else ``last.pt``, else the half-precision ``model.pt`` of a kept run) with :func:`load_checkpoint`. Returns ``(model, config,
     weights path, epoch of those weights)``. A missing config or weights that
     do not fit the architecture raise ``ValueError`` naming the file.
 
@@ -693,8 +692,14 @@ def load_run(run: os.PathLike | str) -> tuple[nn.Module, dict[str, Any], Path, i
 
     run = Path(run)
     config = run_config(run)
-    weights = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    weights = next((run / name for name in ("best.pt", "last.pt") if (run / name).is_file()),
+                   run / "model.pt")
     checkpoint = load_checkpoint(weights)
+    if weights.name == "model.pt":      # half-precision weights only, epoch from the summary
+        summary = run / "summary.json"
+        epoch = json.loads(summary.read_text(encoding="utf-8"))["best_epoch"] if summary.is_file() else 0
+        checkpoint = {"model": {k: v.float() if v.is_floating_point() else v
+                                for k, v in checkpoint.items()}, "epoch": epoch}
     model = build_model(config["model"], int(config.get("num_classes", 1)), pretrained=False,
                         n_meta=int(config.get("n_meta") or 0), verbose=False)
     try:
