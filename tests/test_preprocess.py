@@ -13,7 +13,7 @@ from helpers import io as hio
 from helpers.preprocess import centre_crop_box, resize_folder, resize_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-REAL = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
+REAL = REPO_ROOT / "data_samples" / "isic-archive-uda1"  # real UDA-1 images, CC-0, shipped
 
 
 def striped(h: int, w: int) -> np.ndarray:
@@ -100,9 +100,8 @@ def test_resize_folder_rejects_missing_source(tmp_path):
         resize_folder(tmp_path / "nowhere", tmp_path / "dst", 32)
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/datasets/isic-archive-uda1 absent")
 def test_draft_path_matches_plain_path_on_real_image(tmp_path):
-    # the image with the most pixels (a full-resolution one) shows the draft-mode shortcut best
+    # the image with the most pixels shows the draft-mode shortcut best
     def pixels(p: Path) -> int:
         with Image.open(p) as im:
             return im.size[0] * im.size[1]
