@@ -75,6 +75,9 @@ __all__ = [
     "FocalLoss",
     "patient_folds",
     "holdout_split",
+    "label_folds",
+    "model_fingerprint",
+    "cached_embeddings",
     "load_resized",
     "build_tensor_cache",
     "cache_index",
@@ -869,6 +872,98 @@ def holdout_split(frame: pd.DataFrame, frac: float = 0.2, seed: int = 0) -> pd.S
 
 
 # =========================================================================== tensor cache
+def label_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, column: str = "label") -> pd.Series:
+    """Assign each row to one of ``k`` folds stratified by a label column, for data without patient ids.
+
+    scikit-learn's ``StratifiedKFold(k, shuffle=True, random_state=seed)``
+    over ``frame[column]``: every fold gets about the same share of each
+    class. Rows are treated as independent, so use it only where nothing
+    groups the images (no ``patient_id``, no ``lesion_id``), as in ISIC 2017;
+    where patient ids exist use :func:`patient_folds`. A missing label, or a
+    class with fewer than ``k`` rows, raises ``ValueError``. Returns a Series
+    of fold numbers 0..k-1 named ``fold``, index aligned with ``frame``.
+
+    Introduced in chapter 7 (the data pipeline).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if column not in frame:
+        raise ValueError(f"label_folds: frame has no {column!r} column")
+    labels = frame[column].astype("string")
+    if labels.isna().any():
+        raise ValueError(f"label_folds: row {int(np.flatnonzero(labels.isna().to_numpy())[0])}, "
+                         f"column {column!r}: missing label")
+    smallest = labels.value_counts()
+    if smallest.min() < k:
+        raise ValueError(f"label_folds: class {smallest.idxmin()!r} has {int(smallest.min())} rows, "
+                         f"fewer than {k} folds")
+    folds = np.full(len(frame), -1, dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fold, (_, val) in enumerate(splitter.split(np.zeros(len(frame)), labels.to_numpy())):
+        folds[val] = fold
+    return pd.Series(folds, index=frame.index, name="fold")
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights (its ``state_dict``): equal weights give equal strings.
+
+    Used to tell whether cached features still belong to the model at hand.
+
+    Introduced in chapter 7 (the data pipeline).
+    """
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_embeddings(model: nn.Module, frame: pd.DataFrame, cache_path: os.PathLike | str,
+                      size: int = 224, batch_size: int = 32) -> np.ndarray:
+    """Penultimate-layer features of ``frame``'s images, computed once and cached by ``image_id``.
+
+    ``cache_path`` is a ``.npz`` file with the arrays ``image_id``,
+    ``features`` (n, d), ``size`` and ``fingerprint``
+    (:func:`model_fingerprint`). Images already in a cache of the same model
+    and size are read from it; the others are embedded with
+    :func:`helpers.context.image_embeddings` (no progress bar) and added, and
+    the file is rewritten atomically. A cache of another model or size is
+    replaced. Returns a float32 array (len(frame), d), rows in ``frame``'s order.
+
+    Introduced in chapter 7 (the data pipeline).
+    """
+    from helpers.context import image_embeddings
+    from helpers.io import write_atomically
+
+    if "image_id" not in frame or "path" not in frame:
+        raise ValueError("cached_embeddings: frame needs 'image_id' and 'path' columns")
+    path = Path(cache_path)
+    ids = frame["image_id"].astype(str).tolist()
+    fingerprint = model_fingerprint(model)
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                if int(cached["size"]) == size and str(cached["fingerprint"]) == fingerprint:
+                    known = dict(zip(cached["image_id"].tolist(), cached["features"]))
+        except (OSError, ValueError, KeyError):
+            known = {}
+    missing = [i for i, image_id in enumerate(ids) if image_id not in known]
+    if missing:
+        feats = image_embeddings(model, [str(frame["path"].iloc[i]) for i in missing], size=size,
+                                 batch_size=batch_size, progress=False)
+        known.update(zip((ids[i] for i in missing), feats.astype(np.float32)))
+        all_ids = sorted(known)
+        write_atomically(path, lambda tmp: np.savez(
+            tmp, image_id=np.array(all_ids), features=np.stack([known[i] for i in all_ids]),
+            size=np.array(size), fingerprint=np.array(fingerprint)))
+    if not ids:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([known[i] for i in ids]).astype(np.float32)
+
+
 def load_resized(path: os.PathLike | str, size: int) -> np.ndarray:
     """Read one image and resize it the cache's way: a ``uint8`` array (3, size, size).
 

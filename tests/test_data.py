@@ -19,8 +19,9 @@ from helpers import data as D
 from helpers.io import read_image
 from helpers.preprocess import resize_image
 
-UDA1 = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
-GT2020 = REPO_ROOT.parent / "shared" / "datasets" / "challenge-ground-truth" / "ISIC_2020_Training_GroundTruth.csv"
+UDA1 = REPO_ROOT / "data_samples" / "isic-archive-uda1"
+GT2020 = REPO_ROOT / "data_samples" / "challenge-ground-truth" / "ISIC_2020_Training_GroundTruth.csv"
+ISIC2017 = REPO_ROOT / "data_samples" / "isic-2017"
 
 
 BAD = BAD_ROWS   # rows of the image_frame fixture (conftest.py): 3 corrupt, 6 missing
@@ -242,13 +243,89 @@ def test_patient_folds_synthetic():
 
 def test_patient_folds_on_the_real_2020_ground_truth():
     if not GT2020.is_file():
-        pytest.skip("../shared/datasets/challenge-ground-truth absent")
+        pytest.skip("data_samples/challenge-ground-truth absent")
     frame = pd.read_csv(GT2020).rename(columns={"image_name": "image_id"})
     folds = D.patient_folds(frame, k=5, seed=0)
     _check_folds(frame, folds, 5, rate_tol=0.002, size_tol=0.02)
     mel_patients = frame.assign(fold=folds).groupby("patient_id").agg(f=("fold", "first"), m=("target", "max"))
     per_fold = mel_patients.groupby("f").m.sum()
     assert per_fold.sum() == 428 and per_fold.max() - per_fold.min() <= 2
+
+
+def test_label_folds_are_stratified_by_label():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["NV", "MEL", "BKL"], [300, 80, 50])
+    frame = pd.DataFrame({"image_id": [f"ISIC_{i:07d}" for i in range(len(labels))],
+                          "label": rng.permutation(labels)}, index=np.arange(len(labels)) + 100)
+    folds = D.label_folds(frame, k=5, seed=0)
+    assert folds.index.equals(frame.index) and sorted(folds.unique()) == [0, 1, 2, 3, 4]
+    counts = pd.crosstab(folds, frame["label"])
+    assert (counts.max() - counts.min()).max() <= 1  # each class split evenly over the folds
+    assert folds.equals(D.label_folds(frame, k=5, seed=0))
+    assert not folds.equals(D.label_folds(frame, k=5, seed=1))
+    with pytest.raises(ValueError, match="fewer than 5 folds"):
+        D.label_folds(frame.head(10).assign(label=["A"] * 9 + ["B"]), k=5)
+    with pytest.raises(ValueError, match="row 2"):
+        D.label_folds(frame.assign(label=frame["label"].where(np.arange(len(frame)) != 2)), k=5)
+
+
+def test_label_folds_on_the_real_2017_training_labels():
+    from helpers.datasets import load_dataset
+
+    if not ISIC2017.is_dir():
+        pytest.skip("data_samples/isic-2017 absent")
+    train = load_dataset(ISIC2017).query("split == 'train'")
+    folds = D.label_folds(train, k=5, seed=0)
+    counts = pd.crosstab(folds, train["label"])
+    assert counts.sum().to_dict() == {"BKL": 254, "MEL": 374, "NV": 1372}
+    assert (counts.max() - counts.min()).max() <= 1
+
+
+def test_cached_embeddings_reuse_and_invalidate(tmp_path, monkeypatch):
+    from helpers import context
+
+    rows = []
+    for i in range(5):
+        path = tmp_path / f"ISIC_{i:07d}.jpg"
+        Image.fromarray(lesion(40 + 4 * i, 48, i)).save(path)
+        rows.append({"image_id": path.stem, "path": str(path)})
+    frame = pd.DataFrame(rows)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU())
+    calls = []
+    real = context.image_embeddings
+    monkeypatch.setattr(context, "image_embeddings", lambda m, paths, **kw: calls.append(len(paths)) or real(
+        m, paths, **kw))
+    cache = tmp_path / "cache" / "emb.npz"
+    first = D.cached_embeddings(net, frame.head(3), cache, size=32)
+    assert first.shape == (3, 6) and first.dtype == np.float32 and calls == [3]
+    both = D.cached_embeddings(net, frame.iloc[::-1], cache, size=32)  # two new, three cached
+    assert calls == [3, 2] and both.shape == (5, 6)
+    assert np.allclose(both[::-1][:3], first, atol=1e-6)  # rows follow the frame's order
+    again = D.cached_embeddings(net, frame, cache, size=32)
+    assert calls == [3, 2] and np.allclose(again, both[::-1])
+    with np.load(cache) as saved:
+        assert sorted(saved["image_id"].tolist()) == frame.image_id.tolist()
+        assert str(saved["fingerprint"]) == D.model_fingerprint(net)
+    D.cached_embeddings(net, frame, cache, size=24)  # another size: everything again
+    assert calls == [3, 2, 5]
+    with torch.no_grad():
+        net[0].bias += 1.0  # other weights: another fingerprint, everything again
+    D.cached_embeddings(net, frame, cache, size=24)
+    assert calls == [3, 2, 5, 5]
+    with pytest.raises(ValueError, match="image_id"):
+        D.cached_embeddings(net, frame.drop(columns="image_id"), cache)
+
+
+def test_model_fingerprint_follows_the_weights():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 2)
+    b = torch.nn.Linear(4, 2)
+    b.load_state_dict(a.state_dict())
+    assert D.model_fingerprint(a) == D.model_fingerprint(b) and len(D.model_fingerprint(a)) == 16
+    with torch.no_grad():
+        b.weight[0, 0] += 1e-3
+    assert D.model_fingerprint(a) != D.model_fingerprint(b)
 
 
 def test_holdout_split_is_stratified():
@@ -376,7 +453,7 @@ def test_decode_jpeg_batch_matches_single_reads(tmp_path, image_frame):
 
 def test_real_uda1_images_through_both_roads(tmp_path):
     if not (UDA1 / "metadata.csv").is_file():
-        pytest.skip("../shared/datasets/isic-archive-uda1 absent")
+        pytest.skip("data_samples/isic-archive-uda1 absent")
     meta = pd.read_csv(UDA1 / "metadata.csv").head(4)
     frame = pd.DataFrame({"image_id": meta.isic_id, "path": [str(UDA1 / f"{i}.jpg") for i in meta.isic_id],
                           "target": (meta.benign_malignant == "malignant").astype(int)})
