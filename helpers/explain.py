@@ -22,6 +22,13 @@ Skin tone, measured from the image rather than asked from the patient:
 - :func:`ita_category` -- the six ITA skin-colour categories (very light ..
   dark) used in dermatology and in fairness audits of skin-lesion classifiers.
 
+Choosing and perturbing test images:
+
+- :func:`confusion_cases` -- true and false positives and negatives at a
+  threshold, a few of each, drawn with a seed;
+- :func:`simulate_acquisition` -- a change of camera or light simulated on an
+  image (blur, colour cast, exposure, JPEG quality).
+
 And :func:`render_model_card`, which lays out a model card (Mitchell et al.
 2019) as Markdown and refuses one with a section missing.
 """
@@ -41,6 +48,9 @@ __all__ = [
     "occlusion_map",
     "overlay",
     "heat_inside",
+    "confusion_cases",
+    "ACQUISITION_CHANGES",
+    "simulate_acquisition",
     "ita",
     "skin_ita",
     "ITA_CATEGORIES",
@@ -270,6 +280,81 @@ def heat_inside(heat: np.ndarray, mask: np.ndarray) -> float:
         m = resize(m.astype(float), h.shape, order=0, anti_aliasing=False) > 0.5
     total = h.sum()
     return float(h[m].sum() / total) if total > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------------------
+# Choosing and perturbing test images
+# ----------------------------------------------------------------------------------------
+
+def confusion_cases(y: Any, p: Any, threshold: float, n: int = 2, seed: int = 0) -> dict[str, list[int]]:
+    """Row positions of ``n`` true positives, false positives, false negatives and true negatives.
+
+    ``y``: 0/1 truth; ``p``: scores; a score ``>= threshold`` is called
+    positive (as :func:`helpers.metrics.confusion_matrix` does). Returns
+    ``{"TP": [...], "FP": [...], "FN": [...], "TN": [...]}`` with ``n``
+    positions drawn without replacement (seeded; all of them, sorted, when a
+    case has fewer than ``n``). Raises ``ValueError`` on lengths that differ or
+    a ``y`` that is not 0/1.
+
+    Introduced in chapter 11 (explainability and limits).
+    """
+    y_arr, p_arr = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if y_arr.shape != p_arr.shape or y_arr.ndim != 1:
+        raise ValueError(f"confusion_cases: y {y_arr.shape} and p {p_arr.shape} must be 1-D of one length")
+    if not np.isin(y_arr, (0, 1)).all():
+        raise ValueError("confusion_cases: y must hold only 0 and 1")
+    called = p_arr >= threshold
+    masks = {"TP": (y_arr == 1) & called, "FP": (y_arr == 0) & called,
+             "FN": (y_arr == 1) & ~called, "TN": (y_arr == 0) & ~called}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, mask in masks.items():
+        where = np.flatnonzero(mask)
+        pick = where if len(where) <= n else rng.choice(where, size=n, replace=False)
+        out[name] = sorted(int(i) for i in pick)
+    return out
+
+
+#: The acquisition changes of chapter 11 and their default strength (see :func:`simulate_acquisition`).
+ACQUISITION_CHANGES: dict[str, float] = {"blur": 3.0, "colour cast": 0.6, "exposure": 0.6, "jpeg": 10}
+
+
+def simulate_acquisition(image: torch.Tensor, kind: str, strength: float | None = None) -> torch.Tensor:
+    """One image as another camera or light might have recorded it: a ``uint8`` (3, H, W) tensor.
+
+    ``kind`` and ``strength`` (default: :data:`ACQUISITION_CHANGES`):
+
+    - ``"blur"``: Gaussian blur of standard deviation ``strength`` pixels (an
+      out-of-focus or lower-resolution camera);
+    - ``"colour cast"``: a warm light, red kept, green times ``(1 + strength) / 2``,
+      blue times ``strength`` (0.6: green 0.8, blue 0.6), a per-channel gain;
+    - ``"exposure"``: every channel times ``strength`` (0.6: darker);
+    - ``"jpeg"``: encoded and decoded again as JPEG of quality ``strength``
+      (1-100; 10 shows blocks).
+
+    Introduced in chapter 11 (explainability and limits).
+    """
+    from torchvision.io import decode_jpeg, encode_jpeg
+    from torchvision.transforms.v2 import functional as F
+
+    if not torch.is_tensor(image) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError("simulate_acquisition: image must be a uint8 tensor (3, H, W)")
+    if kind not in ACQUISITION_CHANGES:
+        raise ValueError(f"simulate_acquisition: unknown kind {kind!r}; use one of {', '.join(ACQUISITION_CHANGES)}")
+    s = float(ACQUISITION_CHANGES[kind] if strength is None else strength)
+    if kind == "blur":
+        if s <= 0:
+            raise ValueError(f"simulate_acquisition: blur needs a sigma > 0, got {s}")
+        k = 2 * int(np.ceil(3 * s)) + 1
+        return F.gaussian_blur(image, [k, k], [s, s])
+    if kind == "jpeg":
+        if not 1 <= s <= 100:
+            raise ValueError(f"simulate_acquisition: JPEG quality must be in 1..100, got {s}")
+        return decode_jpeg(encode_jpeg(image.contiguous(), quality=int(round(s))))
+    if s < 0:
+        raise ValueError(f"simulate_acquisition: {kind} needs a factor >= 0, got {s}")
+    gains = torch.tensor([1.0, (1.0 + s) / 2, s]) if kind == "colour cast" else torch.full((3,), s)
+    return (image.float() * gains.view(3, 1, 1)).round().clamp(0, 255).to(torch.uint8)
 
 
 # ----------------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Two concerns of the full-data recipe live here.
 
-**Using k fold models.** Training once per patient-grouped fold (``python -m
-helpers train --folds K --fold F``) leaves K run folders. :func:`predict_run`
+**Using k fold models.** :func:`resized_layout` copies a download folder at a
+smaller image size (the resize cache, with the label files beside the
+images), so that every command of the book reads it as it reads the original.
+Training once per patient-grouped fold (``python -m helpers train --folds K
+--fold F``) leaves K run folders. :func:`predict_run`
 scores any tidy frame with one run's best weights; :func:`out_of_fold` collects
 every fold's predictions on its own validation images, so each labelled image
 gets exactly one prediction from a model that never saw it (the out-of-fold
@@ -68,6 +71,7 @@ __all__ = [
     "estimate_throughput",
     "epoch_minutes",
     "estimate_table",
+    "resized_layout",
     "predict_run",
     "out_of_fold",
     "average_predictions",
@@ -75,7 +79,8 @@ __all__ = [
     "cpu_ddp_env",
 ]
 
-#: Training images of SIIM-ISIC 2020 (the published count, ``../shared/datasets/README.md``).
+#: Training images of SIIM-ISIC 2020 (the published count; ``ISIC_2020_Training_GroundTruth.csv``
+#: in ``data_samples/challenge-ground-truth/`` has one row per image).
 SIIM_2020_TRAIN_IMAGES = 33_126
 #: Test images of SIIM-ISIC 2020 (Kaggle ``test.csv``).
 SIIM_2020_TEST_IMAGES = 10_982
@@ -372,15 +377,60 @@ def predict_run(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 6
     return predict(model, loader, device=helpers.device(verbose=False), tta=tta)
 
 
+def resized_layout(src: os.PathLike | str, dst: os.PathLike | str, size: int,
+                   workers: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """A download folder copied at ``size`` px: every image resized, every other file copied.
+
+    Images (``.jpg``, ``.png``, ``.dcm``) go through
+    :func:`helpers.preprocess.resize_folder` (shorter side to ``size``, centre
+    crop, JPEG; a rerun only does new files); every other file (the label and
+    metadata CSVs, ``attribution.txt``, ``licenses/``) is copied to the same
+    relative path when it is missing or older than its source, so
+    :func:`helpers.datasets.load_dataset` reads ``dst`` as it reads ``src``.
+    Hidden files are left out. Returns ``resize_folder``'s report (one row per
+    image) with one row per other file added (``status`` ``copied`` or
+    ``skipped``). Raises ``ValueError`` when ``dst`` lies inside ``src``.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    import shutil
+
+    from helpers.preprocess import IMAGE_SUFFIXES, resize_folder
+
+    src_root, dst_root = Path(src), Path(dst)
+    if not src_root.is_dir():
+        raise ValueError(f"{src_root}: source folder not found")
+    if dst_root.resolve().is_relative_to(src_root.resolve()):
+        raise ValueError(f"{dst_root}: the copy may not lie inside its source {src_root}")
+    report = resize_folder(src_root, dst_root, size, workers=workers, progress=progress)
+    rows = []
+    for path in sorted(src_root.rglob("*")):
+        rel = path.relative_to(src_root)
+        if (not path.is_file() or path.suffix.lower() in IMAGE_SUFFIXES
+                or any(part.startswith(".") for part in rel.parts)):
+            continue
+        dest = dst_root / rel
+        fresh = dest.is_file() and dest.stat().st_mtime >= path.stat().st_mtime
+        if not fresh:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        rows.append({"source": path, "dest": dest, "status": "skipped" if fresh else "copied",
+                     "error": None})
+    return pd.concat([report, pd.DataFrame(rows, columns=report.columns)], ignore_index=True)
+
+
 def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.DataFrame:
     """Each fold model's predictions on its own validation images, stacked into one frame.
 
     ``runs`` are run folders trained with ``--folds K --fold F`` on the data
     ``frame`` was loaded from (a tidy frame with ``image_id``, ``path``,
-    ``target``, ``patient_id``); each run's ``split.csv`` names its validation
-    images. Returns one row per validation image: ``image_id``,
-    ``patient_id``, ``target``, ``fold``, ``prob``. Raises ``ValueError`` when
-    an image is validated by two runs or a validation image is not in ``frame``.
+    ``target``, and ``patient_id`` where the data has one); each run's
+    ``split.csv`` names its validation images. A run's predictions come from
+    its ``val_predictions.csv`` (written by ``train`` with the best epoch's
+    weights) when it has one, else from :func:`predict_run`. Returns one row
+    per validation image: ``image_id``, ``patient_id`` (missing where the data
+    has none), ``target``, ``fold``, ``prob``. Raises ``ValueError`` when an
+    image is validated by two runs or a validation image is not in ``frame``.
 
     Introduced in chapter 12 (scaling up).
     """
@@ -396,10 +446,19 @@ def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.Da
             raise ValueError(f"{run / 'split.csv'}: validation image {ids[missing].iloc[0]} "
                              "is not in the frame")
         rows = indexed.loc[ids.to_numpy()].reset_index()
+        saved = run / "val_predictions.csv"
+        if saved.is_file():
+            preds = pd.read_csv(saved, dtype={"image_id": str}).drop_duplicates("image_id")
+            prob = preds.set_index("image_id")["prediction"].reindex(rows["image_id"]).to_numpy(float)
+            if np.isnan(prob).any():           # an older file or one image short: predict again
+                prob = predict_run(run, rows)
+        else:
+            prob = predict_run(run, rows)
+        patients = rows["patient_id"].to_numpy() if "patient_id" in rows else pd.NA
         parts.append(pd.DataFrame({
-            "image_id": rows["image_id"].to_numpy(), "patient_id": rows["patient_id"].to_numpy(),
+            "image_id": rows["image_id"].to_numpy(), "patient_id": patients,
             "target": rows["target"].astype(float).to_numpy(),
-            "fold": config.get("fold"), "prob": predict_run(run, rows)}))
+            "fold": config.get("fold"), "prob": prob}))
     if not parts:
         raise ValueError("out_of_fold: no run folders given")
     oof = pd.concat(parts, ignore_index=True)

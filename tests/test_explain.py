@@ -209,3 +209,46 @@ def test_render_model_card_keeps_mitchells_order_and_refuses_gaps():
         explain.render_model_card({**card, "Ethical considerations": ""})
     with pytest.raises(ValueError, match="unknown"):
         explain.render_model_card({**card, "Price": "free"})
+
+
+# ------------------------------------------------------------------------------ test cases, acquisition
+def test_confusion_cases_follow_the_threshold_and_the_seed():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    p = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.3, 0.6, 0.5])
+    cases = explain.confusion_cases(y, p, 0.5, n=2, seed=0)
+    assert set(cases) == {"TP", "FP", "FN", "TN"}
+    assert all(y[i] == 1 and p[i] >= 0.5 for i in cases["TP"])           # 0.5 itself counts as positive
+    assert cases["FN"] == [2] and sorted(cases["FP"]) == [3, 6] and len(cases["TP"]) == 2
+    assert all(y[i] == 0 and p[i] < 0.5 for i in cases["TN"])
+    assert explain.confusion_cases(y, p, 0.5, n=2, seed=0) == cases      # seeded
+    everything = explain.confusion_cases(y, p, 0.5, n=10)
+    assert sorted(sum(everything.values(), [])) == list(range(len(y)))
+    with pytest.raises(ValueError, match="0 and 1"):
+        explain.confusion_cases([0, 2], [0.1, 0.2], 0.5)
+    with pytest.raises(ValueError, match="one length"):
+        explain.confusion_cases([0, 1], [0.1], 0.5)
+
+
+def test_simulate_acquisition_changes_what_it_says():
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.integers(40, 200, (3, 48, 48), dtype=np.uint8))
+    cast = explain.simulate_acquisition(image, "colour cast", 0.6)
+    assert torch.equal(cast[0], image[0])                                    # red kept
+    np.testing.assert_allclose(cast[2].float().mean() / image[2].float().mean(), 0.6, atol=0.01)
+    dark = explain.simulate_acquisition(image, "exposure", 0.5)
+    np.testing.assert_allclose(dark.float().mean() / image.float().mean(), 0.5, atol=0.01)
+    blurred = explain.simulate_acquisition(image, "blur", 2.0)
+    assert blurred.float().std() < 0.5 * image.float().std()                # noise smoothed away
+    assert blurred.float().mean().sub(image.float().mean()).abs() < 2        # brightness kept
+    smooth = torch.from_numpy(np.broadcast_to(np.linspace(0, 255, 48, dtype=np.uint8), (3, 48, 48)).copy())
+    assert (explain.simulate_acquisition(smooth, "jpeg", 90).int() - smooth.int()).abs().float().mean() < 3
+    low = explain.simulate_acquisition(image, "jpeg", 5)
+    assert low.shape == image.shape and low.dtype == torch.uint8 and not torch.equal(low, image)
+    for kind in explain.ACQUISITION_CHANGES:                                 # defaults work
+        assert explain.simulate_acquisition(image, kind).shape == image.shape
+    with pytest.raises(ValueError, match="unknown kind"):
+        explain.simulate_acquisition(image, "fog")
+    with pytest.raises(ValueError, match="uint8"):
+        explain.simulate_acquisition(image.float(), "blur")
+    with pytest.raises(ValueError, match="quality"):
+        explain.simulate_acquisition(image, "jpeg", 0)

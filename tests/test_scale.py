@@ -195,9 +195,47 @@ def test_out_of_fold_predicts_each_image_once(two_folds):
     # the same run's predictions through predict_run, in a different order
     fold1 = oof[oof["fold"] == 1].iloc[::-1]
     rows = frame.set_index("image_id").loc[fold1["image_id"]].reset_index()
-    np.testing.assert_allclose(scale.predict_run(two_folds[1], rows), fold1["prob"], atol=1e-6)
+    np.testing.assert_allclose(scale.predict_run(two_folds[1], rows), fold1["prob"], atol=1e-5)
     with pytest.raises(ValueError, match="validated by two runs"):
         scale.out_of_fold([two_folds[0], two_folds[0]], frame)
     with pytest.raises(ValueError, match="config.json"):
         scale.out_of_fold([two_folds[0].parent], frame)
     assert math.isfinite(float(oof["prob"].mean()))
+
+
+def test_resized_layout_resizes_images_and_copies_the_other_files(tmp_path):
+    from PIL import Image
+
+    from helpers.datasets import load_dataset
+
+    src = REPO_ROOT / "data_samples" / "isic-2016"
+    if not src.is_dir():
+        pytest.skip("data_samples/isic-2016 absent")
+    dst = tmp_path / "isic-2016-32px"
+    report = scale.resized_layout(src, dst, 32, workers=1)
+    others = [p for p in src.rglob("*") if p.is_file() and p.suffix.lower() not in (".jpg", ".png")
+              and not any(part.startswith(".") for part in p.relative_to(src).parts)]
+    assert (report["status"] == "copied").sum() == len(others) and len(others) >= 2
+    for path in others:
+        assert (dst / path.relative_to(src)).read_bytes() == path.read_bytes()
+    first = report.loc[report["status"] == "resized", "dest"].iloc[0]
+    assert Image.open(first).size == (32, 32)
+    a, b = load_dataset(src), load_dataset(dst)
+    pd.testing.assert_frame_equal(a.drop(columns="path"), b.drop(columns="path"))
+    again = scale.resized_layout(src, dst, 32, workers=1)                  # a rerun does nothing
+    assert set(again["status"]) == {"skipped"}
+    with pytest.raises(ValueError, match="inside"):
+        scale.resized_layout(src, src / "small", 32)
+
+
+def test_out_of_fold_reads_saved_predictions_and_needs_no_patient_ids(two_folds):
+    from helpers.datasets import load_dataset
+
+    frame = load_dataset(DATA)
+    with_saved = scale.out_of_fold(two_folds, frame)
+    saved = pd.read_csv(two_folds[0] / "val_predictions.csv", dtype={"image_id": str})
+    fold0 = with_saved[with_saved["fold"] == 0].set_index("image_id")["prob"]
+    np.testing.assert_allclose(fold0.loc[saved["image_id"]], saved["prediction"])
+    no_patients = scale.out_of_fold(two_folds, frame.drop(columns="patient_id"))
+    assert no_patients["patient_id"].isna().all()
+    np.testing.assert_allclose(no_patients["prob"], with_saved["prob"])
