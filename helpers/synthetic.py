@@ -416,7 +416,11 @@ SIZES = {"2020_train": 300, "2020_patients": 40, "2020_mel_patients": 32, "2020_
 
 # =========================================================================== writing the samples
 JPEG_QUALITY = 85
-FOLDERS = ("siim-isic-2020", "isic-2019", "isic-2018-task3", "isic-2017", "isic-2016", "isic-archive")
+FOLDERS = ("siim-isic-2020", "isic-2019", "isic-2018-task3", "isic-2016", "isic-archive")
+#: Real files the generator reads: the 2019 sample reuses real ISIC 2017 training ids (as the real
+#: 2019 download contains the 2017 training images) with their real 2019 rows.
+REAL_2017 = Path(__file__).resolve().parent.parent / "data_samples" / "isic-2017"
+REAL_2019 = Path(__file__).resolve().parent.parent / "data_samples" / "challenge-ground-truth"
 MARKER = ".synthetic-samples"  # written at the top of out_dir; we only ever overwrite our own folders
 HAM_DX = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AK", "bkl": "BKL", "df": "DF", "vasc": "VASC"}
 HAM_DATASETS = {"vidir_molemax": 3954, "vidir_modern": 3363, "rosendahl": 2259, "vienna_dias": 439}  # approximate
@@ -675,14 +679,12 @@ def _write_2020(root: Path, train: list[dict], test: list[dict], painter: _Paint
 
 
 def _write_2019(root: Path, ham: list[dict], i17: list[dict], bcn: list[dict], test: list[dict],
-                painter: _Painter) -> None:
+                painter: _Painter, taken: set[str]) -> None:
     rows = []
     for r in ham:
         rows.append(dict(image=r["image"], cls=r["cls"], age=r["age"], site=r["site"], lesion_id=r["lesion_id"],
                          sex="" if r["sex"] == "unknown" else r["sex"], spec=r["spec"], size=None))
-    for i, r in enumerate(i17):  # every third 2017 image was downsampled for 2019
-        rows.append(dict(r, image=r["image"] + ("_downsampled" if i % 3 == 0 else ""), lesion_id="",
-                         size=192 if i % 3 == 0 else None))
+    rows += _real_2017_rows(i17, taken)
     rows += [dict(r, size=None) for r in bcn]
     rows.sort(key=lambda r: r["image"])
     for r in rows:
@@ -698,6 +700,34 @@ def _write_2019(root: Path, ham: list[dict], i17: list[dict], bcn: list[dict], t
     tmeta = pd.DataFrame({"image": [r["image"] for r in test], "age_approx": _ages([r["age"] for r in test], False),
                           "anatom_site_general": [r["site"] for r in test], "sex": [r["sex"] for r in test]})
     _csv(root / "ISIC_2019_Test_Metadata.csv", tmeta, crlf=True)
+
+
+def _real_2017_rows(i17: list[dict], taken: set[str]) -> list[dict]:
+    """Rows of the 2019 sample for ISIC 2017 training images: real ids and real 2019 rows.
+
+    Each synthetic 2017-like row (a class and a painting seed) is matched with a real
+    ISIC 2017 training image of the same class, and takes that image's row of the real
+    ISIC 2019 ground truth and metadata (id with its ``_downsampled`` suffix where the
+    real file has one, age, site, sex); only the pixels stay synthetic (``_downsampled``
+    images are painted at 192 px, as their real copies are smaller).
+    """
+    gt = pd.read_csv(REAL_2019 / "ISIC_2019_Training_GroundTruth.csv")
+    meta = pd.read_csv(REAL_2019 / "ISIC_2019_Training_Metadata.csv", dtype=str, keep_default_na=False)
+    gt["cls"] = gt[list(CLASSES)].idxmax(axis=1)
+    gt = gt.merge(meta, on="image")
+    train17 = set(pd.read_csv(REAL_2017 / "ISIC-2017_Training_Part3_GroundTruth.csv").image_id)
+    gt = gt[gt.image.str.removesuffix("_downsampled").isin(train17 - taken)]
+    rng = np.random.default_rng(2017)
+    out = []
+    for cls in sorted({r["cls"] for r in i17}):
+        mine = [r for r in i17 if r["cls"] == cls]
+        picked = gt[gt.cls == cls].sample(len(mine), random_state=rng).sort_values("image")
+        for r, (_, real) in zip(mine, picked.iterrows()):
+            small = real.image.endswith("_downsampled")
+            out.append(dict(image=real.image, cls=cls, spec=r["spec"], size=192 if small else None,
+                            age=int(real.age_approx) if real.age_approx else None,
+                            site=real.anatom_site_general, sex=real.sex, lesion_id=real.lesion_id))
+    return out
 
 
 def _write_2018(root: Path, ham: dict[str, list[dict]], painter: _Painter) -> None:
@@ -726,20 +756,6 @@ def _write_2018(root: Path, ham: dict[str, list[dict]], painter: _Painter) -> No
                          "localization": [r["localization"] for r in by_lesion],
                          "dataset": [r["dataset"] for r in by_lesion]})
     _csv(root / "HAM10000_metadata.csv", meta, crlf=False)
-
-
-def _write_2017(root: Path, parts: dict[str, list[dict]], painter: _Painter) -> None:
-    for part, name in (("train", "Training"), ("val", "Validation"), ("test", "Test_v2")):
-        rows, folder = parts[part], root / f"ISIC-2017_{name}_Data"
-        for r in rows:
-            painter.jpeg(folder / f"{r['image']}.jpg", r["spec"])
-        meta = pd.DataFrame({"image_id": [r["image"] for r in rows],
-                             "age_approximate": ["unknown" if r["age"] is None else str(r["age"]) for r in rows],
-                             "sex": [r["sex"] or "unknown" for r in rows]})
-        _csv(folder / f"ISIC-2017_{name}_Data_metadata.csv", meta, crlf=False)
-        gt = pd.DataFrame({"image_id": [r["image"] for r in rows], "melanoma": [float(r["cls"] == "MEL") for r in rows],
-                           "seborrheic_keratosis": [float(r["cls"] == "BKL") for r in rows]})
-        _csv(root / f"ISIC-2017_{name}_Part3_GroundTruth.csv", gt, crlf=True)
 
 
 def _write_2016(root: Path, parts: dict[str, list[dict]], painter: _Painter) -> None:
@@ -807,9 +823,10 @@ def _prepare(out_dir: Path) -> None:
 def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -> None:
     """Write every official ISIC layout, with synthetic images, into ``out_dir``.
 
-    Folders: ``siim-isic-2020``, ``isic-2019``, ``isic-2018-task3``, ``isic-2017``,
-    ``isic-2016``, ``isic-archive`` (file names, headers, line endings and value
-    formats as in the official downloads; see ``data_samples/README.md``).
+    Folders: ``siim-isic-2020``, ``isic-2019``, ``isic-2018-task3``, ``isic-2016``,
+    ``isic-archive`` (the real ISIC 2017 data ships beside them, and the 2019 sample
+    reuses real 2017 ids and rows, see :func:`_real_2017_rows`); file names, headers,
+    line endings and value formats as in the official downloads (``data_samples/README.md``).
     Ids are invented, metadata follow the real frequencies in this module's
     tables, images come from :func:`make_lesion`. The same seed always gives the
     same files. ``max_images`` caps the image files per folder (the CSV files
@@ -841,8 +858,8 @@ def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -
     painter = _Painter(max_images)
     _write_2020(out_dir / "siim-isic-2020", train20, test20, painter)
     _write_2018(out_dir / "isic-2018-task3", ham, painter)
-    _write_2017(out_dir / "isic-2017", i17, painter)
-    _write_2019(out_dir / "isic-2019", ham["train"], i17["train"], bcn, test19, painter)
+    taken = {f"{prefix}{k:07d}" for prefix, k in ids.used}      # no real id may clash with these
+    _write_2019(out_dir / "isic-2019", ham["train"], i17["train"], bcn, test19, painter, taken)
     _write_2016(out_dir / "isic-2016", i16, painter)
     _write_archive(out_dir / "isic-archive", archive, painter)
 

@@ -98,9 +98,9 @@ def test_nevus_style_is_shared():
 
 # --------------------------------------------------------------------------- committed samples
 def test_committed_csv_and_txt_equal_fresh_ones(fresh):
-    committed = _files(SAMPLES, (".csv", ".txt"))
+    committed = [p for p in _files(SAMPLES, (".csv", ".txt")) if p.parts[0] in syn.FOLDERS]
     assert committed == _files(fresh, (".csv", ".txt"))
-    assert len(committed) >= 25
+    assert len(committed) >= 19
     for rel in committed:
         assert (SAMPLES / rel).read_bytes() == (fresh / rel).read_bytes(), rel
 
@@ -108,7 +108,7 @@ def test_committed_csv_and_txt_equal_fresh_ones(fresh):
 def _expected_images() -> dict[str, list[str]]:
     """Image folder -> image ids, from the committed tables."""
     s20, s19 = SAMPLES / "siim-isic-2020", SAMPLES / "isic-2019"
-    s18, s17, s16 = SAMPLES / "isic-2018-task3", SAMPLES / "isic-2017", SAMPLES / "isic-2016"
+    s18, s16 = SAMPLES / "isic-2018-task3", SAMPLES / "isic-2016"
     out = {
         "siim-isic-2020/jpeg/train": pd.read_csv(s20 / "train.csv").image_name.tolist(),
         "siim-isic-2020/jpeg/test": pd.read_csv(s20 / "test.csv").image_name.tolist(),
@@ -122,9 +122,6 @@ def _expected_images() -> dict[str, list[str]]:
             s18 / "ISIC2018_Task3_Test_GroundTruth.csv").image.tolist(),
         "isic-archive": pd.read_csv(SAMPLES / "isic-archive/metadata.csv").isic_id.tolist(),
     }
-    for name in ("Training", "Validation", "Test_v2"):
-        out[f"isic-2017/ISIC-2017_{name}_Data"] = pd.read_csv(
-            s17 / f"ISIC-2017_{name}_Part3_GroundTruth.csv").image_id.tolist()
     for name in ("Training", "Test"):
         out[f"isic-2016/ISBI2016_ISIC_Part3_{name}_Data"] = pd.read_csv(
             s16 / f"ISBI2016_ISIC_Part3_{name}_GroundTruth.csv", header=None)[0].tolist()
@@ -147,8 +144,23 @@ def test_committed_images_match_tables_and_fresh_pixels(fresh):
 
 
 def test_total_size_within_budget():
-    total = sum(p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file())
-    assert total < 30 * 2**20
+    sizes = {p: p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file()}
+    synthetic = sum(n for p, n in sizes.items() if p.relative_to(SAMPLES).parts[0] in syn.FOLDERS)
+    assert synthetic < 30 * 2**20
+    assert sum(sizes.values()) <= 60 * 10**6          # real and synthetic data together
+
+
+def test_generator_leaves_the_real_folders_alone(tmp_path):
+    """``make samples`` rewrites only its own folders: the real data beside them survives."""
+    (tmp_path / syn.MARKER).write_text("ours\n")
+    for name in ("isic-2017", "challenge-ground-truth", "isic-archive-uda1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "keep.csv").write_text("real\n")
+    syn.write_samples(tmp_path, max_images=1)
+    assert all((tmp_path / n / "keep.csv").read_text() == "real\n"
+               for n in ("isic-2017", "challenge-ground-truth", "isic-archive-uda1"))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(
+        list(syn.FOLDERS) + ["challenge-ground-truth", "isic-2017", "isic-archive-uda1"])
 
 
 # --------------------------------------------------------------------------- official layouts
@@ -235,8 +247,6 @@ def test_other_value_formats():
     assert set(ham.dx) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
     assert set(ham.dx_type) <= {"histo", "follow_up", "consensus", "confocal"} and ham.age.isna().any()
     assert ham.lesion_id.duplicated().any()  # some lesions have several images
-    meta17 = (SAMPLES / "isic-2017/ISIC-2017_Training_Data/ISIC-2017_Training_Data_metadata.csv").read_text()
-    assert ",unknown," in meta17
     t16 = (SAMPLES / "isic-2016/ISBI2016_ISIC_Part3_Training_GroundTruth.csv").read_text().splitlines()
     s16 = (SAMPLES / "isic-2016/ISBI2016_ISIC_Part3_Test_GroundTruth.csv").read_text().splitlines()
     assert all(re.fullmatch(r"ISIC_\d{7},(benign|malignant)", line) for line in t16)
@@ -247,17 +257,35 @@ def test_other_value_formats():
     assert (SAMPLES / "isic-archive/attribution.txt").read_text().startswith("Synthetic")
 
 
+def _real_2017_ids() -> set[str]:
+    return set(pd.read_csv(SAMPLES / "isic-2017/ISIC-2017_Training_Part3_GroundTruth.csv").image_id)
+
+
 def test_ids_overlap_only_where_the_real_data_do():
     ids = {folder: {i.removesuffix("_downsampled") for i in v} for folder, v in _expected_images().items()}
     in19 = ids.pop("isic-2019/ISIC_2019_Training_Input")
     assert ids["isic-2018-task3/ISIC2018_Task3_Training_Input"] <= in19
-    assert ids["isic-2017/ISIC-2017_Training_Data"] <= in19
     assert any(i.endswith("_downsampled") for i in _expected_images()["isic-2019/ISIC_2019_Training_Input"])
     others = set()
     for folder in sorted(ids):
         assert not ids[folder] & others, folder
         others |= ids[folder]
-    assert len(in19 - others) == syn.SIZES["2019_bcn"]
+    reused = in19 & _real_2017_ids()              # real ISIC 2017 training ids, as in the real 2019 data
+    assert len(reused) == syn.SIZES["2017_train"] and not reused & others
+    assert len(in19 - others - reused) == syn.SIZES["2019_bcn"]
+
+
+def test_2019_rows_of_2017_images_are_the_real_rows():
+    """The 2019 sample's rows for real 2017 ids hold the values of the real 2019 files."""
+    real = REPO_ROOT / "data_samples" / "challenge-ground-truth"
+    for name in ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"):
+        truth = pd.read_csv(real / name, dtype=str, keep_default_na=False).set_index("image")
+        sample = pd.read_csv(SAMPLES / "isic-2019" / name, dtype=str, keep_default_na=False)
+        mine = sample[sample.image.str.removesuffix("_downsampled").isin(_real_2017_ids())].set_index("image")
+        assert len(mine) == syn.SIZES["2017_train"]
+        if name.endswith("GroundTruth.csv"):   # the real copy writes 0/1, the official file 0.0/1.0
+            mine, truth = mine.astype(float), truth.astype(float)
+        pd.testing.assert_frame_equal(mine, truth.loc[mine.index], check_names=False)
 
 
 def test_2019_labels_agree_with_2018_and_2017():
@@ -270,8 +298,10 @@ def test_2019_labels_agree_with_2018_and_2017():
         assert (g19.loc[g18.index, col] == g18[col]).all(), col
     assert (g19.loc[g18.index, ["AK", "SCC"]].sum(axis=1) == g18.AKIEC).all()
     g17 = pd.read_csv(SAMPLES / "isic-2017/ISIC-2017_Training_Part3_GroundTruth.csv").set_index("image_id")
-    assert (g19.loc[g17.index, "MEL"] == g17.melanoma).all()
-    assert (g19.loc[g17.index, "BKL"] == g17.seborrheic_keratosis).all()
+    both = g19.index.intersection(g17.index)
+    assert len(both) == syn.SIZES["2017_train"]
+    assert (g19.loc[both, "MEL"] == g17.loc[both, "melanoma"]).all()
+    assert (g19.loc[both, "BKL"] == g17.loc[both, "seborrheic_keratosis"]).all()
 
 
 def test_2020_melanoma_is_the_ugly_duckling():
