@@ -68,7 +68,7 @@ GPU_AUGMENT = {"max_angle": 30.0, "scale": (0.9, 1.1)}
 PREFETCH = 2
 #: Each figure is the best of this many consecutive timed windows (robust to a busy machine).
 WINDOWS = 3
-#: The goal of the issue: end-to-end at least this fraction of the ceiling on a GPU.
+#: The goal: end-to-end at least this fraction of the ceiling on a GPU.
 GOAL = 0.90
 
 

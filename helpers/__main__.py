@@ -383,7 +383,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main:
         seconds = time.perf_counter() - started
         _save_half(model, run / "model.pt")
-        val_probs = predict(model, val_loader, progress=args.progress)
+        whole_val = DataLoader(val_set, batch_size=per_rank, **common)   # every image, one process
+        val_probs = predict(model, whole_val, progress=args.progress)
         write_atomically(run / "val_predictions.csv", lambda tmp: pd.DataFrame(
             {"image_id": val_frame["image_id"], "target": val_frame["target"].astype(int),
              "prediction": val_probs}).to_csv(tmp, index=False, lineterminator="\n"))

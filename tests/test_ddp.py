@@ -121,7 +121,10 @@ def test_cli_train_runs_under_torchrun(tmp_path):
     assert result.stdout.count("weights: random init") == 1
     assert result.stdout.count("done: 2 epochs") == 1
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "history.csv",
-                                                     "last.pt", "split.csv", "summary.json"]
+                                                     "last.pt", "model.pt", "split.csv",
+                                                     "summary.json", "val_predictions.csv"]
+    assert len(pd.read_csv(run / "val_predictions.csv")) == int(json.loads(
+        (run / "config.json").read_text())["n_val"])
     config = json.loads((run / "config.json").read_text())
     assert config["world_size"] == 2
     history = pd.read_csv(run / "history.csv")
