@@ -33,7 +33,7 @@ test: $(STAMP)  ## every test: helpers and nbval over the chapters
 lab: $(STAMP)  ## JupyterLab from the venv
 	$(BIN)/jupyter lab
 
-samples: $(STAMP)  ## regenerate data_samples/ from the synthetic generator
+samples: $(STAMP)  ## regenerate the synthetic folders of data_samples/ (the real ones stay)
 	$(BIN)/python -m helpers.synthetic data_samples/
 
 clean:
