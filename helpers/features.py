@@ -344,6 +344,9 @@ def abcd_features(
       (their names, ';'-joined), ``frac_<colour>`` for each of the six, and
       ``colour_variegation`` (mean per-channel standard deviation of RGB in [0, 1] inside the lesion);
     - ``diameter_px`` (maximum Feret diameter) and ``diameter_mm`` (NaN unless ``px_per_mm``);
+    - ``contrast``: median grey level (0-1) of the skin in a ring just outside the lesion minus
+      that of the lesion; large for a dark lesion on pale skin, near 0 (or below) for a pale,
+      pink or low-contrast lesion, or for a mask that missed the lesion; NaN without a ring;
     - ``area_px``, ``area_fraction`` (of the image), ``centroid_y``, ``centroid_x``, ``orientation`` (radians of the major axis,
       measured from the image's x axis towards +y), ``major_len``, ``minor_len`` for drawing.
 
@@ -359,6 +362,8 @@ def abcd_features(
     if not present:  # the rule's minimum is one colour: keep the most frequent
         present = [max(COLOUR_NAMES, key=fractions.__getitem__)]
     gray = color.rgb2gray(rgb)
+    ring = _skin_ring(m, max(2, int(round(0.02 * max(m.shape)))))
+    contrast = float(np.median(gray[ring]) - np.median(gray[m])) if ring.sum() >= 10 else float("nan")
     feret = float(props.feret_diameter_max)
     feats: dict[str, Any] = {
         "asymmetry_major": a_major,
@@ -374,6 +379,7 @@ def abcd_features(
         "colour_variegation": float(rgb[m].std(axis=0).mean()),
         "diameter_px": feret,
         "diameter_mm": feret / px_per_mm if px_per_mm else float("nan"),
+        "contrast": contrast,
         "area_px": int(m.sum()),
         "area_fraction": float(m.mean()),
         "centroid_y": float(centroid[0]),

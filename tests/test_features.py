@@ -198,6 +198,19 @@ def test_border_abrupt_counts_sharp_but_not_faded_edges():
     assert F.abcd_features(_to_uint8(faded), truth)["border_abrupt"] <= 2
 
 
+def test_contrast_is_large_for_a_dark_lesion_and_near_zero_for_a_faint_one():
+    truth = _disc_mask()
+    dark, faint = _canvas(), _canvas()
+    dark[truth] = BROWN
+    faint[truth] = np.array(SKIN) - 4  # almost the colour of the skin
+    c_dark = F.abcd_features(_to_uint8(dark), truth)["contrast"]
+    c_faint = F.abcd_features(_to_uint8(faint), truth)["contrast"]
+    assert c_dark > 0.2
+    assert abs(c_faint) < 0.03
+    full = np.ones(truth.shape, bool)  # no skin left around the mask: no ring, no contrast
+    assert np.isnan(F.abcd_features(_to_uint8(dark), full)["contrast"])
+
+
 def test_tds_like_uses_the_published_weights():
     feats = {"asymmetry_axes": 2, "border_abrupt": 5, "colour_count": 3}
     assert F.tds_like(feats) == pytest.approx(1.3 * 2 + 0.1 * 5 + 0.5 * 3)
