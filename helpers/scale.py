@@ -74,6 +74,7 @@ __all__ = [
     "resized_layout",
     "predict_run",
     "out_of_fold",
+    "linear_probe_folds",
     "average_predictions",
     "torchrun_command",
     "cpu_ddp_env",
@@ -467,6 +468,51 @@ def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.Da
         raise ValueError(f"out_of_fold: image {oof.loc[twice, 'image_id'].iloc[0]} is validated "
                          "by two runs; the runs are not folds of one split")
     return oof
+
+
+def linear_probe_folds(features: np.ndarray, target: Sequence[float], folds: Sequence[int],
+                       test_features: np.ndarray | None = None, C: float = 0.1
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """K-fold logistic regression on fixed features: out-of-fold and per-fold test probabilities.
+
+    The cheap stand-in for fine-tuning one network per fold: for each fold
+    ``f`` (the values of ``folds``, e.g. :func:`helpers.data.patient_folds`),
+    standardise the features of the other folds' rows, fit scikit-learn's
+    ``LogisticRegression(C=C, class_weight="balanced")`` on them, and predict
+    the melanoma probability of fold ``f``'s rows (out of fold) and of every
+    row of ``test_features``. Returns ``(oof, test)``: ``oof`` of shape (n,)
+    in the rows' order, ``test`` of shape (n_test, K), one column per fold in
+    sorted fold order (empty (0, K) without ``test_features``). Raises
+    ``ValueError`` on mismatched lengths or a fold whose training rows hold one
+    class only.
+
+    Introduced in chapter 12 (scaling up).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(features, dtype=np.float64)
+    y = np.asarray(target, dtype=float)
+    f = np.asarray(folds)
+    if X.ndim != 2 or len(X) != len(y) or len(y) != len(f):
+        raise ValueError(f"features {X.shape}, target ({len(y)},) and folds ({len(f)},) must have one row each")
+    T = np.zeros((0, X.shape[1])) if test_features is None else np.asarray(test_features, dtype=np.float64)
+    if T.ndim != 2 or T.shape[1] != X.shape[1]:
+        raise ValueError(f"test_features {T.shape} must have {X.shape[1]} columns")
+    fold_ids = np.unique(f)
+    oof = np.full(len(y), np.nan)
+    test = np.zeros((len(T), len(fold_ids)))
+    for k, fold in enumerate(fold_ids):
+        train = f != fold
+        if np.unique(y[train]).size < 2:
+            raise ValueError(f"linear_probe_folds: the rows outside fold {fold} hold one class only")
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
+        probe.fit(X[train], y[train].astype(int))
+        oof[~train] = probe.predict_proba(X[~train])[:, 1]
+        if len(T):
+            test[:, k] = probe.predict_proba(T)[:, 1]
+    return oof, test
 
 
 def average_predictions(frames: Sequence[pd.DataFrame], id_col: str = "image_name",

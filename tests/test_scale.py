@@ -239,3 +239,37 @@ def test_out_of_fold_reads_saved_predictions_and_needs_no_patient_ids(two_folds)
     no_patients = scale.out_of_fold(two_folds, frame.drop(columns="patient_id"))
     assert no_patients["patient_id"].isna().all()
     np.testing.assert_allclose(no_patients["prob"], with_saved["prob"])
+
+
+def test_linear_probe_folds_scores_out_of_fold_only():
+    rng = np.random.default_rng(0)
+    n = 120
+    y = (np.arange(n) % 3 == 0).astype(float)
+    X = rng.normal(size=(n, 5))
+    X[:, 0] += 2.5 * y                                   # one informative feature
+    folds = np.arange(n) % 4
+    T = rng.normal(size=(10, 5))
+    T[:5, 0] += 2.5
+    oof, test = scale.linear_probe_folds(X, y, folds, T)
+    assert oof.shape == (n,) and test.shape == (10, 4) and np.isfinite(oof).all()
+    assert scale_auc(y, oof) > 0.85                       # learnt the signal, out of fold
+    assert test[:5].mean() > test[5:].mean()
+    # out of fold: fold 0's model never sees fold 0's rows, so changing them leaves it unchanged
+    X2 = X.copy()
+    X2[folds == 0, 0] = 0.0
+    _, test2 = scale.linear_probe_folds(X2, y, folds, T)
+    np.testing.assert_allclose(test2[:, 0], test[:, 0])
+    assert not np.allclose(test2[:, 1], test[:, 1])        # the other folds' models did see them
+    none, empty = scale.linear_probe_folds(X, y, folds)
+    np.testing.assert_allclose(none, oof)
+    assert empty.shape == (0, 4)
+    with pytest.raises(ValueError, match="one row each"):
+        scale.linear_probe_folds(X, y[:-1], folds)
+    with pytest.raises(ValueError, match="one class"):
+        scale.linear_probe_folds(X, np.where(folds == 0, 1.0, 0.0), np.where(folds == 0, 0, 1))
+
+
+def scale_auc(y, p):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(y, p)
