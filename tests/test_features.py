@@ -17,7 +17,7 @@ from helpers import features as F  # noqa: E402
 
 SKIN = (205, 165, 145)
 BROWN = (120, 70, 45)
-REAL_DIR = helpers.REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
+ISIC2017_DIR = helpers.REPO_ROOT / "data_samples" / "isic-2017"
 
 
 def _canvas(size: int = 160, vignette: bool = False, seed: int = 0) -> np.ndarray:
@@ -291,21 +291,50 @@ def test_melanoma_like_lesions_score_higher_than_nevus_like(synthetic_features):
     assert tds[frame.label == "MEL"].mean() > tds[frame.label == "NV"].mean() + 0.5
 
 
-# --- real images (../shared/datasets/isic-archive-uda1) ----------------------------------------
+# --- real images (data_samples/isic-2017: ISIC 2017, CC-0, shipped with the book) -----------
 
 
-def test_real_melanomas_are_more_asymmetric_than_nevi():
-    if not (REAL_DIR / "metadata.csv").is_file():
-        pytest.skip("../shared/datasets/isic-archive-uda1 absent")
-    meta = pd.read_csv(REAL_DIR / "metadata.csv")
-    meta = meta[meta.benign_malignant.isin(["benign", "malignant"])]
-    sample = meta.iloc[::3]  # 104 of 311 images (35 melanomas) keeps the test fast
-    frame = F.features_frame([REAL_DIR / f"{i}.jpg" for i in sample.isic_id], max_side=256,
+@pytest.fixture(scope="module")
+def real_2017_features():
+    from helpers.datasets import load_dataset
+
+    frame = load_dataset(ISIC2017_DIR)
+    train = frame[frame["split"] == "train"]
+    sample = pd.concat([train[train["label"] == label].sample(50, random_state=0)
+                        for label in ("MEL", "NV")])  # 100 of 2,000 images keeps the test fast
+    feats = F.features_frame(list(sample["path"]), ids=list(sample["image_id"]), max_side=256,
                              errors="nan")
-    is_mel = (sample.benign_malignant == "malignant").to_numpy()
-    for col in ("asymmetry", "compactness"):
-        values = frame[col].to_numpy()
-        assert np.nanmean(values[is_mel]) > np.nanmean(values[~is_mel]), col
+    return feats, sample["target"].to_numpy() == 1
+
+
+def test_real_images_segment_into_plausible_masks(real_2017_features):
+    feats, _ = real_2017_features
+    assert (feats["error"] == "").all()
+    assert 0.05 < feats["area_fraction"].median() < 0.5  # a lesion, not a speck nor the whole field
+    assert (feats["contrast"].dropna() > 0).mean() > 0.9  # masks are darker than the skin around
+
+
+def test_real_melanomas_are_more_irregular_than_nevi(real_2017_features):
     from sklearn.metrics import roc_auc_score
 
-    assert roc_auc_score(is_mel, frame["compactness"].fillna(frame["compactness"].median())) > 0.6
+    feats, is_mel = real_2017_features
+    assert feats.loc[is_mel, "compactness"].mean() > feats.loc[~is_mel, "compactness"].mean()
+    assert roc_auc_score(is_mel, feats["compactness"]) > 0.55
+    # solidity points the other way: ragged melanomas fill less of their convex hull
+    assert roc_auc_score(is_mel, feats["solidity"]) < 0.45
+
+
+def test_features_frame_in_two_processes_equals_one_process(tmp_path):
+    paths = []
+    for k, r in enumerate((25, 35, 45)):
+        img = _canvas(seed=k)
+        img[_disc_mask(r=r)] = BROWN
+        paths.append(tmp_path / f"ISIC_000000{k}.png")
+        Image.fromarray(_to_uint8(img)).save(paths[-1])
+    flat = np.full((64, 64, 3), 180, np.uint8)
+    one = F.features_frame(paths + [flat], errors="nan")
+    two = F.features_frame(paths + [flat], errors="nan", n_jobs=2)
+    pd.testing.assert_frame_equal(one, two)
+    assert one["area_px"].iloc[:3].is_monotonic_increasing  # rows stay in input order
+    with pytest.raises(ValueError, match="n_jobs"):
+        F.features_frame(paths, n_jobs=0)
