@@ -87,8 +87,8 @@ SIIM_2020_TRAIN_IMAGES = 33_126
 SIIM_2020_TEST_IMAGES = 10_982
 
 #: Training-step images/s on one H100 (AdamW, bf16 autocast, channels_last, batch 256),
-#: (model, image size) -> rate, as quoted in ``benchmarks/RESULTS.md`` from the project's
-#: issue. NOT measured by this project. EfficientNet-B0 at 224 px is given there as
+#: (model, image size) -> rate, as quoted in ``benchmarks/RESULTS.md``. NOT measured by
+#: this project (not measured on a GPU yet). EfficientNet-B0 at 224 px is given there as
 #: 4,300-4,500; the lower end is used.
 REFERENCE_THROUGHPUT: dict[tuple[str, int], float] = {
     ("resnet18", 224): 11_900.0,
