@@ -307,8 +307,9 @@ def another_photo(img: np.ndarray, seed: int) -> np.ndarray:
 # =========================================================================== metadata tables
 # The frequencies below are REAL. They were counted once, with a throwaway pandas
 # script (value_counts / crosstab of the columns named in each comment), from the
-# official files in ../shared/datasets/challenge-ground-truth/; the class totals
-# come from the published counts. Regenerating data_samples/ does not need those files.
+# official files now shipped in data_samples/challenge-ground-truth/; the class totals
+# come from the published counts. Regenerating data_samples/ reads only the 2017 and 2019
+# files there (see _real_2017_rows).
 
 # --- ISIC_2020_Training_GroundTruth.csv (33,126 images, 2,056 patients, 584 melanomas)
 SITES_2020 = ("head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital", "")
