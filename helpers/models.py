@@ -291,9 +291,9 @@ def freeze_early_blocks(model: LesionClassifier, n_blocks: int) -> int:
     """Freeze the stem and the first ``n_blocks`` MBConv blocks of an EfficientNet-Lite0 backbone.
 
     Early layers compute generic edges and colours that ImageNet already
-    taught well, and they work at the highest resolution: on a CPU their
-    backward pass is most of a step's cost (about 3 times faster training at
-    224 px with 3 blocks frozen). Returns the number of frozen parameters.
+    taught well, and they work at the highest resolution, so their backward
+    pass is a large share of a step's cost on a CPU (chapter 8 measures the
+    speed-up). Returns the number of frozen parameters.
     Other architectures raise ``ValueError`` unless ``n_blocks`` is 0.
 
     Introduced in chapter 8 (training a CNN).
