@@ -117,3 +117,22 @@ def test_same_padding_keeps_odd_sizes_working():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 45, 37))
     assert out.shape == (1, 1) and np.isfinite(out.numpy()).all()
+
+
+def test_freeze_early_blocks_freezes_the_stem_and_first_blocks_only():
+    from helpers.models import freeze_early_blocks
+
+    model = build_model("efficientnet_lite0", 1, pretrained=False, verbose=False)
+    total = count_parameters(model)
+    frozen = freeze_early_blocks(model, 3)
+    net = model.backbone
+    assert frozen > 0 and count_parameters(model) == total - frozen
+    assert not any(p.requires_grad for p in net._conv_stem.parameters())
+    assert not any(p.requires_grad for b in net._blocks[:3] for p in b.parameters())
+    assert all(p.requires_grad for b in net._blocks[3:] for p in b.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert freeze_early_blocks(build_model("resnet18", 1, pretrained=False, verbose=False), 0) == 0
+    with pytest.raises(ValueError, match="efficientnet_lite0 only"):
+        freeze_early_blocks(build_model("resnet18", 1, pretrained=False, verbose=False), 2)
+    with pytest.raises(ValueError, match="n_blocks must be in"):
+        freeze_early_blocks(model, 99)
