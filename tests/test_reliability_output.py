@@ -169,7 +169,7 @@ def test_a_disk_filling_up_during_training_leaves_only_complete_files(tmp_path, 
     # predict: a full disk leaves no half submission, and an older one stays whole
     out = tmp_path / "out"
     preds = out / "preds.csv"
-    predict = ["predict", "--run", str(run), "--data-dir", str(SIIM), "--out", str(preds)]
+    predict = ["predict", "--run", str(run), "--data-dir", str(SIIM), "--out", str(preds), "--no-progress"]
     for existing in (False, True):
         if existing:
             assert main(predict) == 0
