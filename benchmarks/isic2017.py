@@ -15,8 +15,10 @@ epoch with the best melanoma AUC on the 150 validation images), then:
     .venv/bin/python benchmarks/isic2017.py                   # train afresh, compare with runs/isic2017
     .venv/bin/python benchmarks/isic2017.py --run runs/isic2017 --write-run   # evaluate a kept run
 
-``--write-run`` stores the predictions and ``metrics.json`` in the run folder (the book's
-committed run was evaluated this way); ``tests/test_book_run.py`` recomputes every
+``--write-run`` stores the predictions, ``metrics.json`` and ``embeddings.npz`` (the network's
+1,280 penultimate features of every 2017 image, in half precision, which chapters 9 and 10
+read instead of recomputing them) in the run folder (the book's committed run was evaluated
+this way); ``tests/test_book_run.py`` recomputes every
 number of ``metrics.json`` from those predictions. The result goes to
 ``benchmarks/isic2017.json`` and between the markers of ``benchmarks/RESULTS.md``.
 """
@@ -109,6 +111,24 @@ def evaluate(run: Path, out: Path) -> dict:
             "test_predict_seconds": round(seconds, 1)}
 
 
+def write_embeddings(run: Path) -> None:
+    """The run's penultimate features of every 2017 image, half precision, in ``run/embeddings.npz``
+    (the layout of :func:`helpers.data.cached_embeddings`, which then reads them)."""
+    from helpers.data import cached_embeddings, model_fingerprint
+    from helpers.datasets import load_dataset
+    from helpers.train import load_run
+
+    model, config, _, _ = load_run(run)
+    frame = load_dataset(DATA)
+    size = int(config["image_size"])
+    with tempfile.TemporaryDirectory() as tmp:
+        features = cached_embeddings(model, frame, Path(tmp) / "features.npz", size=size)
+    order = np.argsort(frame["image_id"].to_numpy())
+    np.savez_compressed(run / "embeddings.npz", image_id=frame["image_id"].to_numpy()[order].astype(str),
+                        features=features[order].astype(np.float16), size=np.array(size),
+                        fingerprint=np.array(model_fingerprint(model)))
+
+
 def machine() -> dict:
     import torch
 
@@ -170,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         result["config"].pop("data_dir", None)
         result["anchor_auc"] = frozen_anchor() if args.anchor else None
         if args.write_run:
+            write_embeddings(run)
             (run / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         if args.run is None and (KEPT_RUN / "metrics.json").is_file():
             kept = json.loads((KEPT_RUN / "metrics.json").read_text(encoding="utf-8"))

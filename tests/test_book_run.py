@@ -43,7 +43,7 @@ def test_the_run_is_small_and_complete():
     files = {p.name: p.stat().st_size for p in RUN.iterdir()}
     for name in ("config.json", "summary.json", "history.csv", "split.csv", "model.pt", "metrics.json",
                  "val_predictions.csv", "val_predictions_tta1.csv", "val_predictions_tta8.csv",
-                 "test_predictions.csv", "uda1_predictions.csv"):
+                 "test_predictions.csv", "uda1_predictions.csv", "embeddings.npz"):
         assert name in files, name
     assert "best.pt" not in files and "last.pt" not in files
     assert sum(files.values()) <= 15 * 10**6
@@ -108,3 +108,22 @@ def test_half_precision_weights_reproduce_the_validation_predictions():
     torch.set_num_threads(1)
     p = predict(model, loader, device="cpu")
     assert np.abs(p - val["prediction"].to_numpy()).max() < 0.02
+
+
+def test_kept_features_are_the_networks_features():
+    """embeddings.npz holds the run's penultimate features (half precision) of every 2017 image;
+    a few of them recomputed from model.pt agree up to that rounding."""
+    from helpers.context import image_embeddings
+    from helpers.data import model_fingerprint
+    from helpers.train import load_run
+
+    kept = np.load(RUN / "embeddings.npz")
+    frame = load_dataset(DATA).set_index("image_id")
+    assert sorted(kept["image_id"]) == sorted(frame.index) and kept["features"].shape == (2750, 1280)
+    model, config, _, _ = load_run(RUN)
+    assert str(kept["fingerprint"]) == model_fingerprint(model) and int(kept["size"]) == config["image_size"]
+    ids = kept["image_id"][::700]
+    torch.set_num_threads(1)
+    fresh = image_embeddings(model, frame.loc[ids, "path"].tolist(), size=int(config["image_size"]), progress=False)
+    rows = np.flatnonzero(np.isin(kept["image_id"], ids))
+    assert np.abs(fresh - kept["features"][rows].astype(np.float32)).max() < 0.02
