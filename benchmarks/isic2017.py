@@ -7,8 +7,8 @@ epoch with the best melanoma AUC on the 150 validation images), then:
 1. chooses test-time augmentation on the VALIDATION split (``--tta 1`` against ``8``);
 2. scores the official 600-image test set once: melanoma ROC AUC with a 95 % bootstrap
    interval (2,000 resamples of images) and average precision;
-3. scores the 61 real UDA-1 images of ``data_samples/isic-archive-uda1`` (other cameras,
-   none in the 2017 training set) the same way, as a check of generalisation;
+3. scores the 61 real UDA-1 images of ``data_samples/isic-archive-uda1`` (another ISIC
+   Archive collection, none in the 2017 training set) the same way, as a check of generalisation;
 4. measures, in the same run, the anchor: a logistic regression on frozen ImageNet
    EfficientNet-Lite0 features (training + validation images -> test).
 
