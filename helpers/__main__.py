@@ -228,13 +228,12 @@ def _write_json(obj: Any, path: Path) -> None:
 def _choose_split(labelled, args, main: bool):
     """Return (train frame, val frame, description of the split).
 
-    A layout's ``test`` split never reaches training or validation; a layout
-    with a ``train`` split trains on it alone (folds and hold-outs are cut from
-    it), and validates on its own ``val`` split when it has one.
+    ``labelled`` holds no test images (``cmd_train`` removes them); a layout
+    with a ``train`` split trains on it alone (folds are cut from it), and
+    validates on its own ``val`` split when it has one.
     """
     from helpers import data
 
-    labelled = labelled[labelled["split"] != "test"]          # never trained on
     official = (labelled["split"] == "train").any() and (labelled["split"] == "val").any()
     if args.folds is not None:
         if not 0 <= args.fold < args.folds:
