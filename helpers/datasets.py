@@ -11,7 +11,7 @@ Three layers, each usable on its own:
    tidy schema below.
 2. ``load_<layout>(root)`` reads one official download folder (the layouts of
    ``data_samples/``: ``siim-isic-2020``, ``isic-2019``, ``isic-2018-task3``,
-   ``isic-2017``, ``isic-2016``, ``isic-archive``, plus ``ham10000``), every
+   ``isic-2017``, ``isic-2016``, ``isic-archive``, ``isic-2024``, plus ``ham10000``), every
    split present, and attaches image paths. :func:`load_dataset` recognises
    the layout; :func:`load_all` loads every layout in a folder of layouts.
 3. :func:`combine` merges sources, keeps one row per image and flags the
@@ -26,7 +26,7 @@ image_id               string     ISIC id; a 2019 ``_downsampled`` suffix remove
 source_id              string     the id exactly as the source file wrote it
 dataset                string     one of :data:`DATASETS`
 split                  string     ``train`` / ``val`` / ``test``
-patient_id             string     ``IP_...`` (2020, archive) or <NA>
+patient_id             string     ``IP_...`` (2020, 2024, archive) or <NA>
 lesion_id              string     ``IL_``/``HAM_``/``BCN_``... or <NA>
 sex                    string     ``male`` / ``female`` / <NA>
 age_approx             float64    years (5-year bins), NaN when unknown
@@ -35,8 +35,11 @@ anatom_site_original   string     the site as the source wrote it
 diagnosis              string     harmonised lower-case diagnosis name or <NA>
 label                  string     ISIC 2019 code (:data:`LABELS`) or <NA>
 target                 Int8       1 melanoma, 0 not melanoma, <NA> unknown
+                                  (isic2024: the challenge's 1 = malignant)
 path                   string     image file, <NA> when not found
 =====================  =========  ==============================================
+
+ISIC 2024 rows keep their measurements after these columns (:data:`ISIC2024_FEATURES`).
 
 Choices made here (and why)
 ---------------------------
@@ -100,6 +103,9 @@ __all__ = [
     "LEGACY_LABELS",
     "HIERARCHY_LABELS",
     "VOCABULARIES",
+    "TBP_COLUMNS",
+    "ISIC2024_FEATURES",
+    "HEADER_ALIASES",
     "LabelFormat",
     "MissingImagesWarning",
     "detect_format",
@@ -114,6 +120,7 @@ __all__ = [
     "load_isic_2017",
     "load_isic_2016",
     "load_isic_archive",
+    "load_isic_2024",
     "load_ham10000",
     "combine",
     "read_dermamnist",
@@ -133,7 +140,7 @@ TIDY_COLUMNS: tuple[str, ...] = (
 #: Values of the tidy ``dataset`` column.
 DATASETS: tuple[str, ...] = (
     "isic2016", "isic2017", "isic2018", "ham10000", "isic2019",
-    "siim-isic-2020", "isic-archive",
+    "siim-isic-2020", "isic-archive", "isic2024",
 )
 
 #: ISIC 2019 class codes, in the order of the 2019 ground-truth columns.
@@ -302,6 +309,10 @@ _T2020 = {"diagnosis": "vocab:legacy_dx_2020", "benign_malignant": "vocab:benign
           "target": "onehot"}
 _C2020 = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge")
 _ARCHIVE_LEGACY = ("benign_malignant", "diagnosis")
+#: Every ``isic image download`` / ``isic metadata download`` file starts with these
+#: (isic-cli ``_extract_metadata``); a CSV with an ``isic_id`` column but without them is
+#: some other file (a prediction, a supplement) and is refused, not read as archive metadata.
+_ARCHIVE_BASE = ("isic_id", "attribution", "copyright_license")
 #: Archive fields typed from isic-metadata's FIELD_REGISTRY (boolean / float /
 #: keyword), then the vocabularies checked here.
 _ARCHIVE_KINDS = {
@@ -312,6 +323,32 @@ _ARCHIVE_KINDS = {
     "diagnosis": "vocab:legacy_dx", "diagnosis_1": "vocab:diagnosis_1",
     "melanocytic": "bool", "pixels_x": "int", "pixels_y": "int",
 }
+
+#: ISIC 2024 (SLICE-3D, Kaggle ``isic-2024-challenge``) columns, in the files' order:
+#: the 3D total-body-photography measurements of each lesion crop ...
+TBP_COLUMNS: tuple[str, ...] = (
+    "clin_size_long_diam_mm", "image_type", "tbp_tile_type",
+    *(f"tbp_lv_{c}" for c in (
+        "A", "Aext", "B", "Bext", "C", "Cext", "H", "Hext", "L", "Lext", "areaMM2",
+        "area_perim_ratio", "color_std_mean", "deltaA", "deltaB", "deltaL", "deltaLB",
+        "deltaLBnorm", "eccentricity", "location", "location_simple", "minorAxisMM",
+        "nevi_confidence", "norm_border", "norm_color", "perimeterMM", "radial_color_std_max",
+        "stdL", "stdLExt", "symm_2axis", "symm_2axis_angle", "x", "y", "z")))
+#: ... test-metadata.csv; train-metadata.csv adds ``target`` and :data:`_TRAIN_ONLY_2024`.
+_C2024 = ("isic_id", "patient_id", "age_approx", "sex", "anatom_site_general", *TBP_COLUMNS,
+          "attribution", "copyright_license")
+_TRAIN_ONLY_2024 = ("lesion_id", "iddx_full", *(f"iddx_{i}" for i in range(1, 6)),
+                    "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence")
+_K2024 = {"isic_id": _ID, "target": "onehot", "patient_id": "str", "age_approx": "float",
+          "sex": "sex", "anatom_site_general": "vocab:site_general", "iddx_1": "vocab:diagnosis_1",
+          **{c: "float" for c in (*TBP_COLUMNS, *_TRAIN_ONLY_2024)
+             if c.startswith(("tbp_lv_", "clin_", "mel_thick")) and "location" not in c}}
+#: Columns of an ISIC 2024 file that the tidy frame keeps after :data:`TIDY_COLUMNS`.
+ISIC2024_FEATURES: list[str] = [c for c in (*TBP_COLUMNS, *_TRAIN_ONLY_2024)
+                                if c.startswith(("tbp_", "clin_"))]
+
+#: Header words some public copies use for an official column (read as the official name).
+HEADER_ALIASES: dict[str, str] = {"gender": "sex"}  # a common copy of ISIC_2019_Training_Metadata.csv
 
 #: Every format read_labels knows. Header-less formats are told apart by
 #: ``detect`` on their first data row; headered ones by their column set
@@ -380,17 +417,29 @@ FORMATS: tuple[LabelFormat, ...] = (
     LabelFormat("siim2020_duplicates", "siim-isic-2020", ("image_name_1", "image_name_2"),
                 {"image_name_1": "str", "image_name_2": "str"},
                 note="ISIC_2020_Training_Duplicates.csv: pairs of the same lesion image"),
-    LabelFormat("isic_archive_legacy", "isic-archive", ("isic_id",), _ARCHIVE_KINDS,
+    LabelFormat("isic2024_train", "isic2024", ("isic_id", "target", *_C2024[1:], *_TRAIN_ONLY_2024),
+                _K2024, note="ISIC 2024 (Kaggle) train-metadata.csv: target = malignant"),
+    LabelFormat("isic2024_test", "isic2024", _C2024, _K2024, split="test",
+                note="ISIC 2024 (Kaggle) test-metadata.csv"),
+    LabelFormat("isic2024_submission", "isic2024", ("isic_id", "target"),
+                {"isic_id": _ID, "target": "float"}, split="test",
+                note="ISIC 2024 sample_submission.csv: predictions, not labels"),
+    LabelFormat("isic_archive_legacy", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS,
                 open_ended=True,
                 note="isic image download metadata.csv, legacy benign_malignant/diagnosis",
-                detect=lambda cols: "diagnosis_1" not in cols
+                detect=lambda cols: _archive(cols) and "diagnosis_1" not in cols
                 and any(c in cols for c in _ARCHIVE_LEGACY)),
-    LabelFormat("isic_archive", "isic-archive", ("isic_id",), _ARCHIVE_KINDS, open_ended=True,
+    LabelFormat("isic_archive", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS, open_ended=True,
                 note="isic image download metadata.csv, today's diagnosis_1..diagnosis_5",
-                detect=lambda cols: "diagnosis_1" in cols
-                or not any(c in cols for c in _ARCHIVE_LEGACY)),
+                detect=lambda cols: _archive(cols) and ("diagnosis_1" in cols
+                or not any(c in cols for c in _ARCHIVE_LEGACY))),
 )
 _FORMATS_BY_NAME = {f.name: f for f in FORMATS}
+
+
+def _archive(columns: list[str]) -> bool:
+    """An archive file holds no ISIC 2024 measurement (an incomplete 2024 file is refused)."""
+    return not any(c.startswith("tbp_lv_") for c in columns)
 
 
 # --------------------------------------------------------------------------
@@ -411,6 +460,11 @@ def _read_text(path: Path) -> str:
 
 def _split_row(line: str) -> list[str]:
     return next(csv.reader([line]), [])
+
+
+def _header(cells: Iterable[str]) -> list[str]:
+    """Column names as the registry spells them (stripped, :data:`HEADER_ALIASES` applied)."""
+    return [HEADER_ALIASES.get(str(c).strip(), str(c).strip()) for c in cells]
 
 
 def _formats_list() -> str:
@@ -442,9 +496,10 @@ def _near_miss(columns: list[str]) -> tuple[LabelFormat, str] | None:
         required = [c for c in fmt.columns if c not in fmt.optional]
         allowed = set(fmt.columns) | set(fmt.optional)
         present = [c for c in required if c in cols]
+        rank = (len(required) - len(present), -len(present))  # fewest missing, then most present
         if (cols <= allowed and fmt.id_column in cols and len(present) >= max(2, len(required) / 2)
-                and (best is None or len(present) > best[0])):
-            best = (len(present), fmt, next(c for c in required if c not in cols))
+                and (best is None or rank < best[0])):
+            best = (rank, fmt, next(c for c in required if c not in cols))
     return None if best is None else (best[1], best[2])
 
 
@@ -466,7 +521,7 @@ def _detect(path: Path, text: str) -> LabelFormat:
     first = next((line for line in text.split("\n") if line.strip()), None)
     if first is None:
         raise ValueError(f"{path}: empty file; known formats: {_formats_list()}")
-    row = [c.strip() for c in _split_row(first)]
+    row = _header(_split_row(first))
     if row and re.fullmatch(r"ISIC_\d+\w*", row[0]):  # header-less: a data row comes first
         for fmt in FORMATS:
             if not fmt.header and fmt.detect is not None and fmt.detect(row):
@@ -616,7 +671,7 @@ def read_labels(path: os.PathLike | str, *, tidy: bool = False,
                               names=None if fmt.header else list(fmt.columns))
     except (pd.errors.ParserError, ValueError) as exc:
         raise ValueError(f"{path}: {str(exc).strip()}") from exc
-    strings.columns = [str(c).strip() for c in strings.columns]
+    strings.columns = _header(strings.columns)
     nonblank = np.array([i + 1 for i, line in enumerate(text.split("\n")) if line != ""])
     offset = 1 if fmt.header else 0
     lines = nonblank[offset:]
@@ -684,8 +739,8 @@ def _legacy_target(diagnosis: pd.Series, benign_malignant: pd.Series | None) -> 
     return target.astype("Int8")
 
 
-def _hierarchy_columns(frame: pd.DataFrame) -> pd.Series:
-    levels = [frame[c] for c in (f"diagnosis_{i}" for i in range(1, 6)) if c in frame]
+def _hierarchy_columns(frame: pd.DataFrame, prefix: str = "diagnosis_") -> pd.Series:
+    levels = [frame[c] for c in (f"{prefix}{i}" for i in range(1, 6)) if c in frame]
     if not levels:
         return pd.Series(pd.NA, index=frame.index, dtype="string")
     path = levels[0].astype("string")
@@ -714,7 +769,7 @@ def _hierarchy_target(path: str) -> object:
     return 0
 
 
-def _tidy_archive(frame: pd.DataFrame, legacy: bool) -> dict[str, object]:
+def _tidy_archive(frame: pd.DataFrame, legacy: bool, prefix: str = "diagnosis_") -> dict[str, object]:
     n = len(frame)
     parts: dict[str, object] = {"source_id": frame["isic_id"]}
     for column in ("patient_id", "lesion_id", "sex"):
@@ -737,7 +792,7 @@ def _tidy_archive(frame: pd.DataFrame, legacy: bool) -> dict[str, object]:
         parts["label"] = diagnosis.map(LEGACY_LABELS)
         parts["target"] = _legacy_target(diagnosis, bm)
     else:
-        path = _hierarchy_columns(frame)
+        path = _hierarchy_columns(frame, prefix)
         deepest = path.str.rsplit(":", n=1).str[-1]
         parts["diagnosis"] = deepest.str.lower()
         parts["label"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_label(p))
@@ -826,7 +881,18 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
         parts.update(source_id=frame["image_name"])  # its target is a prediction: dropped
     elif fmt.name in ("isic_archive", "isic_archive_legacy"):
         parts.update(_tidy_archive(frame, legacy=fmt.name == "isic_archive_legacy"))
-    return _finish({k: v for k, v in parts.items() if v is not None}, n)
+    elif fmt.name in ("isic2024_train", "isic2024_test"):  # iddx_1..5: the archive's hierarchy
+        parts.update(_tidy_archive(frame, legacy=False, prefix="iddx_"))
+        parts["target"] = frame.get("target", pd.Series(pd.NA, index=frame.index, dtype="Int8"))
+    elif fmt.name == "isic2024_submission":
+        parts.update(source_id=frame["isic_id"])  # its target is a prediction: dropped
+    out = _finish({k: v for k, v in parts.items() if v is not None}, n)
+    for column in ISIC2024_FEATURES if fmt.name.startswith("isic2024_") else ():
+        if column in frame:  # measurements as float64 (NaN), words as strings
+            values = frame[column]
+            out[column] = (values.to_numpy("float64", na_value=np.nan)
+                           if values.dtype == "Float64" else values)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -928,7 +994,8 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     if not frames:
         return _finish({}, 0)
-    return pd.concat(frames, ignore_index=True)[list(TIDY_COLUMNS)]
+    out = pd.concat(frames, ignore_index=True)  # tidy columns first, then kept ones (2024)
+    return out[[*TIDY_COLUMNS, *(c for c in out.columns if c not in TIDY_COLUMNS)]]
 
 
 def _no_labels(root: Path, layout: str) -> typing.NoReturn:
@@ -1122,6 +1189,37 @@ def load_ham10000(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame
     return _attach_paths(frame, index, root=root, layout="ham10000", strict=strict)
 
 
+def load_isic_2024(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load an ISIC 2024 (SLICE-3D, Kaggle ``isic-2024-challenge``) folder.
+
+    Rows: ``train-metadata.csv`` (split ``train``) and ``test-metadata.csv`` (else
+    ``sample_submission.csv``; split ``test``), in the tidy schema followed by
+    :data:`ISIC2024_FEATURES` (``clin_size_long_diam_mm``, ``tbp_tile_type`` and every
+    ``tbp_lv_*`` measurement, as float64 or strings). ``target`` is the challenge's:
+    1 = malignant (melanoma, basal or squamous cell carcinoma...), 0 = benign; ``label``
+    says which (from ``iddx_1``...``iddx_5``; <NA> for the untested "Benign" lesions).
+    Paths point at ``train-image/image/<isic_id>.jpg`` when that folder is there, else
+    at the image inside ``train-image.hdf5`` / ``test-image.hdf5``, written
+    ``<root>/train-image.hdf5/<isic_id>``: :func:`helpers.io.read_image` reads such a
+    path from the HDF5 file (a bad or missing key: ``ValueError`` naming file and key).
+
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    """
+    from helpers.io import _hdf5_keys
+
+    root = Path(root)
+    files = (_find(root, "train-metadata.csv"),
+             _find(root, "test-metadata.csv") or _find(root, "sample_submission.csv"))
+    frames = [read_labels(f, tidy=True) for f in files if f is not None]
+    if not frames:
+        _no_labels(root, "isic-2024")
+    index: dict[str, Path] = {}
+    for store in (_find(root, "test-image.hdf5"), _find(root, "train-image.hdf5")):
+        index.update({key: store / key for key in _hdf5_keys(store)} if store else {})
+    index.update(_index_images(root / "train-image", (".jpg", ".jpeg")))
+    return _attach_paths(_concat(frames), index, root=root, layout="isic-2024", strict=strict)
+
+
 def _has(root: Path, pattern: str) -> bool:
     return any(root.glob(pattern))
 
@@ -1155,6 +1253,8 @@ LAYOUTS: dict[str, tuple[Callable[[Path], bool], Callable[..., pd.DataFrame]]] =
     "isic-2017": (lambda r: _has(r, "ISIC-2017_*"), load_isic_2017),
     "isic-2016": (lambda r: _has(r, "ISBI2016_ISIC_Part3_*"), load_isic_2016),
     "isic-archive": (_is_archive, load_isic_archive),
+    "isic-2024": (lambda r: any(_has(r, n) for n in ("t*-metadata.csv", "t*-image.hdf5")),
+                  load_isic_2024),
 }
 
 
@@ -1224,6 +1324,7 @@ def load_all(root: os.PathLike | str, strict: bool = False) -> dict[str, pd.Data
 #: legacy diagnoses, the three of 2017 and the two of 2016.
 PREFERENCE: tuple[str, ...] = (
     "isic-archive", "isic2019", "isic2018", "ham10000", "siim-isic-2020", "isic2017", "isic2016",
+    "isic2024",
 )
 _FILLED = ("patient_id", "lesion_id", "sex", "age_approx", "anatom_site", "anatom_site_original")
 

@@ -38,6 +38,8 @@ __all__ = [
     "TFREC_SITES",
     "TFREC_DIAGNOSES",
     "read_image",
+    "HDF5_SUFFIXES",
+    "read_hdf5_image",
     "write_dicom",
     "read_dicom",
     "dicom_summary",
@@ -138,6 +140,34 @@ def _image_header(source: Path | bytes | np.ndarray, where: object) -> tuple[str
         return None, False
 
 
+def _decode_rgb(source: Path | bytes, where: object, draft: int | None = None) -> Image.Image:
+    """Check and decode an image file or encoded bytes as an RGB PIL image.
+
+    The one decoding road of this module (files, HDF5 members, TFRecord images): a
+    decompression bomb, bytes Pillow cannot identify, or corrupt / truncated data raise
+    ``ValueError`` naming ``where``.
+    """
+    if len(source if isinstance(source, bytes) else b"-") == 0:
+        raise ValueError(f"{where}: empty image (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # We own the file object, so closing it leaves the loaded image usable (no copy).
+            with open(source, "rb") if isinstance(source, Path) else _io.BytesIO(source) as fh:
+                img = Image.open(fh)
+                if draft is not None and img.format == "JPEG":
+                    img.draft("RGB", (int(draft), int(draft)))
+                img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return _pil_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{where}: image too large, possible decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"{where}: not an image file Pillow can identify") from None
+    except (OSError, SyntaxError, EOFError, struct.error, ValueError) as exc:
+        raise ValueError(f"{where}: corrupt or truncated image ({exc})") from None
+
+
 def _load_rgb(path: Path, draft: int | None = None) -> Image.Image:
     """Open, check and decode an image file as an RGB PIL image (the core of :func:`read_image`)."""
     try:
@@ -148,27 +178,59 @@ def _load_rgb(path: Path, draft: int | None = None) -> Image.Image:
         raise ValueError(f"{path}: empty file (0 bytes)")
     if not path.is_file():
         raise ValueError(f"{path}: not a file")
+    return _decode_rgb(path, path, draft)
+
+
+#: Suffixes of HDF5 image stores: ``store.hdf5/<key>`` names one image inside one.
+HDF5_SUFFIXES: tuple[str, ...] = (".hdf5", ".h5")
+
+
+def _hdf5_keys(path: Path) -> list[str]:
+    """The names of the members of an HDF5 image store (ISIC 2024: the isic_ids)."""
+    import h5py
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # We own the file object, so closing it leaves the loaded image usable (no copy).
-            with open(path, "rb") as fh:
-                img = Image.open(fh)
-                if draft is not None and img.format == "JPEG":
-                    img.draft("RGB", (int(draft), int(draft)))
-                img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            return _pil_rgb(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{path}: image too large, possible decompression bomb ({exc})") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file Pillow can identify") from None
-    except (OSError, SyntaxError, EOFError, struct.error) as exc:
-        raise ValueError(f"{path}: corrupt or truncated image ({exc})") from None
+        with h5py.File(path, "r") as store:
+            return list(store.keys())
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def read_hdf5_image(path: os.PathLike | str, key: str, draft: int | None = None) -> np.ndarray:
+    """Read image ``key`` of an HDF5 image store as an RGB ``uint8`` array (H, W, 3).
+
+    The ISIC 2024 (SLICE-3D) download keeps its lesion crops in ``train-image.hdf5`` and
+    ``test-image.hdf5``: one scalar member per ``isic_id`` holding the JPEG file's bytes.
+    Those bytes are checked and decoded exactly as :func:`read_image` decodes a file
+    (``draft`` as there). A file that is not HDF5, a missing key, a member that holds no
+    encoded image, or corrupt bytes raise ``ValueError`` naming the file and the key.
+    ``read_image("…/train-image.hdf5/ISIC_0015670")`` calls this function, so the
+    ``path`` column of :func:`helpers.datasets.load_isic_2024` works wherever a path does.
+
+    Introduced in chapter 4 (image files and the resize cache).
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as store:
+            member = store.get(key)
+            if not isinstance(member, h5py.Dataset):
+                raise ValueError(f"{path}: no image {key!r} in this HDF5 file")
+            data = member[()]
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from None
+    if isinstance(data, np.ndarray) and data.dtype == np.uint8:
+        data = data.tobytes()
+    elif isinstance(data, np.void):
+        data = data.tobytes()
+    if not isinstance(data, bytes):
+        raise ValueError(f"{path}: member {key!r} holds {type(data).__name__}, not encoded image bytes")
+    return np.ascontiguousarray(np.asarray(_decode_rgb(bytes(data), f"{path} [{key}]", draft), dtype=np.uint8))
 
 
 def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
-    """Read a JPEG, PNG (or ``.dcm``) file as an RGB ``uint8`` array of shape (H, W, 3).
+    """Read a JPEG, PNG (or ``.dcm``, or ``store.hdf5/<key>``) image as RGB ``uint8`` (H, W, 3).
 
     Handles every mode Pillow opens: greyscale (``L``, ``1``) is repeated to 3
     channels; alpha (``RGBA``, ``LA``, palette with transparency) is composited
@@ -190,6 +252,8 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() == ".dcm":
         return read_dicom(path)[0]
+    if path.parent.suffix.lower() in HDF5_SUFFIXES and path.parent.is_file():
+        return read_hdf5_image(path.parent, path.name, draft)
     return np.ascontiguousarray(np.asarray(_load_rgb(path, draft), dtype=np.uint8))
 
 

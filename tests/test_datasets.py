@@ -499,3 +499,242 @@ def test_data_samples_combine_drops_cross_challenge_copies():
     kept = both.set_index("image_id").loc[ham_train, "dataset"]
     assert (kept == "isic2019").all()  # 2019 re-labelled the HAM10000 images with 9 classes
     assert both["duplicate"].sum() > 0
+
+
+# --------------------------------------------------------------------------
+# Headers: every known format is recognised, anything else is refused
+# --------------------------------------------------------------------------
+
+#: The ISIC 2024 (SLICE-3D) Kaggle files: test-metadata.csv's header and a row of the public
+#: file (CC-BY, FNQH Cairns); train-metadata.csv adds ``target`` and the train-only columns.
+TEST_2024 = (
+    "isic_id,patient_id,age_approx,sex,anatom_site_general,clin_size_long_diam_mm,image_type,"
+    "tbp_tile_type,tbp_lv_A,tbp_lv_Aext,tbp_lv_B,tbp_lv_Bext,tbp_lv_C,tbp_lv_Cext,tbp_lv_H,"
+    "tbp_lv_Hext,tbp_lv_L,tbp_lv_Lext,tbp_lv_areaMM2,tbp_lv_area_perim_ratio,"
+    "tbp_lv_color_std_mean,tbp_lv_deltaA,tbp_lv_deltaB,tbp_lv_deltaL,tbp_lv_deltaLB,"
+    "tbp_lv_deltaLBnorm,tbp_lv_eccentricity,tbp_lv_location,tbp_lv_location_simple,"
+    "tbp_lv_minorAxisMM,tbp_lv_nevi_confidence,tbp_lv_norm_border,tbp_lv_norm_color,"
+    "tbp_lv_perimeterMM,tbp_lv_radial_color_std_max,tbp_lv_stdL,tbp_lv_stdLExt,tbp_lv_symm_2axis,"
+    "tbp_lv_symm_2axis_angle,tbp_lv_x,tbp_lv_y,tbp_lv_z,attribution,copyright_license")
+ROW_2024 = (
+    "ISIC_0015740,IP_7142616,65.0,male,posterior torso,3.16,TBP tile: close-up,3D: XP,24.25384,"
+    "19.93738,30.46368,28.38424,38.9395,34.68666,51.47473,54.91541,35.81945,41.35864,3.39651,"
+    "19.4644,0.2512358,4.316465,2.079433,-5.539191,6.041092,5.446997,0.8947765,"
+    "Torso Back Top Third,Torso Back,1.520786,8.052259e-13,3.968912,0.7217392,8.130868,0.2307418,"
+    "1.080308,2.705857,0.3660714,110,-84.29282,1303.978,-28.57605,FNQH Cairns,CC-BY")
+TRAIN_ONLY_2024 = ("lesion_id,iddx_full,iddx_1,iddx_2,iddx_3,iddx_4,iddx_5,mel_mitotic_index,"
+                   "mel_thick_mm,tbp_lv_dnn_lesion_confidence")
+TRAIN_2024 = TEST_2024.replace("isic_id,", "isic_id,target,", 1) + "," + TRAIN_ONLY_2024
+
+
+def train_2024_row(isic_id: str, target: int, iddx: str = "Benign", extra: str = "") -> str:
+    """A train-metadata.csv row: the public test row's measurements, the given label."""
+    levels = (iddx.split("::") + [""] * 5)[:5]
+    rest = f"{extra or ''},{iddx},{','.join(levels)},,,97.5"
+    return ROW_2024.replace("ISIC_0015740,", f"{isic_id},{target},", 1) + "," + rest
+
+
+GT2017 = "image_id,melanoma,seborrheic_keratosis"
+#: format -> (file name, lines, tidy dataset, tidy split): one file of every known format.
+KNOWN = {
+    "isic2016_train": ("ISBI2016_ISIC_Part3_Training_GroundTruth.csv", ["ISIC_0000000,benign"],
+                       "isic2016", "train"),
+    "isic2016_test": ("ISBI2016_ISIC_Part3_Test_GroundTruth.csv", ["ISIC_0000003,1.0"],
+                      "isic2016", "test"),
+    "isic2017_ground_truth": ("ISIC-2017_Validation_Part3_GroundTruth.csv",
+                              [GT2017, "ISIC_0001769,0.0,0.0"], "isic2017", "val"),
+    "isic2017_metadata": ("ISIC-2017_Test_v2_Data_metadata.csv",
+                          ["image_id,age_approximate,sex", "ISIC_0012086,unknown,female"],
+                          "isic2017", "test"),
+    "isic2018_task3_ground_truth": ("ISIC2018_Task3_Training_GroundTruth.csv",
+                                    ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC",
+                                     "ISIC_0024306,0.0,1.0,0.0,0.0,0.0,0.0,0.0"], "isic2018", "train"),
+    "isic2018_task3_lesion_groupings": ("ISIC2018_Task3_Training_LesionGroupings.csv",
+                                        ["image,lesion_id,diagnosis_confirm_type",
+                                         "ISIC_0024306,HAM_0000550,histopathology"],
+                                        "isic2018", "train"),
+    "ham10000_metadata": ("HAM10000_metadata.csv",
+                          ["lesion_id,image_id,dx,dx_type,age,sex,localization",
+                           "HAM_0000118,ISIC_0027419,bkl,histo,80.0,male,scalp"], "ham10000", "train"),
+    "isic2019_ground_truth": ("ISIC_2019_Training_GroundTruth.csv",
+                              [GT2019, "ISIC_0000000,0.0,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0"],
+                              "isic2019", "train"),
+    "isic2019_metadata": ("ISIC_2019_Training_Metadata.csv",
+                          ["image,age_approx,anatom_site_general,lesion_id,sex",
+                           "ISIC_0000000,55.0,anterior torso,,female"], "isic2019", "train"),
+    "isic2019_test_metadata": ("ISIC_2019_Test_Metadata.csv",
+                               ["image,age_approx,anatom_site_general,sex",
+                                "ISIC_0034321,60.0,posterior torso,male"], "isic2019", "test"),
+    "siim2020_train": ("train.csv", [SIIM_HEADER, *SIIM_ROWS], "siim-isic-2020", "train"),
+    "siim2020_ground_truth_v2": ("ISIC_2020_Training_GroundTruth_v2.csv", [
+        "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+        "benign_malignant,target", "ISIC_2637011,IP_7279968,IL_7972535,male,45,head/neck,unknown,"
+        "benign,0"], "siim-isic-2020", "train"),
+    "siim2020_test": ("test.csv", [SIIM_HEADER.rsplit(",", 3)[0],
+                                   "ISIC_0052060,IP_3579794,male,70.0,"], "siim-isic-2020", "test"),
+    "siim2020_submission": ("sample_submission.csv", ["image_name,target", "ISIC_0052060,0"],
+                            "siim-isic-2020", "test"),
+    "siim2020_duplicates": ("ISIC_2020_Training_Duplicates.csv",
+                            ["image_name_1,image_name_2", "ISIC_0000001,ISIC_0000002"], None, None),
+    "isic_archive_legacy": ("metadata.csv", [
+        "isic_id,attribution,copyright_license,benign_malignant,diagnosis",
+        "ISIC_0000000,Anonymous,CC-0,benign,nevus"], "isic-archive", "train"),
+    "isic_archive": ("metadata.csv", [ARCHIVE_HEADER.replace(",patient_id", ""),
+                                      "ISIC_9000004,Anonymous,CC-0,,,Benign,,,,,,dermoscopic,,,600,450,"],
+                     "isic-archive", "train"),
+    "isic2024_train": ("train-metadata.csv", [TRAIN_2024, train_2024_row("ISIC_0015670", 0)],
+                       "isic2024", "train"),
+    "isic2024_test": ("test-metadata.csv", [TEST_2024, ROW_2024], "isic2024", "test"),
+    "isic2024_submission": ("sample_submission.csv", ["isic_id,target", "ISIC_0015657,0.3"],
+                            "isic2024", "test"),
+}
+
+
+def test_the_table_covers_every_known_format():
+    assert set(KNOWN) == {f.name for f in ds.FORMATS}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_every_known_header_is_recognised(tmp_path, name):
+    file_name, lines, dataset, split = KNOWN[name]
+    path = write(tmp_path, file_name, lines)
+    assert ds.detect_format(path).name == name
+    raw = ds.read_labels(path)
+    assert raw.attrs["format"] == name and len(raw) == len(lines) - ds.detect_format(path).header
+    if dataset is not None:
+        frame = ds.to_tidy(raw)
+        assert set(frame["dataset"]) == {dataset} and set(frame["split"]) == {split}
+
+
+#: Files that share a column with a known format but are none of them: refused, not guessed.
+UNKNOWN = {
+    "MILK10k supplement": ("MILK10k_Training_Supplement.csv",
+                           ["isic_id,diagnosis_full,diagnosis_confirm_type",
+                            "ISIC_0000001,Melanoma Invasive,histopathology"]),
+    "isic_id and a score": ("predictions.csv", ["isic_id,target,fold", "ISIC_0000001,0.2,1"]),
+    "isic_id alone": ("ids.csv", ["isic_id", "ISIC_0000001"]),
+    "archive columns without attribution": ("metadata.csv", ["isic_id,diagnosis",
+                                                             "ISIC_0000001,nevus"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNKNOWN))
+def test_unrecognised_files_are_refused_naming_file_and_header(tmp_path, case):
+    file_name, lines = UNKNOWN[case]
+    path = write(tmp_path, file_name, lines)
+    with pytest.raises(ValueError, match=rf"{file_name}: .*header {lines[0]!r}"):
+        ds.read_labels(path)
+
+
+def test_isic2019_metadata_with_a_gender_column(tmp_path):
+    """The common public copy of ISIC_2019_Training_Metadata.csv heads its sex column 'gender'."""
+    root = make_2019(tmp_path / "isic-2019")
+    meta = root / "ISIC_2019_Training_Metadata.csv"
+    meta.write_bytes(meta.read_bytes().replace(b",sex\r\n", b",gender\r\n"))
+    raw = ds.read_labels(meta)
+    assert raw.attrs["format"] == "isic2019_metadata" and "sex" in raw and "gender" not in raw
+    frame = ds.load_dataset(root)
+    assert frame.set_index("image_id").loc["ISIC_0024306", "sex"] == "male"
+
+
+# --------------------------------------------------------------------------
+# ISIC 2024 (SLICE-3D)
+# --------------------------------------------------------------------------
+
+MELANOMA_2024 = ("Malignant::Malignant melanocytic proliferations (Melanoma)::Melanoma Invasive")
+
+
+def test_isic2024_train_metadata_tidy(tmp_path):
+    path = write(tmp_path, "train-metadata.csv", [
+        TRAIN_2024, train_2024_row("ISIC_0015670", 0),
+        train_2024_row("ISIC_0015845", 1, MELANOMA_2024, "IL_0000001"),
+        train_2024_row("ISIC_0015864", 0, "Benign::Benign melanocytic proliferations::Nevus",
+                       "IL_0000002")])
+    frame = ds.read_labels(path, tidy=True)
+    assert list(frame.columns[: len(ds.TIDY_COLUMNS)]) == list(ds.TIDY_COLUMNS)
+    assert frame["target"].tolist() == [0, 1, 0] and set(frame["dataset"]) == {"isic2024"}
+    assert pd.isna(frame["label"].iloc[0]) and frame["label"].tolist()[1:] == ["MEL", "NV"]
+    assert frame["diagnosis"].tolist() == ["benign", "melanoma invasive", "nevus"]
+    assert frame["patient_id"].tolist() == ["IP_7142616"] * 3
+    assert frame["anatom_site"].iloc[0] == "torso" and frame["age_approx"].iloc[0] == 65.0
+    assert frame["lesion_id"].tolist()[1:] == ["IL_0000001", "IL_0000002"]
+    kept = [c for c in frame.columns if c not in ds.TIDY_COLUMNS]
+    assert kept == ds.ISIC2024_FEATURES and "tbp_lv_dnn_lesion_confidence" in kept
+    assert frame["tbp_lv_areaMM2"].dtype == np.float64 and frame["tbp_lv_areaMM2"].iloc[0] == 3.39651
+    assert frame["tbp_lv_location_simple"].iloc[0] == "Torso Back"
+
+
+def test_isic2024_test_metadata_and_submission(tmp_path):
+    frame = ds.read_labels(write(tmp_path, "test-metadata.csv", [TEST_2024, ROW_2024]), tidy=True)
+    assert frame[["dataset", "split"]].iloc[0].tolist() == ["isic2024", "test"]
+    assert frame["target"].isna().all() and frame["clin_size_long_diam_mm"].iloc[0] == 3.16
+    sub = ds.read_labels(write(tmp_path, "sample_submission.csv",
+                               ["isic_id,target", "ISIC_0015657,0.3", "ISIC_0015729,0.3"]), tidy=True)
+    assert sub["target"].isna().all() and sub["split"].tolist() == ["test", "test"]
+
+
+def test_isic2024_file_missing_a_column_is_refused_by_name(tmp_path):
+    header = TEST_2024.replace(",tbp_lv_deltaLB,", ",")
+    row = ROW_2024.replace(",6.041092,", ",")
+    with pytest.raises(ValueError, match=r"row 1, column 'tbp_lv_deltaLB': required column missing"
+                                         r".*isic2024_test"):
+        ds.read_labels(write(tmp_path, "test-metadata.csv", [header, row]))
+
+
+def test_isic2024_bad_value_names_row_and_column(tmp_path):
+    bad = train_2024_row("ISIC_0015670", 0).replace(",3.39651,", ",big,")
+    with pytest.raises(ValueError, match=r"row 2, column 'tbp_lv_areaMM2': not a number"):
+        ds.read_labels(write(tmp_path, "train-metadata.csv", [TRAIN_2024, bad]))
+
+
+def make_2024(root: Path, jpeg_folder: bool = False) -> Path:
+    """A small ISIC 2024 download: metadata, sample submission, JPEG bytes in HDF5 files."""
+    import io as _io
+
+    import h5py
+    from PIL import Image
+
+    write(root, "train-metadata.csv", [TRAIN_2024, train_2024_row("ISIC_0015670", 0),
+                                       train_2024_row("ISIC_0015845", 1, MELANOMA_2024, "IL_1")])
+    write(root, "test-metadata.csv", [TEST_2024, ROW_2024])
+    write(root, "sample_submission.csv", ["isic_id,target", "ISIC_0015740,0.3"])
+    for split, ids in (("train", ["ISIC_0015670", "ISIC_0015845"]), ("test", ["ISIC_0015740"])):
+        with h5py.File(root / f"{split}-image.hdf5", "w") as store:
+            for n, isic_id in enumerate(ids):
+                buf = _io.BytesIO()
+                Image.new("RGB", (20 + n, 30), (200, 120, 90)).save(buf, "JPEG")
+                store.create_dataset(isic_id, data=np.void(buf.getvalue()))
+                if jpeg_folder and split == "train":
+                    (root / "train-image" / "image").mkdir(parents=True, exist_ok=True)
+                    (root / "train-image" / "image" / f"{isic_id}.jpg").write_bytes(buf.getvalue())
+    return root
+
+
+@pytest.mark.parametrize("jpeg_folder", [False, True])
+def test_load_isic_2024_reads_images_from_hdf5_or_the_jpeg_folder(tmp_path, jpeg_folder):
+    from helpers.io import read_image
+
+    root = make_2024(tmp_path / "isic-2024", jpeg_folder)
+    assert ds.detect_layout(root) == "isic-2024"
+    frame = ds.load_dataset(root, strict=True)
+    assert frame["split"].tolist() == ["train", "train", "test"]
+    assert frame["target"].tolist()[:2] == [0, 1] and pd.isna(frame["target"].iloc[2])
+    assert list(frame.columns) == [*ds.TIDY_COLUMNS, *ds.ISIC2024_FEATURES]
+    assert frame["tbp_lv_dnn_lesion_confidence"].tolist()[:2] == [97.5, 97.5]
+    assert np.isnan(frame["tbp_lv_dnn_lesion_confidence"].iloc[2])  # a train-only column
+    expected = (["train-image/image/ISIC_0015670.jpg", "train-image/image/ISIC_0015845.jpg"]
+                if jpeg_folder else ["train-image.hdf5/ISIC_0015670", "train-image.hdf5/ISIC_0015845"])
+    assert [str(Path(p).relative_to(root)) for p in frame["path"]] == [
+        *expected, "test-image.hdf5/ISIC_0015740"]
+    assert [read_image(p).shape for p in frame["path"]] == [(30, 20, 3), (30, 21, 3), (30, 20, 3)]
+
+
+def test_load_isic_2024_missing_image_and_unreadable_store(tmp_path):
+    root = make_2024(tmp_path / "isic-2024")
+    (root / "test-image.hdf5").unlink()
+    with pytest.warns(ds.MissingImagesWarning, match="1 of 3 images of layout isic-2024"):
+        frame = ds.load_isic_2024(root)
+    assert frame["path"].isna().tolist() == [False, False, True]
+    (root / "train-image.hdf5").write_bytes(b"not HDF5")
+    with pytest.raises(ValueError, match=r"train-image\.hdf5: not a readable HDF5 file"):
+        ds.load_isic_2024(root)

@@ -192,3 +192,51 @@ def test_read_image_real_isic_jpeg():
     with Image.open(path) as im:
         assert arr.shape == (im.size[1], im.size[0], 3)
     assert 40 < arr.mean() < 250  # a real skin photo, not black or blank
+
+
+# --------------------------------------------------------------------------- HDF5 image stores
+def _store(path: Path, members: dict) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as store:
+        for key, value in members.items():
+            store.create_dataset(key, data=value)
+    return path
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_read_hdf5_image_decodes_like_read_image(tmp_path):
+    rgb = smooth_rgb(40, 60)
+    data = _jpeg(rgb)
+    (tmp_path / "a.jpg").write_bytes(data)
+    store = _store(tmp_path / "train-image.hdf5", {
+        "ISIC_0000001": np.void(data), "ISIC_0000002": np.frombuffer(data, np.uint8)})
+    for key in ("ISIC_0000001", "ISIC_0000002"):
+        assert np.array_equal(hio.read_hdf5_image(store, key), hio.read_image(tmp_path / "a.jpg"))
+    assert np.array_equal(hio.read_image(store / "ISIC_0000001"), hio.read_image(tmp_path / "a.jpg"))
+    assert hio.read_image(store / "ISIC_0000001", draft=8).shape[0] < 40  # draft mode as for files
+
+
+@pytest.mark.parametrize(("member", "words"), [
+    (None, r"no image 'ISIC_0000009' in this HDF5 file"),
+    (np.void(b"\xff\xd8\xff\xe0 not really a jpeg"), r"\[ISIC_0000009\]: (corrupt|not an image)"),
+    (np.arange(6.0), r"member 'ISIC_0000009' holds ndarray, not encoded image bytes"),
+])
+def test_read_hdf5_image_bad_or_missing_key_names_file_and_key(tmp_path, member, words):
+    store = _store(tmp_path / "s.hdf5", {"ISIC_0000001": np.void(_jpeg(smooth_rgb(8, 8))),
+                                         **({"ISIC_0000009": member} if member is not None else {})})
+    with pytest.raises(ValueError, match=rf"s\.hdf5.*{words}"):
+        hio.read_hdf5_image(store, "ISIC_0000009")
+    with pytest.raises(ValueError, match=rf"s\.hdf5.*{words}"):
+        hio.read_image(store / "ISIC_0000009")
+
+
+def test_read_hdf5_image_refuses_a_file_that_is_not_hdf5(tmp_path):
+    (tmp_path / "x.hdf5").write_bytes(b"\x89HDF not really")
+    with pytest.raises(ValueError, match=r"x\.hdf5: not a readable HDF5 file"):
+        hio.read_hdf5_image(tmp_path / "x.hdf5", "ISIC_0000001")
