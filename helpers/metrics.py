@@ -12,7 +12,7 @@ on top of it:
   reaches 0.80 at FPR = 0 and scores 1.0, random scores about 0.18, an
   inverted detector 0;
 * the ISIC 2024 (Kaggle) partial AUC above 80 % TPR, range 0–0.2
-  (:func:`pauc_above_tpr`);
+  (:func:`partial_auc`, also named ``pauc_above_tpr``);
 * balanced multi-class accuracy as the ISIC scorer computes it (rows whose
   largest score is tied are "undecided": wrong if predicted, left out if in
   the truth);
@@ -53,6 +53,7 @@ __all__ = [
     "roc_auc",
     "average_precision",
     "auc_sens_80",
+    "partial_auc",
     "pauc_above_tpr",
     "balanced_multiclass_accuracy",
     "per_class_auc",
@@ -185,27 +186,34 @@ def auc_sens_80(
     return float(_trapezoid_auc(np.insert(fpr[i:], 0, fpr_at), np.insert(tpr[i:], 0, sensitivity)))
 
 
-def pauc_above_tpr(y: ArrayLike, p: ArrayLike, min_tpr: float = 0.80) -> float:
+def partial_auc(y_true: ArrayLike, y_score: ArrayLike, min_tpr: float = 0.80) -> float:
     """ISIC 2024 partial AUC: the ROC area above TPR = ``min_tpr`` (range 0 to 1 - ``min_tpr``).
 
-    As the Kaggle "ISIC 2024 - Skin Cancer Detection with 3D-TBP" metric
-    (N. Kurtansky) computes it: labels are flipped (``1 - y``) and scores
-    negated, so that the region TPR >= ``min_tpr`` of the original curve
-    becomes the region FPR <= 1 - ``min_tpr`` of the flipped one; scikit-learn's
+    The ranking metric of the ISIC 2024 challenge (SLICE-3D, Kaggle "ISIC 2024 - Skin
+    Cancer Detection with 3D-TBP"): the area between the ROC curve and the line
+    TPR = ``min_tpr``, i.e. the integral of max(TPR - ``min_tpr``, 0) over FPR, so only
+    operating points that find at least 80 % of the cancers count. As the challenge's
+    scorer (N. Kurtansky) computes it: labels are flipped (``1 - y``) and scores
+    negated, so that the region TPR >= ``min_tpr`` of the original curve becomes the
+    region FPR <= 1 - ``min_tpr`` of the flipped one; scikit-learn's
     ``roc_auc_score(..., max_fpr=1 - min_tpr)`` integrates there and applies the
     McClish standardisation, which is then reversed to give the raw area
     (0.2 for a perfect detector, 0.02 for random scores, 0 for an inverted one).
+    ``pauc_above_tpr`` is the same function.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
     if not 0 <= min_tpr < 1:
         raise ValueError(f"min_tpr must be in [0, 1), got {min_tpr}")
-    y, p, _ = _binary_inputs(y, p)
+    y, p, _ = _binary_inputs(y_true, y_score)
     _require_both_classes(y, None, "partial AUC")
     max_fpr = abs(1.0 - min_tpr)
     scaled = roc_auc_score(np.abs(y - 1.0), -1.0 * p, max_fpr=max_fpr)
     # McClish maps the raw area linearly, the diagonal's max_fpr**2 / 2 to 0.5 and max_fpr to 1; undo it.
     return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (scaled - 0.5))
+
+
+pauc_above_tpr = partial_auc  # the name chapter 9 and score_submission use
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc as trapezoid, roc_auc_score, roc_curve
 
@@ -142,6 +144,45 @@ def _kaggle_pauc(y, p, min_tpr=0.8):
     stop = np.searchsorted(fpr, max_fpr, "right")
     tpr_end = np.interp(max_fpr, fpr[stop - 1 : stop + 1], tpr[stop - 1 : stop + 1])
     return trapezoid(np.append(fpr[:stop], max_fpr), np.append(tpr[:stop], tpr_end))
+
+
+def _area_above(y, p, min_tpr):
+    """Independent partial AUC: the integral of max(TPR - min_tpr, 0) over FPR on the exact ROC
+    curve (every threshold; a segment crossing min_tpr is cut where it crosses)."""
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    area = 0.0
+    for f0, t0, f1, t1 in zip(fpr[:-1], tpr[:-1], fpr[1:], tpr[1:]):
+        a, b = t0 - min_tpr, t1 - min_tpr
+        if a >= 0 and b >= 0:
+            area += (f1 - f0) * (a + b) / 2
+        elif a > 0 or b > 0:  # crosses: only the part above the line, a triangle
+            area += (f1 - f0) * max(a, b) ** 2 / (abs(a) + abs(b)) / 2
+    return area
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 12)), min_size=2, max_size=60),
+       st.sampled_from([0.0, 0.5, 0.8, 0.88, 0.95]))
+def test_partial_auc_equals_the_area_above_min_tpr(pairs, min_tpr):
+    y = np.array([int(b) for b, _ in pairs])
+    assume(0 < y.sum() < len(y))
+    p = np.array([s / 12 for _, s in pairs])  # few distinct scores: ties on purpose
+    value = M.partial_auc(y, p, min_tpr=min_tpr)
+    assert value == pytest.approx(_area_above(y, p, min_tpr), abs=1e-12)
+    assert -1e-12 <= value <= 1 - min_tpr + 1e-12
+    assert value == pytest.approx(_kaggle_pauc(y, p, min_tpr) if min_tpr else M.roc_auc(y, p), abs=1e-12)
+
+
+def test_partial_auc_edge_cases():
+    y = np.array([0, 0, 0, 1, 1, 0, 1, 0])
+    assert M.partial_auc(y, y * 0.9 + 0.05) == pytest.approx(0.2)        # perfect: the whole strip
+    assert M.partial_auc(y, 1 - y) == pytest.approx(0.0, abs=1e-12)      # every cancer ranked last
+    assert M.partial_auc(y, np.zeros(8)) == pytest.approx(0.02)          # all tied: the diagonal
+    assert M.pauc_above_tpr is M.partial_auc
+    with pytest.raises(ValueError, match="both classes"):
+        M.partial_auc([1, 1, 1], [0.2, 0.5, 0.9])
+    with pytest.raises(ValueError, match="min_tpr"):
+        M.partial_auc(y, y, min_tpr=1.0)
 
 
 def test_pauc_above_tpr_known_values_and_range():
