@@ -408,16 +408,37 @@ ARCHIVE_DIAGNOSIS = {
     "SCC": "Malignant:Malignant epidermal proliferations:Squamous cell carcinoma, NOS",
 }
 
+# --- ISIC 2024 (SLICE-3D): 3D total-body-photography crops of every lesion of a patient. The value
+# ranges below are INVENTED approximations around the one public test row (ISIC_0015740) and the
+# Kaggle column descriptions (0-10 scales, 0-100 confidences, mm, mm^2, CIE L*a*b*); the site, tile
+# and location words are those of the real files. Nothing here was counted from the real data.
+SITES_2024 = {"posterior torso": ("Torso Back", ("Top Third", "Middle Third", "Bottom Third")),
+              "anterior torso": ("Torso Front", ("Top Half", "Bottom Half")),
+              "upper extremity": ("{side} Arm", ("Upper", "Lower")),
+              "lower extremity": ("{side} Leg", ("Upper", "Lower")),
+              "head/neck": ("Head & Neck", ())}
+SITE_WEIGHTS_2024 = (4, 3, 3, 3, 1)
+#: The measurements in which a patient's melanoma differs from that patient's other lesions
+#: (the "ugly duckling"); every patient has their own baseline, so the raw values overlap across
+#: patients and the values relative to the patient's own lesions separate better.
+UGLY_DUCKLING_2024 = ("clin_size_long_diam_mm", "tbp_lv_areaMM2", "tbp_lv_deltaLBnorm",
+                      "tbp_lv_norm_color")
+MELANOMA_2024 = ("Malignant", "Malignant melanocytic proliferations (Melanoma)")
+NEVUS_2024 = ("Benign", "Benign melanocytic proliferations", "Nevus")
+#: Crop side in pixels (the real crops show 15 x 15 mm of skin) and its JPEG quality.
+CROP_2024, CROP_MM_2024, CROP_QUALITY_2024 = 64, 15.0, 80
+
 #: Sample sizes at scale 1 (the committed data_samples/).
 SIZES = {"2020_train": 300, "2020_patients": 40, "2020_mel_patients": 32, "2020_test": 60,
          "2020_test_patients": 8, "2020_duplicates": 4, "2019_bcn": 50, "2019_test": 30,
          "2018_train": 80, "2018_val": 20, "2018_test": 20, "2017_train": 60, "2017_val": 15,
-         "2017_test": 15, "2016_train": 40, "2016_test": 20, "archive": 40}
+         "2017_test": 15, "2016_train": 40, "2016_test": 20, "archive": 40,
+         "2024_patients": 40, "2024_mel_patients": 10, "2024_lesions": (5, 15), "2024_test": 3}
 
 
 # =========================================================================== writing the samples
 JPEG_QUALITY = 85
-FOLDERS = ("siim-isic-2020", "isic-2019", "isic-2018-task3", "isic-2016", "isic-archive")
+FOLDERS = ("siim-isic-2020", "isic-2019", "isic-2018-task3", "isic-2016", "isic-archive", "isic-2024")
 #: Real files the generator reads: the 2019 sample reuses real ISIC 2017 training ids (as the real
 #: 2019 download contains the 2017 training images) with their real 2019 rows.
 REAL_2017 = Path(__file__).resolve().parent.parent / "data_samples" / "isic-2017"
@@ -805,6 +826,131 @@ def _write_archive(root: Path, rows: list[dict], painter: _Painter) -> None:
         "allowed by law. Full legal code: https://creativecommons.org/publicdomain/zero/1.0/legalcode\n")
 
 
+def _sig(x: float) -> float:
+    """A measurement as the 2024 files write it: 7 significant digits."""
+    return float(f"{x:.7g}")
+
+
+def _lesions_2024(rng, ids: _Ids, patient: str, n: int, n_mel: int, age: float | None,
+                  sex: str, split: str) -> list[dict]:
+    """One patient's lesions: a personal baseline, and melanomas that stand out from it."""
+    size0, contrast0, colour0 = rng.lognormal(np.log(3.0), 0.45), rng.uniform(3, 12), rng.uniform(0.5, 6)
+    skin = np.array([rng.uniform(45, 72), rng.uniform(12, 20), rng.uniform(18, 30)])  # L*, a*, b*
+    tile, side = rng.choice(["3D: white", "3D: XP"]), ("Left", "Right")
+    mel_at = set(rng.choice(n, n_mel, replace=False).tolist())
+    rows = []
+    for j, isic_id in enumerate(rng.permutation(ids.take(n, 15_000, 10_000_000))):
+        mel = j in mel_at
+        size = size0 * (rng.uniform(1.5, 2.1) if mel else rng.lognormal(0, 0.2))
+        contrast = contrast0 + (rng.uniform(2, 3.5) if mel else rng.normal(0, 1.0))
+        colour = np.clip(colour0 + (rng.uniform(1.2, 2.2) if mel else rng.normal(0, 0.5)), 0, 10)
+        minor = size * rng.uniform(0.55, 0.95)
+        area = np.pi / 4 * size * minor * rng.uniform(0.9, 1.0)
+        perimeter = np.pi * (1.5 * (size + minor) / 2 - np.sqrt(size * minor) / 2) * rng.uniform(1.0, 1.15)
+        ext = skin + rng.normal(0, [1.5, 0.8, 1.0])
+        d_l = -contrast * rng.uniform(0.75, 0.95)
+        delta = np.array([d_l, rng.normal(2.5, 1.5), rng.normal(2.0, 1.5)])  # L*, a*, b* contrast
+        lab = ext + delta
+        site = _pick(rng, list(SITES_2024), SITE_WEIGHTS_2024)
+        simple, parts = SITES_2024[site]
+        simple = simple.format(side=rng.choice(side))
+        location = simple if not parts else (f"{simple} {rng.choice(parts)}" if "Torso" in simple
+                                             else f"{simple} - {rng.choice(parts)}")
+        iddx = MELANOMA_2024 + (rng.choice(["Melanoma Invasive", "Melanoma in situ"]),) if mel else (
+            NEVUS_2024 if rng.random() < 0.03 else ("Benign",))
+        row = {"isic_id": str(isic_id), "target": int(mel), "patient_id": patient, "age_approx": age,
+               "sex": sex, "anatom_site_general": site, "clin_size_long_diam_mm": round(size, 2),
+               "image_type": "TBP tile: close-up", "tbp_tile_type": str(tile)}
+        lv = {"A": lab[1], "Aext": ext[1], "B": lab[2], "Bext": ext[2],
+              "C": np.hypot(lab[1], lab[2]), "Cext": np.hypot(ext[1], ext[2]),
+              "H": np.degrees(np.arctan2(lab[2], lab[1])), "Hext": np.degrees(np.arctan2(ext[2], ext[1])),
+              "L": lab[0], "Lext": ext[0], "areaMM2": area, "area_perim_ratio": perimeter**2 / area,
+              "color_std_mean": colour * rng.uniform(0.25, 0.45), "deltaA": delta[1], "deltaB": delta[2],
+              "deltaL": delta[0], "deltaLB": np.hypot(delta[0], delta[2]), "deltaLBnorm": contrast,
+              "eccentricity": np.sqrt(1 - (minor / size) ** 2), "location": location,
+              "location_simple": simple, "minorAxisMM": minor, "nevi_confidence": 100 * rng.beta(2, 1),
+              "norm_border": np.clip(rng.normal(3, 1.2), 0, 10), "norm_color": colour,
+              "perimeterMM": perimeter, "radial_color_std_max": colour * rng.uniform(0.2, 0.4),
+              "stdL": rng.uniform(0.8, 2.5) + 0.3 * colour, "stdLExt": rng.uniform(1.5, 3.5),
+              "symm_2axis": rng.uniform(0.15, 0.6), "symm_2axis_angle": 5 * int(rng.integers(0, 36)),
+              "x": rng.uniform(-200, 200), "y": rng.uniform(200, 1700), "z": rng.uniform(-150, 150)}
+        row.update({f"tbp_lv_{k}": (_sig(v) if isinstance(v, float) else v) for k, v in lv.items()})
+        row.update(attribution="Synthetic (helpers.synthetic)", copyright_license="CC-0",
+                   lesion_id=ids.take(1, 0, 10_000_000, "IL_")[0] if len(iddx) > 1 else "",
+                   iddx_full="::".join(iddx), **{f"iddx_{i + 1}": (list(iddx) + [""] * 5)[i] for i in range(5)},
+                   mel_mitotic_index="", mel_thick_mm=round(rng.uniform(0.2, 1.2), 2)
+                   if "Invasive" in iddx[-1] else None,
+                   tbp_lv_dnn_lesion_confidence=_sig(100 * rng.beta(8, 1)),
+                   crop=(size, minor, lab, ext, colour, int(rng.integers(2**31))), split=split)
+        rows.append(row)
+    return rows
+
+
+def _tbp_crop(size_mm: float, minor_mm: float, lesion_lab, skin_lab, colour: float, seed: int,
+             px: int = CROP_2024) -> np.ndarray:
+    """A synthetic 3D-TBP lesion crop: an ellipse of the given size and CIE L*a*b* colour on skin.
+
+    The crop shows ``CROP_MM_2024`` mm of skin, like the real ISIC 2024 tiles; ``colour``
+    (the 0-10 ``tbp_lv_norm_color`` scale) adds darker and lighter patches inside the
+    lesion. The lesion's difference from the skin is drawn twice as strong as the values
+    say, so that lesions of a few pixels stay visible in a small crop. Returns RGB uint8
+    (px, px, 3); the same arguments give the same array.
+    """
+    from skimage.color import lab2rgb
+
+    rng = np.random.default_rng(seed)
+    scale = px / CROP_MM_2024
+    yy, xx = np.mgrid[0:px, 0:px] - (px - 1) / 2
+    angle = rng.uniform(0, np.pi)
+    u, v = xx * np.cos(angle) + yy * np.sin(angle), -xx * np.sin(angle) + yy * np.cos(angle)
+    rho = np.hypot(u / (size_mm * scale / 2), v / (minor_mm * scale / 2)) + 0.08 * _noise(rng, px, 3)
+    inside = ndi.gaussian_filter((rho < 1).astype(float), 1.0)
+    patches = 0.1 * colour * _noise(rng, px, 2.5)[..., None] * np.array([4.0, 1.0, 1.0])
+    skin_lab = np.asarray(skin_lab, float)
+    lab = (skin_lab * (1 + 0.02 * _noise(rng, px, 6)[..., None]) * (1 - inside[..., None])
+           + (2 * np.asarray(lesion_lab, float) - skin_lab + patches) * inside[..., None])
+    rgb = lab2rgb(lab) + 0.01 * rng.standard_normal((px, px, 3))
+    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _write_2024(root: Path, rows: list[dict], painter: _Painter) -> None:
+    import h5py
+
+    from helpers.datasets import FORMATS
+
+    columns = {f.name: list(f.columns) for f in FORMATS}
+    for split in ("train", "test"):
+        part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["isic_id"])
+        frame = pd.DataFrame(part)
+        _csv(root / f"{split}-metadata.csv", frame[columns[f"isic2024_{split}"]], crlf=False)
+        with h5py.File(root / f"{split}-image.hdf5", "w") as store:
+            for r in part:
+                if not painter.allowed(root / f"{split}-image.hdf5"):
+                    break
+                buf = BytesIO()
+                Image.fromarray(_tbp_crop(*r["crop"])).save(buf, format="JPEG", quality=CROP_QUALITY_2024)
+                store.create_dataset(r["isic_id"], data=np.void(buf.getvalue()))
+                if split == "train":
+                    (root / "train-image" / "image").mkdir(parents=True, exist_ok=True)
+                    (root / "train-image" / "image" / f"{r['isic_id']}.jpg").write_bytes(buf.getvalue())
+    _csv(root / "sample_submission.csv",
+         pd.DataFrame({"isic_id": [r["isic_id"] for r in rows if r["split"] == "test"], "target": 0.3}), crlf=False)
+
+
+def _isic2024(rng, ids: _Ids) -> list[dict]:
+    """ISIC 2024 rows: patients with 5-15 lesions each, melanoma as the ugly duckling; 3 test lesions."""
+    n, (lo, hi) = SIZES["2024_patients"], SIZES["2024_lesions"]
+    mel = set(rng.choice(n, SIZES["2024_mel_patients"], replace=False).tolist())
+    rows = []
+    for p, patient in enumerate(ids.take(n + SIZES["2024_test"], 0, 10_000_000, "IP_")):
+        test = p >= n
+        age = float(5 * rng.integers(6, 18))
+        sex = "" if p == 0 else str(rng.choice(["female", "male"]))
+        rows += _lesions_2024(rng, ids, patient, 1 if test else int(rng.integers(lo, hi + 1)),
+                              int(p in mel), age, sex, "test" if test else "train")
+    return rows
+
+
 def _prepare(out_dir: Path) -> None:
     """Create ``out_dir``; clear our own sample folders, refusing to touch folders we did not make."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -825,7 +971,7 @@ def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -
     """Write every official ISIC layout, with synthetic images, into ``out_dir``.
 
     Folders: ``siim-isic-2020``, ``isic-2019``, ``isic-2018-task3``, ``isic-2016``,
-    ``isic-archive`` (the real ISIC 2017 data ships beside them, and the 2019 sample
+    ``isic-archive``, ``isic-2024`` (the real ISIC 2017 data ships beside them, and the 2019 sample
     reuses real 2017 ids and rows, see :func:`_real_2017_rows`); file names, headers,
     line endings and value formats as in the official downloads (``data_samples/README.md``).
     Ids are invented, metadata follow the real frequencies in this module's
@@ -863,6 +1009,10 @@ def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -
     _write_2019(out_dir / "isic-2019", ham["train"], i17["train"], bcn, test19, painter, taken)
     _write_2016(out_dir / "isic-2016", i16, painter)
     _write_archive(out_dir / "isic-archive", archive, painter)
+    rng24 = np.random.default_rng([seed, 2024])  # its own stream: the folders above stay as they were
+    ids24 = _Ids(rng24)
+    ids24.used = set(ids.used)  # no id shared with another folder
+    _write_2024(out_dir / "isic-2024", _isic2024(rng24, ids24), painter)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -471,6 +471,7 @@ EXPECTED_SAMPLES = {
     "isic-2017": ({"isic2017"}, {"train", "val", "test"}),
     "isic-2016": ({"isic2016"}, {"train", "test"}),
     "isic-archive": ({"isic-archive"}, {"train"}),
+    "isic-2024": ({"isic2024"}, {"train", "test"}),
 }
 
 
@@ -484,7 +485,8 @@ def test_data_samples_layouts_load_without_missing_images(layout):
     datasets, splits = EXPECTED_SAMPLES[layout]
     assert set(frame["dataset"]) == datasets and set(frame["split"]) == splits
     assert frame["path"].notna().all() and frame["image_id"].is_unique
-    assert list(frame.columns) == list(ds.TIDY_COLUMNS)
+    kept = ds.ISIC2024_FEATURES if layout == "isic-2024" else []
+    assert list(frame.columns) == [*ds.TIDY_COLUMNS, *kept]
 
 
 def test_data_samples_combine_drops_cross_challenge_copies():

@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from test_datasets import TEST_2024, TRAIN_2024
+
 from helpers import REPO_ROOT
+from helpers import datasets as ds
+from helpers import io as hio
 from helpers import synthetic as syn
 
 SAMPLES = REPO_ROOT / "data_samples"
@@ -121,6 +125,7 @@ def _expected_images() -> dict[str, list[str]]:
         "isic-2018-task3/ISIC2018_Task3_Test_Input": pd.read_csv(
             s18 / "ISIC2018_Task3_Test_GroundTruth.csv").image.tolist(),
         "isic-archive": pd.read_csv(SAMPLES / "isic-archive/metadata.csv").isic_id.tolist(),
+        "isic-2024/train-image/image": pd.read_csv(SAMPLES / "isic-2024/train-metadata.csv").isic_id.tolist(),
     }
     for name in ("Training", "Test"):
         out[f"isic-2016/ISBI2016_ISIC_Part3_{name}_Data"] = pd.read_csv(
@@ -140,7 +145,8 @@ def test_committed_images_match_tables_and_fresh_pixels(fresh):
             assert new.shape == old.shape, path.name
             assert abs(new.mean() - old.mean()) < 1.0 and np.abs(new - old).mean() < 2.0, path.name
         size = {Image.open(p).size for p in (SAMPLES / folder).glob("*.jpg")}
-        assert size <= {(256, 256), (192, 192)}, folder
+        crop = (syn.CROP_2024, syn.CROP_2024)
+        assert size <= ({crop} if folder.startswith("isic-2024") else {(256, 256), (192, 192)}), folder
 
 
 def test_total_size_within_budget():
@@ -192,6 +198,9 @@ HEADERS = {
     "isic-2017/ISIC-2017_Validation_Data/ISIC-2017_Validation_Data_metadata.csv": (
         "image_id,age_approximate,sex", None),
     "isic-2017/ISIC-2017_Test_v2_Data/ISIC-2017_Test_v2_Data_metadata.csv": ("image_id,age_approximate,sex", None),
+    "isic-2024/train-metadata.csv": (TRAIN_2024, "\n"),
+    "isic-2024/test-metadata.csv": (TEST_2024, "\n"),
+    "isic-2024/sample_submission.csv": ("isic_id,target", "\n"),
     "isic-archive/metadata.csv": (
         "isic_id,attribution,copyright_license,age_approx,anatom_site_general,diagnosis_1,diagnosis_2,diagnosis_3,"
         "diagnosis_4,diagnosis_5,diagnosis_confirm_type,image_type,lesion_id,melanocytic,patient_id,pixels_x,"
@@ -404,3 +413,52 @@ def test_readme_says_synthetic_and_its_numbers_are_current():
                   f"{len(ham)} training images of {ham.lesion_id.nunique()} lesions",
                   f"{len(g19)} training images"):
         assert claim in text, claim
+
+
+def test_2024_sample_is_small_synthetic_and_rare():
+    folder = SAMPLES / "isic-2024"
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 1.5 * 2**20
+    train = pd.read_csv(folder / "train-metadata.csv")
+    lesions = train.groupby("patient_id").size()
+    assert len(lesions) == syn.SIZES["2024_patients"] and lesions.between(*syn.SIZES["2024_lesions"]).all()
+    assert 0 < train.target.mean() < 0.05 and train.groupby("patient_id").target.sum().max() == 1
+    assert (train.attribution == "Synthetic (helpers.synthetic)").all()  # marked in every row
+    assert train.iddx_1[train.target == 1].eq("Malignant").all()
+    assert train.iddx_full[train.target == 0].str.startswith("Benign").all()
+    assert train.isic_id.is_monotonic_increasing and train.isic_id.str.fullmatch(r"ISIC_\d{7}").all()
+    test = pd.read_csv(folder / "test-metadata.csv")
+    sub = pd.read_csv(folder / "sample_submission.csv")
+    assert len(test) == syn.SIZES["2024_test"] and sub.isic_id.tolist() == test.isic_id.tolist()
+    assert not set(test.patient_id) & set(train.patient_id)
+    # the same JPEG bytes in the HDF5 file and in the train-image/image/ folder
+    import h5py
+
+    with h5py.File(folder / "train-image.hdf5") as store:
+        assert sorted(store) == sorted(train.isic_id)
+        first = train.isic_id.iloc[0]
+        assert store[first][()].tobytes() == (folder / "train-image/image" / f"{first}.jpg").read_bytes()
+    with h5py.File(folder / "test-image.hdf5") as store:
+        assert sorted(store) == sorted(test.isic_id)
+
+
+def test_2024_fresh_hdf5_images_equal_committed(fresh):
+    for name in ("train-image.hdf5", "test-image.hdf5"):
+        keys = hio._hdf5_keys(fresh / "isic-2024" / name)
+        assert len(keys) == min(N_FRESH, len(hio._hdf5_keys(SAMPLES / "isic-2024" / name)))
+        for key in keys:
+            new = hio.read_hdf5_image(fresh / "isic-2024" / name, key).astype(float)
+            old = hio.read_hdf5_image(SAMPLES / "isic-2024" / name, key).astype(float)
+            assert np.abs(new - old).mean() < 2.0, key
+
+
+def test_2024_melanoma_is_the_ugly_duckling_of_its_patient():
+    """Raw values overlap across patients; relative to the patient's own lesions they separate."""
+    from helpers.metrics import roc_auc
+
+    frame = ds.load_dataset(SAMPLES / "isic-2024").query("split == 'train'")
+    y = frame["target"].to_numpy()
+    for column in syn.UGLY_DUCKLING_2024:
+        own = frame.groupby("patient_id")[column]
+        z = (frame[column] - own.transform("mean")) / own.transform("std")
+        assert roc_auc(y, z) > 0.95 and roc_auc(y, z) > roc_auc(y, frame[column]) + 0.05, column
+    assert roc_auc(y, frame["tbp_lv_norm_border"]) < 0.7  # a measurement without the signal
