@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book student-book test lab samples clean
+.PHONY: install book student-book test lab samples browser-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,27 @@ lab: $(STAMP)  ## JupyterLab from the venv
 
 samples: $(STAMP)  ## regenerate the synthetic folders of data_samples/ (the real ones stay)
 	$(BIN)/python -m helpers.synthetic data_samples/
+
+# The browser test: Debian's Chromium driven by Playwright (never `playwright install`:
+# no browser download), over the built book and over chapter 1 in JupyterLab.
+CHROMIUM       := /usr/bin/chromium
+BROWSER_STAMP  := $(VENV)/.browser-installed
+BOOK_SOURCES   := _config.yml _toc.yml intro.md references.bib $(wildcard chapters/*.ipynb appendix/*.md)
+
+$(CHROMIUM):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[browser]"
+	touch $(BROWSER_STAMP)
+
+_build/html/index.html: $(BOOK_SOURCES) | $(STAMP)   # the book, rebuilt only when its sources change
+	$(MAKE) book || (rm -f $@; exit 1)
+	touch $@
+
+browser-test: $(CHROMIUM) $(BROWSER_STAMP) _build/html/index.html  ## pages and JupyterLab in a real browser
+	BOOK_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider -q -rxXf
 
 clean:
 	rm -rf _build

@@ -1,0 +1,61 @@
+"""Fixtures of the real-browser tests (``make browser-test``); the plain ``pytest tests`` skips them.
+
+These tests need Debian's Chromium at /usr/bin/chromium and Playwright (the ``browser``
+extra), and a built book in ``_build/html``; ``make browser-test`` installs and builds what
+is missing, then runs them with ``BOOK_BROWSER_TEST=1``. Without that variable nothing in
+this folder is collected, so the default test run neither needs a browser nor waits for one.
+
+Playwright drives the system Chromium (``executable_path``): it never downloads a browser.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("BOOK_BROWSER_TEST") != "1":
+    collect_ignore_glob = ["test_*.py"]
+
+from browser_support import CHROMIUM, CHROMIUM_ARGS, HTML, SCREENSHOTS, free_port, wait_for_http  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser-test` installs Debian's chromium")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def book_url():
+    """The built book served by ``python -m http.server`` on a free localhost port."""
+    if not (HTML / "index.html").is_file():
+        pytest.fail("no built book in _build/html: run `make browser-test` (it runs `make book`)")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(HTML)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/index.html", 30, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """_build/screenshots/, emptied of the previous run's pictures."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in [*SCREENSHOTS.glob("*.png"), *SCREENSHOTS.glob("*.jpg")]:
+        old.unlink()
+    return SCREENSHOTS
