@@ -12,9 +12,10 @@
   the ``tfrecord`` package (no TensorFlow needed).
 
 Where the image name lives in a DICOM file: ``write_dicom`` stores it in the
-standard tag *Image Comments* (0020,4000); ``read_dicom`` reads it from there,
-falls back to *Patient's Name* when that holds an ``ISIC_`` id, and finally to
-the file name's stem (the Kaggle files are named ``<image_name>.dcm``).
+standard tag *Image Comments* (0020,4000); ``read_dicom`` reads it from there when
+it is an ISIC id (free text there, as other software writes, is not a name), else
+from *Patient's Name* when that is an ISIC id, and finally from the file name's stem
+(the Kaggle files are named ``<image_name>.dcm``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import functools
 import io as _io
 import math
 import os
+import re
 import struct
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -398,10 +400,8 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
 def _dicom_meta(ds: Any, path: Path) -> dict[str, Any]:
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
     site = str(ds.get("BodyPartExamined", "") or "").strip().lower()
-    name = str(ds.get("ImageComments", "") or "").strip()
-    if not name:
-        patient_name = str(ds.get("PatientName", "") or "").strip()
-        name = patient_name if patient_name.startswith("ISIC_") else path.stem
+    texts = (str(ds.get(k, "") or "").strip() for k in ("ImageComments", "PatientName"))
+    name = next((s for s in texts if re.fullmatch(r"ISIC_\d+(?:_downsampled)?", s)), path.stem)
     return {
         "image_name": name,
         "patient_id": str(ds.get("PatientID", "") or "").strip() or None,
@@ -411,6 +411,11 @@ def _dicom_meta(ds: Any, path: Path) -> dict[str, Any]:
     }
 
 
+#: (implicit VR, little endian) of a dataset read without file meta -> its transfer syntax.
+_NATIVE_SYNTAX = {(True, True): "1.2.840.10008.1.2", (False, True): "1.2.840.10008.1.2.1",
+                  (False, False): "1.2.840.10008.1.2.2"}
+
+
 def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -418,7 +423,19 @@ def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+            except InvalidDicomError:
+                # No preamble and 'DICM' marker: still DICOM if it starts with a group 0002 (file
+                # meta) or 0008 (identification) element, in either byte order. Anything else is
+                # refused before force=True could read garbage as elements.
+                with open(path, "rb") as fh:
+                    start = fh.read(2)
+                if start not in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08"):
+                    raise
+                ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+                if "TransferSyntaxUID" not in ds.file_meta:  # no meta: uncompressed, as read
+                    ds.file_meta.TransferSyntaxUID = _NATIVE_SYNTAX[tuple(ds.original_encoding)]
     except InvalidDicomError:
         raise ValueError(f"{path}: not a DICOM file (no 'DICM' marker)") from None
     except FileNotFoundError:
@@ -436,9 +453,16 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a DICOM file: (RGB uint8 array (H, W, 3), metadata dict).
 
     Pixels are decoded by pydicom (Pillow plugin for JPEG Baseline) and
-    converted to RGB (``as_rgb=True`` handles ``YBR_FULL_422``); greyscale
-    images are repeated to 3 channels, for multi-frame files the first frame is
-    returned. The metadata dict has ``image_name``, ``patient_id``, ``sex``
+    converted to RGB (``as_rgb=True`` handles ``YBR_FULL_422``); of a multi-frame
+    file only the first frame is decoded and returned. Greyscale images are shown
+    as a viewer shows them: pydicom's ``apply_modality_lut`` (rescale slope and
+    intercept) then ``apply_voi_lut`` (the file's first window or VOI LUT), mapped
+    to 0..255; without a window, unsigned data of up to 8 bits is scaled from its
+    stored range (0..255 stays as it is) and other data is stretched from its
+    minimum to its maximum (signed data included); MONOCHROME1
+    (0 = white) is inverted; the result is repeated to 3 channels. Files without
+    the 128-byte preamble and ``DICM`` marker are read when they start like a
+    DICOM data set. The metadata dict has ``image_name``, ``patient_id``, ``sex``
     (M → male, F → female, else None), ``age_approx`` ("045Y" → 45.0) and
     ``anatom_site`` (BodyPartExamined lower-cased; blank → None).
 
@@ -448,7 +472,7 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
 
     Introduced in chapter 4 (image files and the resize cache).
     """
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 
     path = Path(path)
     ds = _dcmread(path)
@@ -463,14 +487,26 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
     if not ok:
         name = getattr(tsyntax, "name", "") or "unknown"
         raise ValueError(f"{path}: unsupported transfer syntax {tsyntax} ({name})")
-    try:
-        arr = ds.pixel_array  # pydicom 3 default: as_rgb=True, YBR -> RGB
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    try:  # pydicom 3: as_rgb=True by default (YBR -> RGB); index=0 decodes one frame only
+        bits = int(ds.get("BitsStored", 8) or 8)
+        arr = pixel_array(ds, index=0 if int(ds.get("NumberOfFrames", 1) or 1) > 1 else None)
+        if photometric.startswith("MONOCHROME"):
+            stored = arr.dtype
+            arr = apply_modality_lut(arr, ds)
+            if "WindowCenter" in ds or "VOILUTSequence" in ds:  # its output range: probe it
+                lo, hi = sorted(apply_voi_lut(np.array([-1e12, 1e12]), ds).astype(np.float64))
+                arr = apply_voi_lut(arr, ds).astype(np.float64)
+            elif stored == np.uint8 and arr.dtype == np.uint8:  # 1..8 bits, no rescale
+                lo, hi = 0.0, 2.0**bits - 1
+            else:
+                lo, hi = float(np.min(arr)), float(np.max(arr))
+            arr = np.clip(np.rint((arr - lo) * 255.0 / ((hi - lo) or 1.0)), 0, 255).astype(np.uint8)
+            if photometric == "MONOCHROME1":
+                arr = 255 - arr
     except Exception as exc:
         raise ValueError(f"{path}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        arr = arr[0]
     if arr.dtype != np.uint8:
-        bits = int(ds.get("BitsStored", 8) or 8)
         arr = np.clip(np.rint(arr.astype(np.float64) * 255.0 / (2**bits - 1)), 0, 255).astype(np.uint8)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
