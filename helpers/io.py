@@ -116,11 +116,6 @@ def _pil_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
-    """Convert an opened, loaded PIL image of any common mode to an RGB uint8 array."""
-    return np.ascontiguousarray(np.asarray(_pil_rgb(img), dtype=np.uint8))
-
-
 def _image_header(source: Path | bytes | np.ndarray, where: object) -> tuple[str | None, bool]:
     """Read an image's header only: ``(Pillow mode, has transparency)``; refuse decompression bombs.
 
@@ -681,6 +676,28 @@ def _decode_value(value: Any) -> Any:
     return arr
 
 
+#: Features that hold an encoded image: the 2020 Kaggle shards' and the object-detection convention's.
+_TFREC_IMAGE_KEYS = ("image", "image/encoded")
+
+
+def _tfrec_record(raw: Mapping[str, Any], where: str, decode_images: bool) -> dict[str, Any]:
+    """One parsed record: images decoded, other bytes as UTF-8 text, 2020 keys first."""
+    rec: dict[str, Any] = {}
+    for key, value in raw.items():
+        value = _decode_value(value)
+        if isinstance(value, bytes) and key in _TFREC_IMAGE_KEYS:
+            value = np.asarray(_decode_rgb(value, where), dtype=np.uint8) if decode_images else value
+        elif isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{where}: feature {key!r} is not UTF-8 text (byte {exc.start}); "
+                                 f"images are read from {' or '.join(_TFREC_IMAGE_KEYS)}") from None
+        rec[key] = value
+    order = [k for k in TFREC_KEYS if k in rec] + sorted(k for k in rec if k not in TFREC_KEYS)
+    return {k: rec[k] for k in order}
+
+
 def read_tfrecords(
     paths_or_folder: os.PathLike | str | Iterable[os.PathLike | str],
     decode_images: bool = True,
@@ -689,10 +706,15 @@ def read_tfrecords(
     """Iterate over the records of TFRecord shards (a folder's ``*.tfrec``, or given files).
 
     Built on ``tfrecord.reader.tfrecord_loader`` (no index files). Yields one
-    dict per record: ``image`` as an RGB uint8 array (``decode_images=True``)
-    or the raw JPEG bytes, ``image_name`` as str, integer features as int
-    (still encoded: see :func:`tfrecord_frame` for names). ``description``
-    limits the keys read. Raises ``ValueError`` naming a corrupt shard.
+    dict per record: the image (under ``image``, or ``image/encoded`` as the
+    object-detection TFRecords keep it) as an RGB uint8 array
+    (``decode_images=True``, through the checks of :func:`read_image`) or the raw
+    JPEG bytes, other byte features as str (``image_name``), integer features as
+    int (still encoded: see :func:`tfrecord_frame` for names) or int arrays.
+    ``description`` limits the keys read. Any record that cannot be read (a
+    corrupt or truncated shard, an image that does not decode, bytes that are
+    neither text nor under an image key) raises ``ValueError`` naming the shard
+    and the record's index.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -702,28 +724,15 @@ def read_tfrecords(
     for path in _tfrec_files(paths_or_folder):
         if not path.is_file():
             raise ValueError(f"{path}: no such TFRecord file")
+        n = 0  # the record being read
         try:
-            for i, raw in enumerate(tfrecord_loader(str(path), None, list(description) if description else None)):
-                rec: dict[str, Any] = {}
-                for key, value in raw.items():
-                    value = _decode_value(value)
-                    if key == "image" and isinstance(value, bytes):
-                        if decode_images:
-                            try:
-                                with Image.open(_io.BytesIO(value)) as img:
-                                    img.load()
-                                    value = _pil_to_rgb(img)
-                            except (OSError, SyntaxError) as exc:
-                                raise ValueError(f"{path} (record {i}): undecodable image ({exc})") from None
-                    elif isinstance(value, bytes):
-                        value = value.decode("utf-8")
-                    rec[key] = value
-                order = [k for k in TFREC_KEYS if k in rec] + sorted(k for k in rec if k not in TFREC_KEYS)
-                yield {k: rec[k] for k in order}
-        except (RuntimeError, DecodeError) as exc:
-            raise ValueError(f"{path}: corrupt TFRecord file ({exc})") from None
+            for raw in tfrecord_loader(str(path), None, list(description) if description else None):
+                yield _tfrec_record(raw, f"{path} (record {n})", decode_images)
+                n += 1
+        except (RuntimeError, DecodeError, OSError, struct.error) as exc:
+            raise ValueError(f"{path} (record {n}): corrupt TFRecord file ({exc})") from None
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: unexpected TFRecord content ({exc})") from None
+            raise ValueError(f"{path} (record {n}): unexpected TFRecord content ({exc})") from None
 
 
 def tfrecord_frame(

@@ -240,3 +240,43 @@ def test_read_hdf5_image_refuses_a_file_that_is_not_hdf5(tmp_path):
     (tmp_path / "x.hdf5").write_bytes(b"\x89HDF not really")
     with pytest.raises(ValueError, match=r"x\.hdf5: not a readable HDF5 file"):
         hio.read_hdf5_image(tmp_path / "x.hdf5", "ISIC_0000001")
+
+
+# --------------------------------------------------------------------------- TFRecords of other writers
+def _shard(path: Path, records: list[dict]) -> Path:
+    """A TFRecord shard written feature by feature: {key: (value, 'byte'|'int'|'float')}."""
+    from tfrecord import TFRecordWriter
+
+    writer = TFRecordWriter(str(path))
+    for rec in records:
+        writer.write(rec)
+    writer.close()
+    return path
+
+
+def test_tfrecords_with_the_image_under_image_encoded(tmp_path):
+    """The object-detection convention: image/encoded, image/filename, image/object/..."""
+    rgb = smooth_rgb(24, 32)
+    shard = _shard(tmp_path / "od.tfrec", [{
+        "image/encoded": (_jpeg(rgb), "byte"), "image/filename": (b"ISIC_0000001.jpg", "byte"),
+        "image/format": (b"jpeg", "byte"), "image/object/class/label": ([1, 2], "int")}])
+    (rec,) = list(hio.read_tfrecords(shard))
+    assert rec["image/encoded"].shape == (24, 32, 3) and np.abs(rec["image/encoded"].astype(int) - rgb).mean() < 3
+    assert rec["image/filename"] == "ISIC_0000001.jpg" and rec["image/object/class/label"].tolist() == [1, 2]
+    (raw,) = list(hio.read_tfrecords(shard, decode_images=False))
+    assert raw["image/encoded"] == _jpeg(rgb)
+
+
+def test_an_unreadable_record_names_the_shard_and_its_index(tmp_path):
+    good = {"image": (_jpeg(smooth_rgb(8, 8)), "byte"), "image_name": (b"ISIC_0000001", "byte")}
+    cases = {
+        "binary.tfrec": [good, {**good, "mask": (b"\x89PNG\xff\xfe", "byte")}],
+        "bad_image.tfrec": [good, {**good, "image": (b"\xff\xd8\xff\xe0 not a jpeg", "byte")}],
+    }
+    for name, records in cases.items():
+        with pytest.raises(ValueError, match=rf"{name} \(record 1\): "):
+            list(hio.read_tfrecords(_shard(tmp_path / name, records)))
+    whole = _shard(tmp_path / "whole.tfrec", [good, good, good]).read_bytes()
+    (tmp_path / "cut.tfrec").write_bytes(whole[: len(whole) * 5 // 6])  # inside the third record
+    with pytest.raises(ValueError, match=r"cut\.tfrec \(record 2\): corrupt TFRecord"):
+        list(hio.read_tfrecords(tmp_path / "cut.tfrec"))
