@@ -9,7 +9,9 @@ Playwright drives the system Chromium (``executable_path``): it never downloads 
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,8 @@ import pytest
 if os.environ.get("BOOK_BROWSER_TEST") != "1":
     collect_ignore_glob = ["test_*.py"]
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, HTML, SCREENSHOTS, free_port, wait_for_http  # noqa: E402
+from browser_support import (CHROMIUM, CHROMIUM_ARGS, HTML, REPO_ROOT, SCREENSHOTS,  # noqa: E402
+                             free_port, wait_for_http)
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +62,47 @@ def screenshots() -> Path:
     for old in [*SCREENSHOTS.glob("*.png"), *SCREENSHOTS.glob("*.jpg")]:
         old.unlink()
     return SCREENSHOTS
+
+
+LAB_CHAPTER = "chapters/01_skin_disease_and_melanoma.ipynb"
+LAB_SETTINGS = {
+    # Every cell in the page (no virtual scrolling), so that all prompts can be read.
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    # No "get Jupyter news?" question on a closed network.
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jupyterlab(tmp_path_factory):
+    """JupyterLab on a free localhost port, no token, in a temporary copy of chapter 1.
+
+    Started before the first test so that it boots while the book's pages are checked; the
+    repository's notebook is never touched. The kernel finds the data through the installed
+    ``helpers`` package.
+    """
+    root = tmp_path_factory.mktemp("lab")
+    (root / "chapters").mkdir()
+    shutil.copy(REPO_ROOT / LAB_CHAPTER, root / LAB_CHAPTER)
+    settings = tmp_path_factory.mktemp("lab-settings")
+    for name, value in LAB_SETTINGS.items():
+        (settings / name).parent.mkdir(parents=True, exist_ok=True)
+        (settings / name).write_text(json.dumps(value))
+    port = free_port()
+    log = open(root.parent / "jupyterlab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+         f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
+         f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
+         f"--LabApp.workspaces_dir={settings / 'workspaces'}", "--LabApp.news_url=",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}", root, proc
+    finally:
+        proc.terminate()   # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -10,57 +10,24 @@ numbers (``{glue:text}`` roles).
 from __future__ import annotations
 
 import importlib.metadata as md
-import json
-import shutil
-import subprocess
-import sys
 import time
 
 import nbformat
 import pytest
 
-from browser_support import REPO_ROOT, free_port, wait_for_http
+from browser_support import wait_for_http
 
 CHAPTER = "chapters/01_skin_disease_and_melanoma.ipynb"
 GLUE_SENTENCE = "The ISIC 2019 training set has"
 GLUE_KEY = "n_2019"   # glued in chapter 1, shown in that sentence as {glue:text}`n_2019:,`
-SETTINGS = {
-    # Every cell in the page (no virtual scrolling), so that all prompts can be read.
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    # No "get Jupyter news?" question on a closed network.
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
-}
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
-    (root / "chapters").mkdir()
-    shutil.copy(REPO_ROOT / CHAPTER, root / CHAPTER)
-    settings = tmp_path_factory.mktemp("lab-settings")
-    for name, value in SETTINGS.items():
-        (settings / name).parent.mkdir(parents=True, exist_ok=True)
-        (settings / name).write_text(json.dumps(value))
-    port = free_port()
-    log = open(root.parent / "jupyterlab.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-         f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
-         f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
-         f"--LabApp.workspaces_dir={settings / 'workspaces'}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/api/status", 120, proc)
-        yield url, root
-    finally:
-        proc.terminate()   # the server shuts its kernels down on SIGTERM
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def lab(jupyterlab):
+    """The JupyterLab server (started early by conftest.py) once it answers."""
+    url, root, proc = jupyterlab
+    wait_for_http(f"{url}/api/status", 180, proc)
+    return url, root
 
 
 def _menu(page, menu: str, command: str) -> None:
