@@ -344,7 +344,9 @@ def test_groupings_submission_and_duplicates_round_trip(name, data):
 def test_every_official_format_has_a_property_test():
     covered = {*GT, *SIIM, *OTHER, "isic2016_train", "isic2016_test", "isic2017_metadata",
                "ham10000_metadata", "isic2019_metadata", "isic2019_test_metadata",
-               "isic_archive", "isic_archive_legacy"}
+               "isic_archive", "isic_archive_legacy",
+               # in test_datasets_properties.py:
+               "isic2024_train", "isic2024_test", "isic2024_submission"}
     assert covered == set(FORMATS)
 
 
