@@ -11,12 +11,19 @@ Plain helpers the tests call (image and CSV writers, the CLI runner) are in
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+
+# The real-browser tests (tests/browser, `make browser-test`) have a conftest.py of their own;
+# the default run does not even load it, so `import conftest` always means this file.
+if os.environ.get("BOOK_BROWSER_TEST") != "1":
+    collect_ignore = ["browser"]
 
 
 class NetworkBlocked(RuntimeError):
