@@ -39,7 +39,7 @@ def device(verbose: bool = True):
 
     Prints one line saying which device was chosen (and the GPU's name).
 
-    Introduced in chapter 1 (skin disease and melanoma).
+    Introduced in chapter 7 (the data pipeline).
     """
     import torch
 

@@ -50,7 +50,7 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     """The ``argparse`` parser with one sub-parser per command (other modules may add more).
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `main`.
     """
     from helpers.models import ARCHITECTURES
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on bad input, with one line on stderr).
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter: the command line `python -m helpers` (README).
     """
     args = build_parser().parse_args(argv)
     try:

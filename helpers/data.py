@@ -110,7 +110,7 @@ _TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
 class SkippedImageWarning(UserWarning):
     """An image could not be read and was left out of the batch.
 
-    Introduced in chapter 7 (the data pipeline).
+    Not called in a chapter; used by `LesionDataset`.
     """
 
 
@@ -237,7 +237,7 @@ def _blend(img: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> torc
 class ShadesOfGray(v2.Transform):
     """Shades-of-gray colour constancy as a ``transforms.v2`` transform (see :func:`shades_of_gray`).
 
-    Introduced in chapter 7 (the data pipeline).
+    Not called in a chapter; used by `train_transforms`, `eval_transforms`.
     """
 
     def __init__(self, p: float = 6) -> None:
@@ -727,7 +727,7 @@ class FocalLoss(nn.Module):
 
     ``reduction``: ``"mean"`` (over counted examples), ``"sum"`` or ``"none"``.
 
-    Introduced in chapter 7 (the data pipeline).
+    Not called in a chapter; used by `_make_criterion`.
     """
 
     def __init__(self, alpha: float | Sequence[float] | None = 0.25, gamma: float = 2.0,
@@ -811,7 +811,7 @@ def patient_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, n_buckets: int
 
     Returns a Series of fold numbers 0..k-1 named ``fold``, index aligned with ``frame``.
 
-    Introduced in chapter 7 (the data pipeline).
+    Introduced in chapter 6 (patient context).
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -849,7 +849,7 @@ def holdout_split(frame: pd.DataFrame, frac: float = 0.2, seed: int = 0) -> pd.S
     takes exactly ``frac`` of the rows. Returns a Series named ``split``,
     index aligned with ``frame``.
 
-    Introduced in chapter 7 (the data pipeline).
+    Not called in a chapter; used by `choose_split`.
     """
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
@@ -909,7 +909,7 @@ def model_fingerprint(model: nn.Module) -> str:
 
     Used to tell whether cached features still belong to the model at hand.
 
-    Introduced in chapter 7 (the data pipeline).
+    Not called in a chapter; used by `cached_embeddings`.
     """
     import hashlib
 
@@ -972,7 +972,7 @@ def load_resized(path: os.PathLike | str, size: int) -> np.ndarray:
     mode (:func:`helpers.io.read_image` with ``draft=size``). Raises
     ``ValueError`` naming the file when it cannot be read.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `build_tensor_cache`.
     """
     from helpers.io import read_image
     from helpers.preprocess import resize_image
@@ -986,7 +986,7 @@ def cache_index(cache_path: os.PathLike | str) -> pd.DataFrame:
     ``error`` is empty (``<NA>``) for images that were cached and holds the
     reason for those stored as zeros.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `TensorCacheLoader`.
     """
     side = Path(cache_path).with_suffix(".csv")
     if not side.is_file():
@@ -1023,7 +1023,7 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
 
     Returns the path of the ``.npy`` file.
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 7 (the data pipeline).
     """
     from tqdm.auto import tqdm
 
@@ -1099,7 +1099,7 @@ def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *
     Random numbers come from ``generator`` (on the batch's device) so a run
     can be replayed. Returns float32 (B, 3, H, W); an empty batch stays empty.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `TensorCacheLoader`.
     """
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ValueError(f"gpu_augment: expected a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
@@ -1193,7 +1193,7 @@ class TensorCacheLoader:
     ``world_size``-th row of the shared epoch order, padded by wrapping
     around so every rank gets the same number (as ``DistributedSampler``).
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 7 (the data pipeline).
     """
 
     def __init__(self, cache: os.PathLike | str | np.ndarray, targets: Any = None, *,
@@ -1374,7 +1374,7 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
     A JPEG whose header announces more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``
     (a decompression bomb) raises ``ValueError`` before anything is decoded.
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 7 (the data pipeline).
     """
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 

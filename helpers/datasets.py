@@ -277,7 +277,7 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
 class LabelFormat:
     """One official label / metadata file format (a row of :data:`FORMATS`).
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; used by `detect_format`.
     """
 
     name: str                       #: registry key
@@ -811,7 +811,7 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
     ``dataset`` overrides the format's dataset name. ``path`` is left <NA>:
     the ``load_*`` functions attach image paths.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; used by `read_labels`.
     """
     name = frame.attrs.get("format")
     fmt = _FORMATS_BY_NAME.get(name) if name else _match_columns(list(frame.columns))
@@ -902,7 +902,7 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
 class MissingImagesWarning(UserWarning):
     """Some rows of a label file have no image file in the layout.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; used by `_attach_paths`.
     """
 
 
@@ -1013,7 +1013,7 @@ def load_siim_isic_2020(root: os.PathLike | str, strict: bool = False) -> pd.Dat
     ``ISIC_2020_Training_Duplicates.csv`` are kept in
     ``frame.attrs["duplicate_pairs"]`` for :func:`combine`.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     root = Path(root)
     v2 = _find(root, "ISIC_2020_Training_GroundTruth_v2.csv")
@@ -1050,7 +1050,7 @@ def load_isic_2019(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
     ``image_id`` drops the ``_downsampled`` suffix of some training ids;
     ``source_id`` and the image path keep it.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     root = Path(root)
     frames = []
@@ -1089,7 +1089,7 @@ def load_isic_2018_task3(root: os.PathLike | str, strict: bool = False) -> pd.Da
     ``HAM10000_metadata.csv`` (or ``lesion_id`` from the lesion groupings
     file) and keep ``dataset == "isic2018"``.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     root = Path(root)
     frames, index = [], {}
@@ -1117,7 +1117,7 @@ _SPLITS_2017 = {"train": "Training", "val": "Validation", "test": "Test_v2"}
 def load_isic_2017(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     """Load an ISIC 2017 folder: Part 3 ground truth and metadata of each split.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     root = Path(root)
     frames, index = [], {}
@@ -1142,7 +1142,7 @@ def load_isic_2017(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
 def load_isic_2016(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     """Load an ISIC 2016 (ISBI 2016 Part 3) folder: training and test ground truth.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     root = Path(root)
     frames, index = [], {}
@@ -1163,7 +1163,7 @@ def load_isic_archive(root: os.PathLike | str, strict: bool = False) -> pd.DataF
     (``diagnosis_1`` ... ``diagnosis_5``) metadata are read. An archive
     download has no official split: every row is ``train``.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     root = Path(root)
     meta = root / "metadata.csv"
@@ -1177,7 +1177,7 @@ def load_isic_archive(root: os.PathLike | str, strict: bool = False) -> pd.DataF
 def load_ham10000(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     """Load a HAM10000-only download: ``HAM10000_metadata.csv`` + ``HAM10000_images_part_1/2``.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     root = Path(root)
     meta = _find(root, "HAM10000_metadata.csv")
@@ -1203,7 +1203,7 @@ def load_isic_2024(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
     ``<root>/train-image.hdf5/<isic_id>``: :func:`helpers.io.read_image` reads such a
     path from the HDF5 file (a bad or missing key: ``ValueError`` naming file and key).
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter; `load_dataset` calls it for its layout.
     """
     from helpers.io import _hdf5_keys
 
@@ -1287,7 +1287,7 @@ def load_dataset(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     download folder) is refused with a ``ValueError`` naming it: link the
     whole download folder, not folders inside it.
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Introduced in chapter 1 (skin disease and melanoma).
     """
     return LAYOUTS[detect_layout(root)][1](root, strict=strict)
 
@@ -1416,7 +1416,7 @@ def read_dermamnist(path: os.PathLike | str) -> dict[str, tuple[np.ndarray, np.n
     MedMNIST order (:data:`DERMAMNIST_LABELS` gives each its ISIC 2019 code,
     e.g. 4 -> ``MEL``).
 
-    Introduced in chapter 3 (the ISIC Archive and its challenges).
+    Not called in a chapter.
     """
     path = Path(path)
     try:

@@ -74,7 +74,7 @@ def default_target_layer(model: nn.Module) -> nn.Module:
     ``features[-1]``. Any other model: its last ``nn.Conv2d``. Raises
     ``ValueError`` when the model has no convolution at all.
 
-    Introduced in chapter 11 (explainability and limits).
+    Not called in a chapter; used by `gradcam`.
     """
     net = getattr(model, "backbone", model)
     if hasattr(net, "_bn1") and hasattr(net, "_conv_head"):       # EfficientNetLite0
@@ -378,7 +378,7 @@ def ita(L: Any, b: Any) -> Any:
     positive ``b*`` of skin and stays defined at ``b* = 0``. Light skin has a
     large angle (> 55 degrees), dark skin a negative one (< -30).
 
-    Introduced in chapter 11 (explainability and limits).
+    Not called in a chapter; used by `skin_ita`.
     """
     out = np.degrees(np.arctan2(np.asarray(L, dtype=np.float64) - 50.0, np.asarray(b, dtype=np.float64)))
     return float(out) if np.ndim(out) == 0 else out

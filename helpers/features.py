@@ -67,7 +67,7 @@ def to_float_rgb(image: Any, name: str = "image") -> np.ndarray:
     Accepts uint8, uint16 or float arrays (floats must already lie in [0, 1]);
     anything that is not an (H, W, 3) RGB array raises ``ValueError`` naming ``name``.
 
-    Introduced in chapter 2 (dermoscopy and the ABCD rule).
+    Not called in a chapter; used by `skin_ita`, `remove_hair`, `segment_lesion`.
     """
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
@@ -232,7 +232,7 @@ def asymmetry(mask: Any) -> tuple[float, float]:
     lands outside the lesion: 0 for a mirror-symmetric shape (disc, ellipse), up to 1.
     Because mirroring keeps area, this is |M xor mirror(M)| / (2 |M|).
 
-    Introduced in chapter 2 (dermoscopy and the ABCD rule).
+    Not called in a chapter; used by `abcd_features`.
     """
     m = np.asarray(mask).astype(bool)
     if m.ndim != 2 or m.sum() < 10:
@@ -257,7 +257,7 @@ def compactness(mask: Any) -> float:
     The perimeter is the Crofton estimate (:func:`skimage.measure.perimeter_crofton`),
     which is close to the true length for digital discs.
 
-    Introduced in chapter 2 (dermoscopy and the ABCD rule).
+    Not called in a chapter; used by `abcd_features`.
     """
     m = np.asarray(mask).astype(bool)
     area = m.sum()
@@ -280,7 +280,7 @@ def colour_fractions(image: Any, mask: Any) -> dict[str, float]:
     as no colour; "white" counts only where the pixel is lighter than that skin, as
     the ABCD rule asks. Returns ``{name: fraction}`` over :data:`COLOUR_NAMES`.
 
-    Introduced in chapter 2 (dermoscopy and the ABCD rule).
+    Not called in a chapter; used by `abcd_features`.
     """
     rgb = to_float_rgb(image)
     m = _check_mask(mask, rgb.shape[:2])

@@ -204,7 +204,7 @@ def read_hdf5_image(path: os.PathLike | str, key: str, draft: int | None = None)
     ``read_image("…/train-image.hdf5/ISIC_0015670")`` calls this function, so the
     ``path`` column of :func:`helpers.datasets.load_isic_2024` works wherever a path does.
 
-    Introduced in chapter 4 (image files and the resize cache).
+    Not called in a chapter; used by `read_image`.
     """
     import h5py
 
@@ -244,7 +244,7 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
     unidentifiable files and for decompression bombs (more pixels than
     ``PIL.Image.MAX_IMAGE_PIXELS``).
 
-    Introduced in chapter 4 (image files and the resize cache).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     path = Path(path)
     if path.suffix.lower() == ".dcm":
@@ -263,7 +263,7 @@ def write_atomically(path: Path, write: Any) -> None:
     becomes a ``ValueError`` naming ``path``. The temporary file keeps the
     suffix of ``path``, for writers that choose a format by it.
 
-    Introduced in chapter 4 (image files and the resize cache).
+    Not called in a chapter; used by `cached_embeddings`, `write_dicom`, `write_tfrecords`.
     """
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # keeps the suffix
     try:
@@ -325,7 +325,7 @@ def write_dicom(path: os.PathLike | str, rgb: np.ndarray, meta: Mapping[str, Any
     folder that cannot be written (full, read-only) raises ``ValueError``
     naming ``path``.
 
-    Introduced in chapter 4 (image files and the resize cache).
+    Not called in a chapter; used by `_write_2020`.
     """
     from pydicom import config as pydicom_config
     from pydicom.dataelem import DataElement
@@ -621,7 +621,7 @@ def write_tfrecords(
     folder that cannot be written raises ``ValueError`` naming the shard.
     Returns the shard paths.
 
-    Introduced in chapter 4 (image files and the resize cache).
+    Not called in a chapter; used by `_write_2020`.
     """
     from tfrecord import TFRecordWriter
 

@@ -131,7 +131,7 @@ def roc_auc(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) 
 
     Raises ``ValueError`` when ``y`` holds one class only (the AUC is undefined).
 
-    Introduced in chapter 9 (evaluating melanoma detection).
+    Introduced in chapter 7 (the data pipeline).
     """
     y, p, w = _binary_inputs(y, p, sample_weight)
     _require_both_classes(y, w, "ROC AUC")
@@ -201,7 +201,7 @@ def partial_auc(y_true: ArrayLike, y_score: ArrayLike, min_tpr: float = 0.80) ->
     (0.2 for a perfect detector, 0.02 for random scores, 0 for an inverted one).
     ``pauc_above_tpr`` is the same function.
 
-    Introduced in chapter 9 (evaluating melanoma detection).
+    Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
     if not 0 <= min_tpr < 1:
         raise ValueError(f"min_tpr must be in [0, 1), got {min_tpr}")
@@ -292,7 +292,7 @@ def per_class_scores(
     positives or without negatives gets NaN where its metric is undefined
     (AUC and ``auc_sens_80``; AP needs positives only).
 
-    Introduced in chapter 10 (metadata and the multi-class task).
+    Not called in a chapter; used by `per_class_auc`, `per_class_ap`.
     """
     t = _as_frame(truth, classes, "truth")
     p = _as_frame(pred, list(t.columns), "pred")
@@ -320,7 +320,7 @@ def per_class_auc(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | No
 def per_class_ap(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None) -> pd.Series:
     """One-vs-rest average precision of each class (NaN for a class absent from the truth).
 
-    Introduced in chapter 10 (metadata and the multi-class task).
+    Not called in a chapter; used by `macro_ap`.
     """
     return per_class_scores(truth, pred, classes)["ap"]
 
@@ -328,7 +328,7 @@ def per_class_ap(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | Non
 def macro_auc(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None) -> float:
     """Mean of the per-class AUCs over the classes where it is defined (the scorer's macro average).
 
-    Introduced in chapter 10 (metadata and the multi-class task).
+    Not called in a chapter.
     """
     return float(per_class_auc(truth, pred, classes).mean())
 
@@ -336,7 +336,7 @@ def macro_auc(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None =
 def macro_ap(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None) -> float:
     """Mean of the per-class average precisions (the scorer's macro average).
 
-    Introduced in chapter 10 (metadata and the multi-class task).
+    Not called in a chapter.
     """
     return float(per_class_ap(truth, pred, classes).mean())
 
@@ -357,7 +357,7 @@ def sensitivity_at_specificity(
     is one of ``roc_curve``'s (``inf`` when no threshold is specific enough
     and everything must be called negative).
 
-    Introduced in chapter 9 (evaluating melanoma detection).
+    Introduced in chapter 7 (the data pipeline).
     """
     if not 0 <= specificity <= 1:
         raise ValueError(f"specificity must be in [0, 1], got {specificity}")
@@ -476,7 +476,7 @@ class BootstrapCI:
     skipped because the metric is undefined on them (for example a resample
     without a melanoma).
 
-    Introduced in chapter 9 (evaluating melanoma detection).
+    Not called in a chapter; used by `bootstrap_ci`.
     """
 
     estimate: float
@@ -501,7 +501,7 @@ def patient_bootstrap_indices(
     twice). ``groups`` holds one patient id per image; patient codes are
     positions in ``pd.unique(groups)``.
 
-    Introduced in chapter 9 (evaluating melanoma detection).
+    Not called in a chapter; used by `bootstrap_ci`.
     """
     g = pd.Series(np.asarray(groups, dtype=object))
     if g.isna().any():
@@ -537,7 +537,7 @@ def bootstrap_ci(
     counted in ``n_skipped``. ``y`` and ``p`` may be 2-D (rows are images).
     Seeded: the same ``seed`` gives the same interval.
 
-    Introduced in chapter 9 (evaluating melanoma detection).
+    Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")

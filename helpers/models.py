@@ -138,7 +138,7 @@ def load_lite0_imagenet(model: EfficientNetLite0) -> str:
     code runs) and returns a short description of where they came from.
     Raises ``ImportError`` when the package is not installed.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `_backbone`.
     """
     import importlib.metadata
 
@@ -162,7 +162,7 @@ class LesionClassifier(nn.Module):
     floats, e.g. from ``helpers.data.encode_meta``) returns logits of shape
     ``(batch, num_classes)``.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `build_model`, `set_backbone_trainable`, `freeze_early_blocks`.
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int,
@@ -254,7 +254,7 @@ def build_model(name: str, num_classes: int, pretrained: bool = True, n_meta: in
     output is concatenated with the image features. Prints one line naming the
     weights unless ``verbose=False``; ``model.weights_note`` keeps it.
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 6 (patient context).
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
@@ -281,7 +281,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 def set_backbone_trainable(model: LesionClassifier, trainable: bool) -> None:
     """Freeze (``False``) or unfreeze the backbone; the head and metadata branch stay trainable.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter.
     """
     for p in model.backbone.parameters():
         p.requires_grad_(trainable)

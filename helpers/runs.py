@@ -58,7 +58,7 @@ WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
 class TrainConfig:
     """Every setting of a training run; ``config.json`` records them (all but ``out``).
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 12 (scaling up).
     """
     data_dir: Path
     out: Path
@@ -279,7 +279,7 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     required); without it a folder that already holds a run is refused. Bad input
     raises ``ValueError`` naming the folder, file or setting.
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 12 (scaling up).
     """
     rank, world, _local = init_distributed()
     main, run = rank == 0, Path(cfg.out)
@@ -396,7 +396,7 @@ def predict_run(run: os.PathLike | str, data_dir: os.PathLike | str, out: os.Pat
     split (``auto``: its test split if it has one, else all images); a plain folder of
     images is predicted whole. Unreadable images get the mean prediction (announced).
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `cmd_predict`, `out_of_fold`.
     """
     if out is not None:
         check_writable(Path(out).parent)

@@ -111,7 +111,7 @@ class ModelCost:
     ``measured_at``: the image size of the measurement (``image_size`` differs
     when the cost was scaled by :func:`scale_cost`).
 
-    Introduced in chapter 12 (scaling up).
+    Not called in a chapter; used by `measure_cost`, `scale_cost`.
     """
 
     model: str
@@ -136,7 +136,7 @@ def forward_flops(model: nn.Module, image_size: int, batch: int = 1) -> float:
     Counts convolutions and matrix products (a multiply-add is 2 FLOPs); runs
     the model in eval mode without gradients, on the CPU.
 
-    Introduced in chapter 12 (scaling up).
+    Not called in a chapter; used by `measure_cost`.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -160,7 +160,7 @@ def saved_tensor_bytes(model: nn.Module, image_size: int, batch: int, amp: str =
     like CUDA autocast, runs convolutions and linear layers in bfloat16),
     ``"fp32"`` in float32.
 
-    Introduced in chapter 12 (scaling up).
+    Not called in a chapter; used by `activation_bytes`.
     """
     if amp not in ("bf16", "fp32"):
         raise ValueError(f"amp must be 'bf16' or 'fp32', got {amp!r}")
@@ -196,7 +196,7 @@ def activation_bytes(model: nn.Module, image_size: int, amp: str = "bf16",
     not grow with the batch. (Two images at least: BatchNorm refuses to train
     on one value per channel.)
 
-    Introduced in chapter 12 (scaling up).
+    Not called in a chapter; used by `measure_cost`.
     """
     b1, b2 = batches
     if not 1 <= b1 < b2:
@@ -253,7 +253,7 @@ def training_memory_bytes(params: int, act_bytes_per_image: float, batch: int,
     two moments) ``+ batch * act_bytes_per_image + const_bytes``. Leaves out
     the CUDA context, cuDNN workspaces and allocator fragmentation (a lower bound).
 
-    Introduced in chapter 12 (scaling up).
+    Not called in a chapter; used by `estimate_table`.
     """
     if params < 0 or act_bytes_per_image < 0 or batch < 1:
         raise ValueError("params and activation bytes must be >= 0 and batch >= 1")
@@ -279,7 +279,7 @@ def estimate_throughput(name: str, image_size: int, gflops: float,
     ``references``, default :data:`REFERENCE_THROUGHPUT`). Returns
     ``(images per second, a note naming the reference)``.
 
-    Introduced in chapter 12 (scaling up).
+    Not called in a chapter; used by `estimate_table`.
     """
     references = REFERENCE_THROUGHPUT if references is None else references
     if gflops <= 0:
@@ -362,7 +362,7 @@ def predict_run(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 6
     is a tidy frame with a ``path`` column; row ``i`` of the result belongs to
     row ``i`` of ``frame`` (NaN for an unreadable image).
 
-    Introduced in chapter 12 (scaling up).
+    Introduced in chapter 11 (explainability and limits).
     """
     from torch.utils.data import DataLoader
 

@@ -294,7 +294,7 @@ def another_photo(img: np.ndarray, seed: int) -> np.ndarray:
 
     Used for HAM10000 lesions with several images and for the 2020 duplicates.
 
-    Introduced in chapter 1 (skin disease and melanoma).
+    Not called in a chapter; used by `_Painter`.
     """
     rng = np.random.default_rng(seed)
     out = np.rot90(img, int(rng.integers(0, 4)))
@@ -979,7 +979,7 @@ def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -
     same files. ``max_images`` caps the image files per folder (the CSV files
     stay complete), for quick tests.
 
-    Introduced in chapter 1 (skin disease and melanoma).
+    Not called in a chapter; used by `main`.
     """
     out_dir = Path(out_dir)
     _prepare(out_dir)
@@ -1018,7 +1018,7 @@ def write_samples(out_dir: Path, seed: int = 0, max_images: int | None = None) -
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m helpers.synthetic OUT_DIR [--seed N]``; errors give one line and exit 2.
 
-    Introduced in chapter 1 (skin disease and melanoma).
+    Not called in a chapter: `python -m helpers.synthetic` (`make samples`).
     """
 
     class _Parser(argparse.ArgumentParser):

@@ -58,7 +58,7 @@ CHECKPOINT_FORMAT = "helpers.train/1"
 def distributed_context() -> tuple[int, int]:
     """Return ``(rank, world_size)``: ``(0, 1)`` unless a process group is running.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `set_loader_epoch`, `fit`.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -72,7 +72,7 @@ def init_distributed() -> tuple[int, int, int]:
     Gloo on CPU. Returns ``(rank, world_size, local_rank)``; without
     ``torchrun`` it does nothing and returns ``(0, 1, 0)``.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `train_run`.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -167,7 +167,7 @@ def auc_score(targets: np.ndarray, scores: np.ndarray) -> float:
     in the multi-class case classes absent from ``targets`` are left out of
     the macro average.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `_evaluate`.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -229,7 +229,7 @@ def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> None:
     likewise. That is what makes a resumed run see the same batches as an
     uninterrupted one.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `fit`.
     """
     rank, _ = distributed_context()
     base = (seed * 1_000_003 + epoch) * 1009
@@ -294,7 +294,7 @@ def save_checkpoint(obj: dict[str, Any], path: os.PathLike | str) -> Path:
     within one file system); if anything fails before the rename, the old
     file at ``path`` is untouched and the temporary file is removed.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `fit`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -473,7 +473,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
     ``DistributedDataParallel``, only rank 0 writes files and draws progress
     bars, and validation predictions from every rank are pooled.
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 7 (the data pipeline).
     """
     import helpers
     from tqdm.auto import tqdm
@@ -669,7 +669,7 @@ def run_config(run: os.PathLike | str) -> dict[str, Any]:
 
     Raises ``ValueError`` naming the file when the folder has none.
 
-    Introduced in chapter 8 (training a CNN).
+    Not called in a chapter; used by `out_of_fold`, `load_run`.
     """
     path = Path(run) / "config.json"
     if not path.is_file():
@@ -719,7 +719,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
     ``index`` (``helpers.data`` datasets), row ``i`` belongs to dataset item
     ``i`` and an unreadable image gets NaN; otherwise rows follow the loader.
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 7 (the data pipeline).
     """
     from tqdm.auto import tqdm
 
