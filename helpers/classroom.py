@@ -227,7 +227,7 @@ def _tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def _role(cell) -> str | None:
+def cell_role(cell) -> str | None:
     """'solution', 'check' or None for a source cell."""
     meta = cell.get("metadata", {}).get("nbgrader", {})
     src = cell.get("source", "")
@@ -272,7 +272,7 @@ def annotate(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.Note
             labels = [x for x in exercise_labels(cell.source) if x]
             if labels:
                 label = _BAD_ID_CHARS.sub("-", labels[-1])
-        role = _role(cell)
+        role = cell_role(cell)
         if role is None:
             continue
         old = cell.metadata.get("nbgrader", {})
@@ -320,7 +320,7 @@ def release_notebook(nb: nbformat.NotebookNode, name: str = "notebook",
     nb = annotate(nb, name)
     cells = []
     for i, cell in enumerate(nb.cells):
-        where, role = f"{name}: cell {i}", _role(cell)
+        where, role = f"{name}: cell {i}", cell_role(cell)
         if cell.cell_type == "markdown":
             cell.source = strip_solution_directives(cell.source)
             if role == "solution":
@@ -542,7 +542,7 @@ def _source_plan(source: nbformat.NotebookNode) -> tuple[list[str], list[_Check]
     solutions, checks, anchor = [], [], None
     for cell in source.cells:
         meta = cell.metadata.get("nbgrader", {})
-        role = _role(cell)
+        role = cell_role(cell)
         if role == "solution" and cell.cell_type == "code":
             anchor = meta["grade_id"]
             solutions.append(anchor)

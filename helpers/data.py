@@ -142,7 +142,7 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from helpers.io import _image_header, read_image
+    from helpers.io import image_header, read_image
 
     path = Path(path)
     if path.suffix.lower() in _TV_SUFFIXES:
@@ -152,7 +152,7 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
             raise ValueError(f"{path}: cannot read file ({exc.strerror or exc})") from None
         if size == 0:
             raise ValueError(f"{path}: empty file (0 bytes)")
-        mode, transparent = _image_header(path, path)
+        mode, transparent = image_header(path, path)
         # alpha, CMYK or 16 bits: Pillow below converts them as read_image does
         if mode in ("RGB", "L", "P") and not transparent:
             try:
@@ -1378,7 +1378,7 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
     """
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-    from helpers.io import _image_header
+    from helpers.io import image_header
 
     dev = torch.device(device)
     paths = [Path(p) for p in paths]
@@ -1391,7 +1391,7 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
             except (RuntimeError, OSError):
                 raise ValueError(f"{p}: cannot read file") from None
             if data.numel() >= 3 and int(data[0]) == 0xFF and int(data[1]) == 0xD8:
-                _image_header(data.numpy(), p)   # refuses bombs: nvJPEG / libjpeg have no pixel limit
+                image_header(data.numpy(), p)   # refuses bombs: nvJPEG / libjpeg have no pixel limit
                 jpeg_i.append(i)
                 jpeg_data.append(data)
         if jpeg_data:

@@ -1205,7 +1205,7 @@ def load_isic_2024(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
 
     Not called in a chapter; `load_dataset` calls it for its layout.
     """
-    from helpers.io import _hdf5_keys
+    from helpers.io import hdf5_keys
 
     root = Path(root)
     files = (_find(root, "train-metadata.csv"),
@@ -1215,7 +1215,7 @@ def load_isic_2024(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
         _no_labels(root, "isic-2024")
     index: dict[str, Path] = {}
     for store in (_find(root, "test-image.hdf5"), _find(root, "train-image.hdf5")):
-        index.update({key: store / key for key in _hdf5_keys(store)} if store else {})
+        index.update({key: store / key for key in hdf5_keys(store)} if store else {})
     index.update(_index_images(root / "train-image", (".jpg", ".jpeg")))
     return _attach_paths(_concat(frames), index, root=root, layout="isic-2024", strict=strict)
 

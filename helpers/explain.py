@@ -401,7 +401,7 @@ def skin_ita(image: Any, mask: Any | None = None, width: float = 0.03, min_pixel
     """
     from skimage import color, filters
 
-    from helpers.features import _skin_ring, field_of_view, segment_lesion, to_float_rgb
+    from helpers.features import skin_ring, field_of_view, segment_lesion, to_float_rgb
 
     rgb = to_float_rgb(image)
     m = segment_lesion(rgb) if mask is None else np.asarray(mask).astype(bool)
@@ -410,7 +410,7 @@ def skin_ita(image: Any, mask: Any | None = None, width: float = 0.03, min_pixel
     gray = color.rgb2gray(rgb)
     fov = field_of_view(filters.gaussian(gray, sigma=max(0.5, 0.01 * max(gray.shape))))
     w = max(2, int(round(width * max(m.shape))))
-    ring = _skin_ring(m, w) & fov
+    ring = skin_ring(m, w) & fov
     if ring.sum() < min_pixels:
         ring = fov & ~m
     if ring.sum() < min_pixels:

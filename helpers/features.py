@@ -267,7 +267,7 @@ def compactness(mask: Any) -> float:
     return float(p * p / (4 * np.pi * area))
 
 
-def _skin_ring(mask: np.ndarray, width: int) -> np.ndarray:
+def skin_ring(mask: np.ndarray, width: int) -> np.ndarray:
     dist = ndi.distance_transform_edt(~mask)
     return (dist > width) & (dist <= 2 * width)
 
@@ -287,7 +287,7 @@ def colour_fractions(image: Any, mask: Any) -> dict[str, float]:
     lab = color.rgb2lab(rgb)
     anchors = color.rgb2lab(np.array([list(REFERENCE_COLOURS.values())], float) / 255.0)[0]
     width = max(2, int(round(0.02 * max(m.shape))))
-    ring = _skin_ring(m, width)
+    ring = skin_ring(m, width)
     pix = lab[m]
     if ring.sum() >= 10:
         skin = np.median(lab[ring], axis=0)
@@ -362,7 +362,7 @@ def abcd_features(
     if not present:  # the rule's minimum is one colour: keep the most frequent
         present = [max(COLOUR_NAMES, key=fractions.__getitem__)]
     gray = color.rgb2gray(rgb)
-    ring = _skin_ring(m, max(2, int(round(0.02 * max(m.shape)))))
+    ring = skin_ring(m, max(2, int(round(0.02 * max(m.shape)))))
     contrast = float(np.median(gray[ring]) - np.median(gray[m])) if ring.sum() >= 10 else float("nan")
     feret = float(props.feret_diameter_max)
     feats: dict[str, Any] = {

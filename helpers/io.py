@@ -116,7 +116,7 @@ def _pil_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def _image_header(source: Path | bytes | np.ndarray, where: object) -> tuple[str | None, bool]:
+def image_header(source: Path | bytes | np.ndarray, where: object) -> tuple[str | None, bool]:
     """Read an image's header only: ``(Pillow mode, has transparency)``; refuse decompression bombs.
 
     ``PIL.Image.open`` is lazy, so this is cheap. It raises ``ValueError`` when
@@ -165,7 +165,7 @@ def _decode_rgb(source: Path | bytes, where: object, draft: int | None = None) -
         raise ValueError(f"{where}: corrupt or truncated image ({exc})") from None
 
 
-def _load_rgb(path: Path, draft: int | None = None) -> Image.Image:
+def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
     """Open, check and decode an image file as an RGB PIL image (the core of :func:`read_image`)."""
     try:
         size = path.stat().st_size
@@ -182,7 +182,7 @@ def _load_rgb(path: Path, draft: int | None = None) -> Image.Image:
 HDF5_SUFFIXES: tuple[str, ...] = (".hdf5", ".h5")
 
 
-def _hdf5_keys(path: Path) -> list[str]:
+def hdf5_keys(path: Path) -> list[str]:
     """The names of the members of an HDF5 image store (ISIC 2024: the isic_ids)."""
     import h5py
 
@@ -251,7 +251,7 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
         return read_dicom(path)[0]
     if path.parent.suffix.lower() in HDF5_SUFFIXES and path.parent.is_file():
         return read_hdf5_image(path.parent, path.name, draft)
-    return np.ascontiguousarray(np.asarray(_load_rgb(path, draft), dtype=np.uint8))
+    return np.ascontiguousarray(np.asarray(load_rgb(path, draft), dtype=np.uint8))
 
 
 # --------------------------------------------------------------------------- writing
@@ -292,7 +292,7 @@ def _dicom_age(value: Any) -> str:
     return f"{years:03d}Y"
 
 
-def _age_from_dicom(value: Any) -> float | None:
+def age_from_dicom(value: Any) -> float | None:
     """DICOM Age String ("045Y", "006M") -> years as float; a bare number is read as years."""
     text = str(value or "").strip().upper()
     if not text:
@@ -401,7 +401,7 @@ def _dicom_meta(ds: Any, path: Path) -> dict[str, Any]:
         "image_name": name,
         "patient_id": str(ds.get("PatientID", "") or "").strip() or None,
         "sex": _SEX_FROM_DICOM.get(sex),
-        "age_approx": _age_from_dicom(ds.get("PatientAge", "")),
+        "age_approx": age_from_dicom(ds.get("PatientAge", "")),
         "anatom_site": site or None,
     }
 
@@ -556,7 +556,7 @@ def _codebook(const: Any) -> tuple[str, ...]:
 
 
 @functools.cache
-def _tfrec_codes() -> dict[str, tuple[str, ...]]:
+def tfrec_codes() -> dict[str, tuple[str, ...]]:
     """The TFRecord code tables (from helpers.synthetic), keyed by feature name."""
     from helpers import synthetic
 
@@ -580,7 +580,7 @@ def _encode_int(key: str, value: Any, where: str) -> int:
         if key == "target":
             value = {"benign": 0, "malignant": 1}.get(value.strip().lower(), value)
         else:
-            names = _tfrec_codes().get(key)
+            names = tfrec_codes().get(key)
             if names is not None:
                 if value not in names:
                     raise ValueError(f"{where}: {key} {value!r} not in {list(names)}")
@@ -750,7 +750,7 @@ def tfrecord_frame(
     """
     from tqdm.auto import tqdm
 
-    codes = _tfrec_codes()
+    codes = tfrec_codes()
     rows = []
     files = _tfrec_files(paths_or_folder)
     for path in tqdm(files, desc="TFRecord shards", unit="file", disable=not progress):

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers.io import _load_rgb, read_dicom
+from helpers.io import load_rgb, read_dicom
 
 __all__ = ["IMAGE_SUFFIXES", "RESAMPLE", "REDUCING_GAP", "resize_image", "resize_folder", "centre_crop_box"]
 
@@ -93,7 +93,7 @@ def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str | None]:
         if path.suffix.lower() == ".dcm":
             img = Image.fromarray(read_dicom(path)[0])
         else:
-            img = _load_rgb(path, draft=size)  # RGB PIL image, JPEG decoded in draft mode
+            img = load_rgb(path, draft=size)  # RGB PIL image, JPEG decoded in draft mode
         out = _resize_pil(img, size)
     except Exception as exc:  # one bad file must not stop the folder
         return "failed", str(exc) if isinstance(exc, ValueError) else f"{src}: {type(exc).__name__}: {exc}"

@@ -378,7 +378,7 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 # The loop
 # ----------------------------------------------------------------------------------------
 
-def _warmup_cosine(warmup_steps: int, total_steps: int):
+def warmup_cosine(warmup_steps: int, total_steps: int):
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -496,7 +496,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch))
+        optimizer, warmup_cosine(round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = _make_criterion(loss, pos_weight, device)
     cfg = _plain({"epochs": epochs, "lr": lr, "weight_decay": weight_decay,
@@ -619,7 +619,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
                 "scaler": scaler.state_dict(), "rng": _rng_state(),
                 "history": {c: [float(v) for v in frame[c]] for c in HISTORY_COLUMNS},
                 "best": dict(best), "config": cfg}, last_path)
-            _write_history(frame, out / "history.csv")
+            write_history(frame, out / "history.csv")
         if world > 1:
             torch.distributed.barrier()
         if best["stopped"]:
@@ -639,7 +639,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
     return frame
 
 
-def _write_history(frame: pd.DataFrame, path: Path) -> None:
+def write_history(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_csv(tmp, index=False, lineterminator="\n")
     os.replace(tmp, path)

@@ -323,7 +323,7 @@ def test_chapter_exercises_and_release(path, tmp_path):
              if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
     missing = sorted(set(labels) - set(classroom.solution_targets(md)) - coded)
     assert not missing, f"{path.name}: no {{solution}} block or solution cell for {missing}"
-    roles = [classroom._role(c) for c in nb.cells]
+    roles = [classroom.cell_role(c) for c in nb.cells]
     for i, role in enumerate(roles):  # every solution cell is followed by its check
         if role == "solution" and nb.cells[i].cell_type == "code":
             assert roles[i + 1] == "check", f"{path.name}: cell {i + 1} should be an exercise-check cell"

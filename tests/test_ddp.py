@@ -32,9 +32,9 @@ WORKER = textwrap.dedent('''
     rank, world, _ = train.init_distributed()
     writes = []
     if rank != 0:      # record any file a non-zero rank would write
-        real_save, real_hist = train.save_checkpoint, train._write_history
+        real_save, real_hist = train.save_checkpoint, train.write_history
         train.save_checkpoint = lambda obj, path: writes.append(str(path)) or real_save(obj, path)
-        train._write_history = lambda frame, path: writes.append(str(path)) or real_hist(frame, path)
+        train.write_history = lambda frame, path: writes.append(str(path)) or real_hist(frame, path)
 
     class Blobs(Dataset):
         def __init__(self, n, seed):

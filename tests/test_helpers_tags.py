@@ -100,3 +100,42 @@ def callers() -> dict[str, set[str]]:
 @pytest.mark.parametrize("module,name,doc", DEFINITIONS, ids=[f"{m}.{n}" for m, n, _ in DEFINITIONS])
 def test_every_public_helper_is_called_somewhere(module, name, doc):
     assert callers().get(name), f"helpers.{module}.{name} is public but nothing calls it: delete it or make it private"
+
+
+def private_imports(path, code: str) -> list[str]:
+    """``from helpers.m import _x`` and ``m._x`` where ``m`` is a helpers module: a private name
+    used outside its module."""
+    tree = ast.parse(code)
+    modules = {p.stem for p in MODULES}
+    aliases, found = {"helpers"}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers"):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"from {node.module} import {alias.name}")
+                if node.module == "helpers" and alias.name in modules:
+                    aliases.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name for a in node.names if a.name.startswith("helpers")}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and isinstance(node.value, (ast.Name, ast.Attribute))
+                and ast.unparse(node.value).split(".")[0] in aliases):
+            found.append(ast.unparse(node))
+    return [f"{path}: {f}" for f in found]
+
+
+def test_no_private_name_is_used_outside_its_module():
+    found = []
+    for folder in ("helpers", "tests", "benchmarks"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            found += private_imports(path.relative_to(REPO_ROOT), path.read_text())
+    for path in CHAPTERS:
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and not cell.source.lstrip().startswith(("%", "!")):
+                try:
+                    found += private_imports(f"{path.name} cell {i}", cell.source)
+                except SyntaxError:   # a cell with IPython magics further down
+                    pass
+    assert not found, "\n".join(found)

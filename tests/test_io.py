@@ -83,7 +83,7 @@ def test_dicom_is_reproducible_and_handles_missing_tags(tmp_path):
 @pytest.mark.parametrize(("text", "years"), [("045Y", 45.0), ("085Y", 85.0), ("006M", 0.5), ("45", 45.0),
                                               ("", None), ("junk", None)])
 def test_dicom_age_strings(text, years):
-    assert hio._age_from_dicom(text) == years
+    assert hio.age_from_dicom(text) == years
 
 
 def test_dicom_site_with_slash_round_trips_without_warning(tmp_path, recwarn):
@@ -160,7 +160,7 @@ def test_tfrecord_round_trip(tmp_path):
 
 def test_tfrecord_codes_follow_layout_contract():
     assert hio.TFREC_SEX.index("male") == 1 and hio.TFREC_SITES.index("oral/genital") == 5
-    codes = hio._tfrec_codes()
+    codes = hio.tfrec_codes()
     assert codes["sex"].index("female") == 0 and codes["sex"].index("male") == 1
     assert codes["anatom_site_general_challenge"][3] == "torso"
     assert codes["diagnosis"][4] == "melanoma" and codes["diagnosis"][-1] == "unknown"

@@ -443,8 +443,8 @@ def test_2024_sample_is_small_synthetic_and_rare():
 
 def test_2024_fresh_hdf5_images_equal_committed(fresh):
     for name in ("train-image.hdf5", "test-image.hdf5"):
-        keys = hio._hdf5_keys(fresh / "isic-2024" / name)
-        assert len(keys) == min(N_FRESH, len(hio._hdf5_keys(SAMPLES / "isic-2024" / name)))
+        keys = hio.hdf5_keys(fresh / "isic-2024" / name)
+        assert len(keys) == min(N_FRESH, len(hio.hdf5_keys(SAMPLES / "isic-2024" / name)))
         for key in keys:
             new = hio.read_hdf5_image(fresh / "isic-2024" / name, key).astype(float)
             old = hio.read_hdf5_image(SAMPLES / "isic-2024" / name, key).astype(float)

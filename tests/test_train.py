@@ -89,7 +89,7 @@ def test_fit_learns_a_separable_set_and_reports_history(tmp_path):
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine():
-    factor = train._warmup_cosine(warmup_steps=4, total_steps=12)
+    factor = train.warmup_cosine(warmup_steps=4, total_steps=12)
     values = [factor(s) for s in range(12)]
     assert values[:4] == [0.25, 0.5, 0.75, 1.0]
     assert values[4] == pytest.approx(1.0)
