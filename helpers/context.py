@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers.vocab import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "UD_METHODS",
     "patient_relative",
@@ -272,7 +274,7 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     """
     import torch
 
-    from helpers.data import IMAGENET_MEAN, IMAGENET_STD, decode_jpeg_batch
+    from helpers.data import decode_jpeg_batch  # lazy: helpers.data imports this module
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

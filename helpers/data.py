@@ -48,6 +48,12 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from helpers import display_path
+from helpers.io import image_header, read_image, write_atomically
+from helpers.preprocess import resize_image
+from helpers.vocab import CLASSES_2019, IMAGENET_MEAN, IMAGENET_STD
+from helpers.vocab import LABELS as LABELS_9, SEXES as META_SEXES, SITES as META_SITES
+
 __all__ = [
     "CLASSES_2019",
     "LABELS_9",
@@ -86,21 +92,11 @@ __all__ = [
     "decode_jpeg_batch",
 ]
 
-#: The eight diagnostic classes of ISIC 2019, in the ground truth's column order.
-CLASSES_2019: tuple[str, ...] = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
-#: The same plus ``UNK`` (the 2019 test set's "none of the others"): ``target="label9"``.
-LABELS_9: tuple[str, ...] = (*CLASSES_2019, "UNK")
-#: ImageNet channel means and standard deviations (torchvision's pretrained weights expect them).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# ``LABELS_9`` (the 2019 classes plus ``UNK``) is ``target="label9"``; the vocabulary is helpers.vocab's.
 #: Tidy-frame columns :func:`encode_meta` knows how to encode.
 META_COLUMNS: tuple[str, ...] = ("age_approx", "sex", "anatom_site")
-#: Sex categories of the one-hot encoding (fixed order; anything else counts as missing).
-META_SEXES: tuple[str, ...] = ("female", "male")
-#: Harmonised anatomical sites (the SIIM-ISIC 2020 vocabulary, as in ``helpers.datasets.SITES``).
-META_SITES: tuple[str, ...] = (
-    "head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital",
-)
+# The one-hot encoding's sexes and sites (``META_SEXES``, ``META_SITES``) are helpers.vocab's
+# SEXES and SITES, in that order; anything else counts as missing.
 #: Ages are divided by this, so that they lie roughly in 0..1.
 AGE_SCALE = 90.0
 
@@ -142,8 +138,6 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from helpers.io import image_header, read_image
-
     path = Path(path)
     if path.suffix.lower() in _TV_SUFFIXES:
         try:
@@ -935,7 +929,6 @@ def cached_embeddings(model: nn.Module, frame: pd.DataFrame, cache_path: os.Path
     Introduced in chapter 7 (the data pipeline).
     """
     from helpers.context import image_embeddings
-    from helpers.io import write_atomically
 
     if "image_id" not in frame or "path" not in frame:
         raise ValueError("cached_embeddings: frame needs 'image_id' and 'path' columns")
@@ -974,9 +967,6 @@ def load_resized(path: os.PathLike | str, size: int) -> np.ndarray:
 
     Not called in a chapter; used by `build_tensor_cache`.
     """
-    from helpers.io import read_image
-    from helpers.preprocess import resize_image
-
     return np.ascontiguousarray(resize_image(read_image(path, draft=size), size).transpose(2, 0, 1))
 
 
@@ -1026,8 +1016,6 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
     Introduced in chapter 7 (the data pipeline).
     """
     from tqdm.auto import tqdm
-
-    from helpers import display_path
 
     out = Path(out_path)
     if out.suffix != ".npy":
@@ -1377,8 +1365,6 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
     Introduced in chapter 7 (the data pipeline).
     """
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    from helpers.io import image_header
 
     dev = torch.device(device)
     paths = [Path(p) for p in paths]

@@ -88,6 +88,10 @@ from isic_metadata.fields import AnatomSiteGeneralEnum, LegacyDxEnum
 from isic_metadata.metadata import MetadataRow
 from isic_metadata.anatom_site_hierarchical import AnatomSiteEnum
 
+from helpers import display_path
+from helpers.io import hdf5_keys
+from helpers.vocab import CLASSES_2018, LABELS, SITES
+
 __all__ = [
     "TIDY_COLUMNS",
     "DATASETS",
@@ -143,8 +147,6 @@ DATASETS: tuple[str, ...] = (
     "siim-isic-2020", "isic-archive", "isic2024",
 )
 
-#: ISIC 2019 class codes, in the order of the 2019 ground-truth columns.
-LABELS: tuple[str, ...] = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 
 #: Harmonised name of each class, used as ``diagnosis`` when a source only
 #: gives the class (2017-2019 ground truth, HAM10000 ``dx``).
@@ -159,10 +161,6 @@ SEXES: tuple[str, ...] = typing.get_args(
     typing.get_args(MetadataRow.model_fields["sex"].annotation)[0]
 )
 
-#: The harmonised site vocabulary (the SIIM-ISIC 2020 challenge's sites).
-SITES: tuple[str, ...] = (
-    "head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital",
-)
 
 #: 2019 / archive ``anatom_site_general`` (isic-metadata) -> harmonised site.
 GENERAL_SITES: dict[str, str] = {
@@ -372,8 +370,8 @@ FORMATS: tuple[LabelFormat, ...] = (
                 split=None, na_values=("", "unknown"),
                 note="ISIC-2017_*_Data_metadata.csv; 'unknown' is missing"),
     LabelFormat("isic2018_task3_ground_truth", "isic2018",
-                ("image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"),
-                {"image": _ID, **_onehot(("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"))},
+                ("image", *CLASSES_2018),
+                {"image": _ID, **_onehot(CLASSES_2018)},
                 split=None, onehot="one",
                 note="ISIC2018_Task3_{Training,Validation,Test}_GroundTruth.csv"),
     LabelFormat("isic2018_task3_lesion_groupings", "isic2018",
@@ -929,8 +927,6 @@ def _find(root: Path, name: str) -> Path | None:
 
 def _shown(path: Path) -> str:
     """A path for messages a notebook may show: relative to the repo or data root."""
-    from helpers import display_path
-
     try:
         return display_path(path)
     except ValueError:  # ISIC_DATA_DIR set to a missing folder
@@ -1205,8 +1201,6 @@ def load_isic_2024(root: os.PathLike | str, strict: bool = False) -> pd.DataFram
 
     Not called in a chapter; `load_dataset` calls it for its layout.
     """
-    from helpers.io import hdf5_keys
-
     root = Path(root)
     files = (_find(root, "train-metadata.csv"),
              _find(root, "test-metadata.csv") or _find(root, "sample_submission.csv"))

@@ -42,6 +42,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from helpers.data import to_display
+from helpers.features import field_of_view, segment_lesion, skin_ring, to_float_rgb
+
 __all__ = [
     "default_target_layer",
     "gradcam",
@@ -221,10 +224,7 @@ def occlusion_map(
 def _display_rgb(image: Any) -> np.ndarray:
     """(H, W, 3) float in [0, 1] from a normalised (3, H, W) tensor or an RGB array."""
     if torch.is_tensor(image):
-        from helpers.data import to_display
-
         return to_display(image).astype(np.float64) / 255.0
-    from helpers.features import to_float_rgb
 
     return to_float_rgb(image)
 
@@ -400,8 +400,6 @@ def skin_ita(image: Any, mask: Any | None = None, width: float = 0.03, min_pixel
     Introduced in chapter 11 (explainability and limits).
     """
     from skimage import color, filters
-
-    from helpers.features import skin_ring, field_of_view, segment_lesion, to_float_rgb
 
     rgb = to_float_rgb(image)
     m = segment_lesion(rgb) if mask is None else np.asarray(mask).astype(bool)

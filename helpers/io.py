@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from helpers.vocab import TFREC_DIAGNOSES, TFREC_SEX, TFREC_SITES
+
 __all__ = [
     "write_atomically",
     "TFREC_SEX",
@@ -49,19 +51,6 @@ __all__ = [
     "read_tfrecords",
     "tfrecord_frame",
 ]
-
-_TFREC_TABLES = ("TFREC_SEX", "TFREC_SITES", "TFREC_DIAGNOSES")
-
-
-def __getattr__(name: str) -> Any:
-    """``TFREC_SEX``, ``TFREC_SITES``, ``TFREC_DIAGNOSES``: the integer codes of the 2020
-    TFRecords (index = code, -1 = unknown). They live in :mod:`helpers.synthetic`, which is
-    imported only when they are first needed (synthetic imports this module lazily too)."""
-    if name in _TFREC_TABLES:
-        from helpers import synthetic
-
-        return getattr(synthetic, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: Keys of one 2020 TFRecord and their ``tfrecord`` type names.
@@ -557,13 +546,11 @@ def _codebook(const: Any) -> tuple[str, ...]:
 
 @functools.cache
 def tfrec_codes() -> dict[str, tuple[str, ...]]:
-    """The TFRecord code tables (from helpers.synthetic), keyed by feature name."""
-    from helpers import synthetic
-
+    """The TFRecord code tables (helpers.vocab's), keyed by feature name."""
     return {
-        "sex": _codebook(synthetic.TFREC_SEX),
-        "anatom_site_general_challenge": _codebook(synthetic.TFREC_SITES),
-        "diagnosis": _codebook(synthetic.TFREC_DIAGNOSES),
+        "sex": _codebook(TFREC_SEX),
+        "anatom_site_general_challenge": _codebook(TFREC_SITES),
+        "diagnosis": _codebook(TFREC_DIAGNOSES),
     }
 
 

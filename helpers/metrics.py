@@ -47,6 +47,8 @@ from sklearn.metrics import auc as _trapezoid_auc
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
+from helpers.vocab import CLASSES_2018, LABELS
+
 __all__ = [
     "SUBMISSION_COLUMNS",
     "SCORER_METRICS",
@@ -80,8 +82,8 @@ __all__ = [
 #: Header of each official submission file (id column first), by challenge year.
 SUBMISSION_COLUMNS: dict[str, tuple[str, ...]] = {
     "2020": ("image_name", "target"),
-    "2019": ("image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"),
-    "2018": ("image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"),
+    "2019": ("image", *LABELS),
+    "2018": ("image", *CLASSES_2018),
     "2017": ("image_id", "melanoma", "seborrheic_keratosis"),
 }
 #: Metric names :func:`score_submission` accepts (the scorer's four, plus ``pauc``).

@@ -54,7 +54,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from helpers.train import run_config
+import helpers
+from helpers import data
+from helpers.models import build_model, count_parameters
+from helpers.preprocess import IMAGE_SUFFIXES, resize_folder
+from helpers.train import load_run, predict, run_config
+
 
 __all__ = [
     "SIIM_2020_TRAIN_IMAGES",
@@ -216,8 +221,6 @@ def measure_cost(name: str, image_size: int = 64, amp: str = "bf16") -> ModelCos
 
     Introduced in chapter 12 (scaling up).
     """
-    from helpers.models import build_model, count_parameters
-
     torch.manual_seed(0)
     model = build_model(name, 1, pretrained=False, verbose=False)
     per_image, const = activation_bytes(model, image_size, amp)
@@ -366,10 +369,6 @@ def predict_run(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 6
     """
     from torch.utils.data import DataLoader
 
-    import helpers
-    from helpers import data
-    from helpers.train import load_run, predict
-
     model, config, _, _ = load_run(run)
     dataset = data.LesionDataset(frame.reset_index(drop=True),
                                  data.eval_transforms(int(config["image_size"])), target=None,
@@ -395,8 +394,6 @@ def resized_layout(src: os.PathLike | str, dst: os.PathLike | str, size: int,
     Introduced in chapter 12 (scaling up).
     """
     import shutil
-
-    from helpers.preprocess import IMAGE_SUFFIXES, resize_folder
 
     src_root, dst_root = Path(src), Path(dst)
     if not src_root.is_dir():

@@ -29,7 +29,11 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage import draw
 
-CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
+from helpers import io as hio
+from helpers.datasets import FORMATS
+from helpers.vocab import CLASSES_2018, CLASSES_2019, SITES
+
+CLASSES = CLASSES_2019
 
 # Colours in RGB, 0..1.
 LIGHT_SKIN = np.array([0.93, 0.78, 0.70])
@@ -312,7 +316,7 @@ def another_photo(img: np.ndarray, seed: int) -> np.ndarray:
 # files there (see _real_2017_rows).
 
 # --- ISIC_2020_Training_GroundTruth.csv (33,126 images, 2,056 patients, 584 melanomas)
-SITES_2020 = ("head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital", "")
+SITES_2020 = (*SITES, "")
 #: images per anatom_site_general_challenge ("" = blank) for target 0 and target 1
 SITE_COUNTS_2020 = {0: (1781, 4872, 8293, 16588, 370, 120, 518), 1: (74, 111, 124, 257, 5, 4, 9)}
 #: patients by sex (of their first image) and by melanoma status: (no melanoma, >= 1 melanoma)
@@ -390,11 +394,6 @@ COUNTS_2017 = {"MEL": 374, "BKL": 254, "NV": 1372}
 # --- ISIC 2016 Part 3 (published: training 900 with 173 malignant; test 379 with 75 malignant)
 MALIGNANT_2016 = {"train": (900, 173), "test": (379, 75)}
 
-# --- TFRecord integer codes of the 2020 resized TFRecord sets (index = code, -1 = unknown)
-TFREC_SEX = ("female", "male")
-TFREC_SITES = ("head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital")
-TFREC_DIAGNOSES = ("atypical melanocytic proliferation", "cafe-au-lait macule", "lentigo NOS", "lichenoid keratosis",
-                   "melanoma", "nevus", "seborrheic keratosis", "solar lentigo", "unknown")
 
 #: ISIC Archive diagnosis paths (diagnosis_1:diagnosis_2:diagnosis_3), checked against isic-metadata.
 ARCHIVE_DIAGNOSIS = {
@@ -668,8 +667,6 @@ def _one_hot(rows: list[dict], columns: tuple[str, ...], key: str = "cls") -> di
 
 
 def _write_2020(root: Path, train: list[dict], test: list[dict], painter: _Painter) -> None:
-    from helpers import io as hio
-
     cols = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "diagnosis",
             "benign_malignant", "target"]
     frame = pd.DataFrame(train)
@@ -755,7 +752,7 @@ def _real_2017_rows(i17: list[dict], taken: set[str]) -> list[dict]:
 def _write_2018(root: Path, ham: dict[str, list[dict]], painter: _Painter) -> None:
     akiec = {"MEL": "MEL", "NV": "NV", "BCC": "BCC", "AK": "AKIEC", "SCC": "AKIEC", "BKL": "BKL", "DF": "DF",
              "VASC": "VASC"}
-    cols = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+    cols = CLASSES_2018
     places = {"train": ("ISIC2018_Task3_Training_Input",
                         "ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv", True),
               "val": ("ISIC2018_Task3_Validation_Input",
@@ -915,8 +912,6 @@ def _tbp_crop(size_mm: float, minor_mm: float, lesion_lab, skin_lab, colour: flo
 
 def _write_2024(root: Path, rows: list[dict], painter: _Painter) -> None:
     import h5py
-
-    from helpers.datasets import FORMATS
 
     columns = {f.name: list(f.columns) for f in FORMATS}
     for split in ("train", "test"):

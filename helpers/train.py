@@ -40,6 +40,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+import helpers
+from helpers.data import FocalLoss
+from helpers.models import build_model
+
 __all__ = ["HISTORY_COLUMNS", "fit", "predict", "plot_history", "load_checkpoint",
            "save_checkpoint", "auc_score", "resolve_amp", "distributed_context",
            "init_distributed", "set_loader_epoch", "tta_variants", "load_run", "run_config"]
@@ -138,8 +142,6 @@ def _make_criterion(kind: str, pos_weight: float | torch.Tensor | None,
     if kind == "ce":
         return nn.CrossEntropyLoss()
     if kind == "focal":
-        from helpers.data import FocalLoss
-
         return FocalLoss().to(device)
     raise ValueError(f"unknown loss {kind!r}; choose bce, ce or focal")
 
@@ -475,7 +477,6 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
 
     Introduced in chapter 7 (the data pipeline).
     """
-    import helpers
     from tqdm.auto import tqdm
 
     if epochs < 1:
@@ -688,8 +689,6 @@ def load_run(run: os.PathLike | str) -> tuple[nn.Module, dict[str, Any], Path, i
 
     Introduced in chapter 8 (training a CNN).
     """
-    from helpers.models import build_model
-
     run = Path(run)
     config = run_config(run)
     weights = next((run / name for name in ("best.pt", "last.pt") if (run / name).is_file()),
@@ -722,8 +721,6 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
     Introduced in chapter 7 (the data pipeline).
     """
     from tqdm.auto import tqdm
-
-    import helpers
 
     device = torch.device(device) if device is not None else helpers.device(verbose=False)
     model = _unwrap(model).to(device).eval()
