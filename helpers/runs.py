@@ -6,7 +6,7 @@ writes the run folder: ``config.json``, ``split.csv`` (which image went
 where), ``last.pt`` (rewritten atomically every epoch), ``best.pt``,
 ``history.csv``, ``model.pt`` (half-precision weights), ``val_predictions.csv``
 and, last, ``summary.json``. ``predict_run`` scores a folder of images with a
-run. The command line ``python -m helpers train|predict`` is a thin layer over
+run, ``predict_frame`` the images of a tidy frame. The command line ``python -m helpers train|predict`` is a thin layer over
 these two functions, and the chapters call them directly.
 
 Validation images: the layout's own ``val`` split if it has one; with
@@ -44,7 +44,7 @@ from helpers.models import build_model, freeze_early_blocks
 from helpers.preprocess import IMAGE_SUFFIXES
 from helpers.train import fit, init_distributed, load_checkpoint, load_run, predict
 
-__all__ = ["TrainConfig", "train_run", "predict_run"]
+__all__ = ["TrainConfig", "train_run", "predict_run", "predict_frame"]
 
 #: Settings a resumed run must share with the run it continues.
 CONFIG_KEYS_THAT_MUST_MATCH = ("model", "image_size", "batch_size", "seed", "folds", "fold",
@@ -386,6 +386,30 @@ def images_to_predict(folder: Path, split: str = "auto") -> tuple[pd.DataFrame, 
             "images" if split == "all" else f"{split} images")
 
 
+def frame_loader(config: dict[str, Any], frame: pd.DataFrame, batch_size: int = 64,
+                 num_workers: int = 0) -> DataLoader:
+    """Batches of ``frame``'s images as a run's ``config`` expects them (size, metadata)."""
+    dataset = data.LesionDataset(frame.reset_index(drop=True), data.eval_transforms(int(config["image_size"])),
+                                 target=None, meta=config.get("meta_columns"), age_mean=config.get("age_mean"))
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=data.collate_skip_bad, num_workers=num_workers)
+
+
+def predict_frame(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 64,
+                  tta: int = 1) -> np.ndarray:
+    """Melanoma probabilities of ``frame``'s images from a run folder's best weights.
+
+    Rebuilds the run's model from its ``config.json`` (model, image size, metadata
+    columns), loads ``best.pt`` (else ``last.pt``) and predicts with
+    :func:`helpers.train.predict` through the evaluation transform. ``frame`` is a tidy
+    frame with a ``path`` column; row ``i`` of the result belongs to row ``i`` of
+    ``frame`` (NaN for an unreadable image).
+
+    Introduced in chapter 11 (explainability and limits).
+    """
+    model, config, _, _ = load_run(run)
+    return predict(model, frame_loader(config, frame, batch_size), device=helpers.device(verbose=False), tta=tta)
+
+
 def predict_run(run: os.PathLike | str, data_dir: os.PathLike | str, out: os.PathLike | str | None = None,
                 *, split: str = "auto", tta: int = 1, batch_size: int = 64,
                 num_workers: int | None = None, progress: bool = True) -> pd.DataFrame:
@@ -402,11 +426,7 @@ def predict_run(run: os.PathLike | str, data_dir: os.PathLike | str, out: os.Pat
         check_writable(Path(out).parent)
     model, config, weights, epoch = load_run(run)
     images, what = images_to_predict(Path(data_dir), split)
-    dataset = data.LesionDataset(images, data.eval_transforms(int(config["image_size"])),
-                                 target=None, meta=config.get("meta_columns"),
-                                 age_mean=config.get("age_mean"))
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=data.collate_skip_bad,
-                        num_workers=workers(num_workers, torch.cuda.is_available()))
+    loader = frame_loader(config, images, batch_size, workers(num_workers, torch.cuda.is_available()))
     print(f"weights: {helpers.display_path(weights)} (epoch {epoch}); predicting "
           f"{len(images)} {what} with tta={tta}")
     probs = predict(model, loader, tta=tta, progress=progress)

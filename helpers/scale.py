@@ -6,7 +6,7 @@ Two concerns of the full-data recipe live here.
 smaller image size (the resize cache, with the label files beside the
 images), so that every command of the book reads it as it reads the original.
 Training once per patient-grouped fold (``python -m helpers train --folds K
---fold F``) leaves K run folders. :func:`predict_run`
+--fold F``) leaves K run folders. :func:`helpers.runs.predict_frame`
 scores any tidy frame with one run's best weights; :func:`out_of_fold` collects
 every fold's predictions on its own validation images, so each labelled image
 gets exactly one prediction from a model that never saw it (the out-of-fold
@@ -58,7 +58,8 @@ import helpers
 from helpers import data
 from helpers.models import build_model, count_parameters
 from helpers.preprocess import IMAGE_SUFFIXES, resize_folder
-from helpers.train import load_run, predict, run_config
+from helpers.runs import predict_frame
+from helpers.train import run_config
 
 
 __all__ = [
@@ -77,7 +78,6 @@ __all__ = [
     "epoch_minutes",
     "estimate_table",
     "resized_layout",
-    "predict_run",
     "out_of_fold",
     "linear_probe_folds",
     "average_predictions",
@@ -355,28 +355,6 @@ def estimate_table(models: Sequence[str], sizes: Sequence[int], batch: int = 64,
 # k fold models: predictions, out-of-fold scores, ensembles
 # ----------------------------------------------------------------------------------------
 
-def predict_run(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 64,
-                tta: int = 1) -> np.ndarray:
-    """Melanoma probabilities of ``frame``'s images from a run folder's best weights.
-
-    Rebuilds the run's model from its ``config.json`` (model, image size,
-    metadata columns), loads ``best.pt`` (else ``last.pt``) and predicts with
-    :func:`helpers.train.predict` through the evaluation transform. ``frame``
-    is a tidy frame with a ``path`` column; row ``i`` of the result belongs to
-    row ``i`` of ``frame`` (NaN for an unreadable image).
-
-    Introduced in chapter 11 (explainability and limits).
-    """
-    from torch.utils.data import DataLoader
-
-    model, config, _, _ = load_run(run)
-    dataset = data.LesionDataset(frame.reset_index(drop=True),
-                                 data.eval_transforms(int(config["image_size"])), target=None,
-                                 meta=config.get("meta_columns"), age_mean=config.get("age_mean"))
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=data.collate_skip_bad)
-    return predict(model, loader, device=helpers.device(verbose=False), tta=tta)
-
-
 def resized_layout(src: os.PathLike | str, dst: os.PathLike | str, size: int,
                    workers: int | None = None, progress: bool = False) -> pd.DataFrame:
     """A download folder copied at ``size`` px: every image resized, every other file copied.
@@ -425,7 +403,7 @@ def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.Da
     ``target``, and ``patient_id`` where the data has one); each run's
     ``split.csv`` names its validation images. A run's predictions come from
     its ``val_predictions.csv`` (written by ``train`` with the best epoch's
-    weights) when it has one, else from :func:`predict_run`. Returns one row
+    weights) when it has one, else from :func:`helpers.runs.predict_frame`. Returns one row
     per validation image: ``image_id``, ``patient_id`` (missing where the data
     has none), ``target``, ``fold``, ``prob``. Raises ``ValueError`` when an
     image is validated by two runs or a validation image is not in ``frame``.
@@ -449,9 +427,9 @@ def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.Da
             preds = pd.read_csv(saved, dtype={"image_id": str}).drop_duplicates("image_id")
             prob = preds.set_index("image_id")["prediction"].reindex(rows["image_id"]).to_numpy(float)
             if np.isnan(prob).any():           # an older file or one image short: predict again
-                prob = predict_run(run, rows)
+                prob = predict_frame(run, rows)
         else:
-            prob = predict_run(run, rows)
+            prob = predict_frame(run, rows)
         patients = rows["patient_id"].to_numpy() if "patient_id" in rows else pd.NA
         parts.append(pd.DataFrame({
             "image_id": rows["image_id"].to_numpy(), "patient_id": patients,

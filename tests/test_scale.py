@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from helpers import REPO_ROOT, scale
+from helpers.runs import predict_frame
 
 DATA = REPO_ROOT / "data_samples" / "siim-isic-2020"
 
@@ -195,7 +196,7 @@ def test_out_of_fold_predicts_each_image_once(two_folds):
     # the same run's predictions through predict_run, in a different order
     fold1 = oof[oof["fold"] == 1].iloc[::-1]
     rows = frame.set_index("image_id").loc[fold1["image_id"]].reset_index()
-    np.testing.assert_allclose(scale.predict_run(two_folds[1], rows), fold1["prob"], atol=1e-5)
+    np.testing.assert_allclose(predict_frame(two_folds[1], rows), fold1["prob"], atol=1e-5)
     with pytest.raises(ValueError, match="validated by two runs"):
         scale.out_of_fold([two_folds[0], two_folds[0]], frame)
     with pytest.raises(ValueError, match="config.json"):
