@@ -244,13 +244,15 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
-def write_atomically(path: Path, write: Any) -> None:
+def write_atomically(path: Path, write: Any, durable: bool = False) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
 
-    Nothing half-written is ever left under ``path``: on any failure the
-    temporary file is removed; an ``OSError`` (full disk, read-only folder)
-    becomes a ``ValueError`` naming ``path``. The temporary file keeps the
-    suffix of ``path``, for writers that choose a format by it.
+    The package's one writer of output files. Nothing half-written is ever left
+    under ``path``: on any failure the temporary file is removed; an ``OSError``
+    (full disk, read-only folder) becomes a ``ValueError`` naming ``path``. The
+    temporary file keeps the suffix of ``path``, for writers that choose a format
+    by it. ``durable``: also flush the file and the rename to disk (``fsync``), for
+    checkpoints that must survive a power cut.
 
     Not called in a chapter; used by `cached_embeddings`, `write_dicom`, `write_tfrecords`.
     """
@@ -258,7 +260,11 @@ def write_atomically(path: Path, write: Any) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     except BaseException as exc:
         try:
             tmp.unlink(missing_ok=True)
@@ -267,6 +273,23 @@ def write_atomically(path: Path, write: Any) -> None:
         if isinstance(exc, OSError):
             raise ValueError(f"{path}: cannot write ({exc.strerror or exc})") from exc
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's data to disk (folders: where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- DICOM

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers.io import load_rgb, read_dicom
+from helpers.io import load_rgb, read_dicom, write_atomically
 
 __all__ = ["IMAGE_SUFFIXES", "RESAMPLE", "REDUCING_GAP", "resize_image", "resize_folder", "centre_crop_box"]
 
@@ -87,7 +87,6 @@ def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str | None]:
     """
     src, dst, size, quality = job
     dst_path = Path(dst)
-    tmp = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
     try:
         path = Path(src)
         if path.suffix.lower() == ".dcm":
@@ -97,17 +96,11 @@ def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str | None]:
         out = _resize_pil(img, size)
     except Exception as exc:  # one bad file must not stop the folder
         return "failed", str(exc) if isinstance(exc, ValueError) else f"{src}: {type(exc).__name__}: {exc}"
-    try:
-        dst_path.parent.mkdir(parents=True, exist_ok=True)
-        out.save(tmp, format="JPEG", quality=quality)
-        os.replace(tmp, dst_path)  # atomic: an interrupted run leaves no half-written file
+    try:   # atomic: an interrupted run leaves no half-written file
+        write_atomically(dst_path, lambda tmp: out.save(tmp, format="JPEG", quality=quality))
         return "resized", None
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        return "unwritable", f"{dst_path}: cannot write ({exc.strerror or exc})"
+    except ValueError as exc:
+        return "unwritable", str(exc)
 
 
 def resize_folder(

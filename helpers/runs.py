@@ -310,7 +310,7 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                       loss="bce", pos_weight=pos_weight, amp=cfg.amp, compile=cfg.compile,
                       out_dir=run, resume=resume, patience=cfg.patience, seed=cfg.seed,
                       progress=progress, config=config)
-    except (OSError, RuntimeError) as err:   # checkpoints are written atomically: old ones stay whole
+    except (OSError, RuntimeError, ValueError) as err:   # checkpoints are written atomically: old ones stay whole
         cause = write_error(err)
         if cause is None:
             raise

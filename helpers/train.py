@@ -24,13 +24,11 @@ with ``torch.load(..., weights_only=True)``: loading one never runs code.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import random
 import re
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -42,6 +40,7 @@ from torch import nn
 
 import helpers
 from helpers.data import FocalLoss
+from helpers.io import write_atomically
 from helpers.models import build_model
 
 __all__ = ["HISTORY_COLUMNS", "fit", "predict", "plot_history", "load_checkpoint",
@@ -290,7 +289,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(obj: dict[str, Any], path: os.PathLike | str) -> Path:
-    """Write ``obj`` with ``torch.save`` atomically: temp file, fsync, ``os.replace``.
+    """Write ``obj`` with ``torch.save`` through :func:`helpers.io.write_atomically`, durably.
 
     The temporary file lives in the same folder (a rename is only atomic
     within one file system); if anything fails before the rename, the old
@@ -299,24 +298,12 @@ def save_checkpoint(obj: dict[str, Any], path: os.PathLike | str) -> Path:
     Not called in a chapter; used by `fit`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):              # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+
+    write_atomically(path, save, durable=True)
     return path
 
 
@@ -641,9 +628,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
 
 
 def write_history(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
+    """``history.csv``, written atomically."""
+    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
 
 
 # ----------------------------------------------------------------------------------------
