@@ -49,7 +49,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from helpers import display_path
-from helpers.io import image_header, read_image, write_atomically
+from helpers.io import check_file, image_header, read_image, write_atomically
 from helpers.preprocess import resize_image
 from helpers.vocab import CLASSES_2019, IMAGENET_MEAN, IMAGENET_STD
 from helpers.vocab import LABELS as LABELS_9, SEXES as META_SEXES, SITES as META_SITES
@@ -140,12 +140,7 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
     """
     path = Path(path)
     if path.suffix.lower() in _TV_SUFFIXES:
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-        if size == 0:
-            raise ValueError(f"{path}: empty file (0 bytes)")
+        check_file(path)
         mode, transparent = image_header(path, path)
         # alpha, CMYK or 16 bits: Pillow below converts them as read_image does
         if mode in ("RGB", "L", "P") and not transparent:

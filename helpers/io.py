@@ -154,8 +154,8 @@ def _decode_rgb(source: Path | bytes, where: object, draft: int | None = None) -
         raise ValueError(f"{where}: corrupt or truncated image ({exc})") from None
 
 
-def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
-    """Open, check and decode an image file as an RGB PIL image (the core of :func:`read_image`)."""
+def check_file(path: Path) -> None:
+    """Refuse, with a ``ValueError`` naming ``path``, a file that is missing, empty or a folder."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -164,6 +164,11 @@ def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
         raise ValueError(f"{path}: empty file (0 bytes)")
     if not path.is_file():
         raise ValueError(f"{path}: not a file")
+
+
+def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
+    """Open, check and decode an image file as an RGB PIL image (the core of :func:`read_image`)."""
+    check_file(path)
     return _decode_rgb(path, path, draft)
 
 
