@@ -34,7 +34,7 @@ lab: $(STAMP)  ## JupyterLab from the venv
 	$(BIN)/jupyter lab
 
 samples: $(STAMP)  ## regenerate the synthetic folders of data_samples/ (the real ones stay)
-	$(BIN)/python -m helpers.synthetic data_samples/
+	$(BIN)/python -m tools.samples data_samples/
 
 # The browser test: Debian's Chromium driven by Playwright (never `playwright install`:
 # no browser download), over the built book and over chapter 1 in JupyterLab.

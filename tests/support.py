@@ -21,7 +21,7 @@ SIIM = SAMPLES / "siim-isic-2020"
 ARCHIVE = SAMPLES / "isic-archive"
 
 needs_samples = pytest.mark.skipif(not SIIM.is_dir() or not ARCHIVE.is_dir(),
-                                   reason="data_samples/ absent (python -m helpers.synthetic)")
+                                   reason="data_samples/ absent (python -m tools.samples)")
 
 #: Tiny and fast CLI training: 32 px, a randomly initialised resnet18, no workers.
 FAST = ["--model", "resnet18", "--no-pretrained", "--image-size", "32", "--batch-size", "16",

@@ -461,7 +461,7 @@ def test_read_dermamnist(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# data_samples/ (written by `python -m helpers.synthetic`)
+# data_samples/ (written by `python -m tools.samples`)
 # --------------------------------------------------------------------------
 
 EXPECTED_SAMPLES = {
@@ -479,7 +479,7 @@ EXPECTED_SAMPLES = {
 def test_data_samples_layouts_load_without_missing_images(layout):
     folder = SAMPLES / layout
     if not folder.is_dir() or not any(folder.iterdir()):
-        pytest.skip(f"data_samples/{layout} absent (run `python -m helpers.synthetic`)")
+        pytest.skip(f"data_samples/{layout} absent (run `python -m tools.samples`)")
     assert ds.detect_layout(folder) == layout
     frame = ds.load_dataset(folder, strict=True)  # strict: a missing image raises
     datasets, splits = EXPECTED_SAMPLES[layout]
@@ -491,7 +491,7 @@ def test_data_samples_layouts_load_without_missing_images(layout):
 
 def test_data_samples_combine_drops_cross_challenge_copies():
     if not SAMPLES.is_dir() or not any(p.is_dir() for p in SAMPLES.iterdir()):
-        pytest.skip("data_samples/ absent (run `python -m helpers.synthetic`)")
+        pytest.skip("data_samples/ absent (run `python -m tools.samples`)")
     frames = ds.load_all(SAMPLES, strict=True)
     assert set(EXPECTED_SAMPLES) <= set(frames)
     everything = pd.concat(list(frames.values()), ignore_index=True)

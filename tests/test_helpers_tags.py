@@ -5,7 +5,7 @@ that teaches it. The tags are checked against the chapters' code cells, so they 
 a chapter "uses" a helper when its code names it through the package (``helpers.seed_everything``),
 through a module or its alias (``metrics.roc_auc``, ``D.patient_folds``) or imports it by name
 (``from helpers.train import fit``). A helper no chapter calls carries no chapter tag, and a
-public helper that nothing calls (no chapter, helper, command, test or benchmark) should not exist.
+public helper that nothing calls (no chapter, helper, command, test, benchmark or tool) should not exist.
 """
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def referenced_names(path) -> set[str]:
 
 @cache
 def callers() -> dict[str, set[str]]:
-    """name -> where it is referred to: chapters' code, helper modules, tests, benchmarks."""
+    """name -> where it is referred to: chapters' code, helper modules, tests, benchmarks, tools."""
     where: dict[str, set[str]] = {}
-    for folder in ("helpers", "tests", "benchmarks"):
+    for folder in ("helpers", "tests", "benchmarks", "tools"):
         for path in (REPO_ROOT / folder).rglob("*.py"):
             if path.name != "test_helpers_tags.py":
                 for name in referenced_names(path):
@@ -127,7 +127,7 @@ def private_imports(path, code: str) -> list[str]:
 
 def test_no_private_name_is_used_outside_its_module():
     found = []
-    for folder in ("helpers", "tests", "benchmarks"):
+    for folder in ("helpers", "tests", "benchmarks", "tools"):
         for path in (REPO_ROOT / folder).rglob("*.py"):
             found += private_imports(path.relative_to(REPO_ROOT), path.read_text())
     for path in CHAPTERS:

@@ -16,6 +16,7 @@ from PIL import Image, JpegImagePlugin
 from support import smooth_rgb
 
 from helpers import io as hio
+from tools.writers import write_dicom, write_tfrecords
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
@@ -33,7 +34,7 @@ META = {
 def test_dicom_round_trip_colours_and_tags(tmp_path):
     rgb = smooth_rgb()
     path = tmp_path / "ISIC_0001234.dcm"
-    hio.write_dicom(path, rgb, META)
+    write_dicom(path, rgb, META)
 
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
@@ -66,18 +67,18 @@ def test_dicom_is_reproducible_and_handles_missing_tags(tmp_path):
     rgb = smooth_rgb(32, 32)
     meta = {"image_name": "ISIC_0000009", "patient_id": "IP_0000001", "sex": float("nan"),
             "age_approx": None, "anatom_site_general_challenge": ""}
-    hio.write_dicom(tmp_path / "a.dcm", rgb, meta)
-    hio.write_dicom(tmp_path / "b.dcm", rgb, meta)
+    write_dicom(tmp_path / "a.dcm", rgb, meta)
+    write_dicom(tmp_path / "b.dcm", rgb, meta)
     assert (tmp_path / "a.dcm").read_bytes() == (tmp_path / "b.dcm").read_bytes()
     _, got = hio.read_dicom(tmp_path / "a.dcm")
     assert got["sex"] is None and got["age_approx"] is None and got["anatom_site"] is None
-    hio.write_dicom(tmp_path / "c.dcm", rgb, {**META, "sex": "female", "age_approx": 5,
-                                              "StudyDescription": "synthetic"})
+    write_dicom(tmp_path / "c.dcm", rgb, {**META, "sex": "female", "age_approx": 5,
+                                          "StudyDescription": "synthetic"})
     _, got = hio.read_dicom(tmp_path / "c.dcm")
     assert got["sex"] == "female" and got["age_approx"] == 5.0
     assert pydicom.dcmread(tmp_path / "c.dcm").StudyDescription == "synthetic"  # DICOM keywords pass through
     with pytest.raises(ValueError, match="d.dcm.*RGB uint8"):
-        hio.write_dicom(tmp_path / "d.dcm", rgb.astype(np.float32), META)
+        write_dicom(tmp_path / "d.dcm", rgb.astype(np.float32), META)
 
 
 @pytest.mark.parametrize(("text", "years"), [("045Y", 45.0), ("085Y", 85.0), ("006M", 0.5), ("45", 45.0),
@@ -87,16 +88,16 @@ def test_dicom_age_strings(text, years):
 
 
 def test_dicom_site_with_slash_round_trips_without_warning(tmp_path, recwarn):
-    hio.write_dicom(tmp_path / "hn.dcm", smooth_rgb(8, 8), {**META, "anatom_site_general_challenge": "head/neck"})
+    write_dicom(tmp_path / "hn.dcm", smooth_rgb(8, 8), {**META, "anatom_site_general_challenge": "head/neck"})
     assert pydicom.dcmread(tmp_path / "hn.dcm").BodyPartExamined == "HEAD/NECK"
     assert hio.read_dicom(tmp_path / "hn.dcm")[1]["anatom_site"] == "head/neck"
     assert not [w for w in recwarn if "Invalid value for VR" in str(w.message)]
 
 
 def test_dicom_summary(tmp_path):
-    hio.write_dicom(tmp_path / "train" / "ISIC_0000001.dcm", smooth_rgb(40, 50), META)
-    hio.write_dicom(tmp_path / "train" / "ISIC_0000002.dcm", smooth_rgb(30, 20),
-                    {**META, "image_name": "ISIC_0000002", "sex": "female"})
+    write_dicom(tmp_path / "train" / "ISIC_0000001.dcm", smooth_rgb(40, 50), META)
+    write_dicom(tmp_path / "train" / "ISIC_0000002.dcm", smooth_rgb(30, 20),
+                {**META, "image_name": "ISIC_0000002", "sex": "female"})
     (tmp_path / "train" / "notes.txt").write_text("not a dicom")
     frame = hio.dicom_summary(tmp_path, progress=False)
     assert list(frame["file"]) == ["train/ISIC_0000001.dcm", "train/ISIC_0000002.dcm"]
@@ -109,7 +110,7 @@ def test_dicom_summary(tmp_path):
 def test_read_image_reads_dicom(tmp_path):
     path = tmp_path / "x.dcm"
     rgb = smooth_rgb(24, 40)
-    hio.write_dicom(path, rgb, META)
+    write_dicom(path, rgb, META)
     assert np.abs(hio.read_image(path).astype(int) - rgb).mean() < 3
 
 
@@ -129,7 +130,7 @@ def test_tfrecord_round_trip(tmp_path):
         {"image": images[4], "image_name": "ISIC_0000004", "patient_id": "IP_0000001", "sex": "female",
          "age_approx": 70.0, "anatom_site_general_challenge": "oral/genital"},
     ]
-    paths = hio.write_tfrecords(records, tmp_path / "tfrecords", "train", per_file=2)
+    paths = write_tfrecords(records, tmp_path / "tfrecords", "train", per_file=2)
     assert [p.name for p in paths] == ["train00-2.tfrec", "train01-2.tfrec", "train02-1.tfrec"]
 
     got = list(hio.read_tfrecords(tmp_path / "tfrecords"))
@@ -168,10 +169,10 @@ def test_tfrecord_codes_follow_layout_contract():
 
 def test_tfrecord_errors(tmp_path):
     with pytest.raises(ValueError, match="diagnosis 'melanomaa'"):
-        hio.write_tfrecords([{"image": b"\xff\xd8", "image_name": "x", "diagnosis": "melanomaa"}],
-                            tmp_path, "bad", 1)
+        write_tfrecords([{"image": b"\xff\xd8", "image_name": "x", "diagnosis": "melanomaa"}],
+                        tmp_path, "bad", 1)
     broken = tmp_path / "broken00-3.tfrec"
-    good = hio.write_tfrecords([{"image": smooth_rgb(8, 8), "image_name": "ISIC_0000001"}], tmp_path, "ok", 1)[0]
+    good = write_tfrecords([{"image": smooth_rgb(8, 8), "image_name": "ISIC_0000001"}], tmp_path, "ok", 1)[0]
     broken.write_bytes(good.read_bytes()[:-10])
     with pytest.raises(ValueError, match="broken00-3.tfrec"):
         list(hio.read_tfrecords([broken]))

@@ -11,6 +11,7 @@ from PIL import Image
 
 from helpers import io as hio
 from helpers.preprocess import centre_crop_box, resize_folder, resize_image
+from tools.writers import write_dicom
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL = REPO_ROOT / "data_samples" / "isic-archive-uda1"  # real UDA-1 images, CC-0, shipped
@@ -48,7 +49,7 @@ def make_folder(root: Path) -> None:
     sub = root / "test"
     sub.mkdir()
     Image.fromarray(striped(50, 50)).convert("L").save(sub / "ISIC_0000003.JPEG")
-    hio.write_dicom(root / "ISIC_0000004.dcm", striped(64, 64), {"image_name": "ISIC_0000004"})
+    write_dicom(root / "ISIC_0000004.dcm", striped(64, 64), {"image_name": "ISIC_0000004"})
     (root / "metadata.csv").write_text("isic_id\n")  # not an image: ignored
 
 

@@ -21,13 +21,14 @@ from support import smooth_rgb
 
 from helpers import data as D
 from helpers import io as hio
+from tools.writers import write_dicom
 
 META = {"image_name": "ISIC_0001234", "patient_id": "IP_0004567", "sex": "male",
         "age_approx": 45.0, "anatom_site_general_challenge": "upper extremity"}
 
 
 def _valid(path):
-    hio.write_dicom(path, smooth_rgb(16, 16), META)
+    write_dicom(path, smooth_rgb(16, 16), META)
     return path
 
 

@@ -13,7 +13,7 @@ path under a regular file (``ENOTDIR``) fails for root too.
   no half checkpoint) and the run resumes once there is room again.
 * ``python -m helpers predict``: no submission file unless it is complete;
   an older one stays whole.
-* ``resize_folder``, ``write_dicom``, ``write_tfrecords``,
+* ``resize_folder``, ``tools.writers.write_dicom`` and ``write_tfrecords``,
   ``build_tensor_cache``: a ``ValueError`` naming the file or folder, no
   half-written file under its final name, and an older file stays whole.
 """
@@ -36,10 +36,10 @@ from PIL import Image
 from support import FAST, SIIM, lesion, needs_samples, smooth_rgb
 
 from helpers import data as D
-from helpers import io as hio
 from helpers.__main__ import main
 from helpers.preprocess import resize_folder
 from helpers.train import load_checkpoint
+from tools.writers import write_dicom, write_tfrecords
 
 NO_SPACE = os.strerror(errno.ENOSPC)   # "No space left on device"
 
@@ -275,13 +275,13 @@ def test_resize_folder_into_a_path_under_a_file_is_refused(tmp_path):
 
 def _dicom(folder: Path, again: bool = False) -> Path:
     path = folder / "ISIC_0000001.dcm"
-    hio.write_dicom(path, smooth_rgb(32, 32) // (2 if again else 1), {"image_name": "ISIC_0000001"})
+    write_dicom(path, smooth_rgb(32, 32) // (2 if again else 1), {"image_name": "ISIC_0000001"})
     return path
 
 
 def _tfrecords(folder: Path, again: bool = False) -> Path:
-    (path,) = hio.write_tfrecords([{"image": smooth_rgb(32, 32) // (2 if again else 1),
-                                    "image_name": "ISIC_0000001"}], folder, "train", per_file=4)
+    (path,) = write_tfrecords([{"image": smooth_rgb(32, 32) // (2 if again else 1),
+                                "image_name": "ISIC_0000001"}], folder, "train", per_file=4)
     return path
 
 
