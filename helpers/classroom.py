@@ -42,7 +42,7 @@ from typing import Iterable, Sequence
 
 import nbformat
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from helpers import REPO_ROOT
 

@@ -288,11 +288,8 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
     starts: Iterable[int] = range(0, n, batch_size)
     if progress:
-        from tqdm import TqdmWarning
+        from tqdm.std import tqdm  # text bars everywhere, with or without ipywidgets
 
-        with warnings.catch_warnings():  # tqdm.auto warns (with a path) where ipywidgets is missing
-            warnings.simplefilter("ignore", TqdmWarning)
-            from tqdm.auto import tqdm
         starts = tqdm(starts, desc="embeddings")
     was_training = net.training
     net.eval()

@@ -1010,7 +1010,7 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     out = Path(out_path)
     if out.suffix != ".npy":

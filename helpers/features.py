@@ -469,7 +469,7 @@ def features_frame(
         raise ValueError(f"features_frame: {len(items)} images but {len(mask_list)} masks")
     jobs = list(zip(items, mask_list))
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm
 
         jobs = tqdm(jobs, desc="ABCD features")
     if n_jobs == 1 or len(items) < 2:

@@ -425,7 +425,7 @@ def dicom_summary(folder: os.PathLike | str, progress: bool = True) -> pd.DataFr
 
     Introduced in chapter 4 (image files and the resize cache).
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -562,7 +562,7 @@ def tfrecord_frame(
 
     Introduced in chapter 4 (image files and the resize cache).
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     codes = tfrec_codes()
     rows = []

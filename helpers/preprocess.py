@@ -132,7 +132,7 @@ def resize_folder(
 
     Introduced in chapter 4 (image files and the resize cache).
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     src_root, dst_root = Path(src), Path(dst)
     if not src_root.is_dir():

@@ -390,7 +390,7 @@ def _evaluate(net: nn.Module, loader: Iterable, criterion: nn.Module, kind: str,
               device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
               world: int, progress: bool, desc: str) -> tuple[float, float, int]:
     """(loss, AUC, skipped) over the whole validation set, gathered across ranks."""
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     net.eval()
     logits_l, targets_l, index_l = [], [], []
@@ -464,7 +464,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -706,7 +706,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     device = torch.device(device) if device is not None else helpers.device(verbose=False)
     model = _unwrap(model).to(device).eval()
