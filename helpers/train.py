@@ -30,6 +30,7 @@ import os
 import random
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -386,11 +387,36 @@ def _to_device(t: torch.Tensor | None, device: torch.device, channels_last: bool
     return t
 
 
-def _evaluate(net: nn.Module, loader: Iterable, criterion: nn.Module, kind: str, *,
-              device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
-              world: int, progress: bool, desc: str) -> tuple[float, float, int]:
+@dataclass
+class _Step:
+    """What one optimisation step needs: optimiser, schedule, gradient scaler, loss and device."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    loss: str
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    world: int
+
+    def states(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_states(self, checkpoint: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+
+
+def _evaluate(net: nn.Module, loader: Iterable, step: _Step, progress: bool,
+              desc: str) -> tuple[float, float, int]:
     """(loss, AUC, skipped) over the whole validation set, gathered across ranks."""
     from tqdm.std import tqdm
+
+    device, amp_dtype, channels_last, world = step.device, step.amp_dtype, step.channels_last, step.world
 
     net.eval()
     logits_l, targets_l, index_l = [], [], []
@@ -426,9 +452,130 @@ def _evaluate(net: nn.Module, loader: Iterable, criterion: nn.Module, kind: str,
             logits, targets = logits[keep], targets[keep]
     if len(targets) == 0:
         return float("nan"), float("nan"), skipped
-    loss = float(_loss(criterion, kind, logits.to(device), targets.to(device)).item())
+    loss = float(_loss(step.criterion, step.loss, logits.to(device), targets.to(device)).item())
     probs = _probabilities(logits).numpy()
     return loss, auc_score(targets.numpy(), probs), skipped
+
+
+def _train_epoch(net: nn.Module, loader: Iterable, step: _Step, progress: bool, desc: str) -> tuple[float, int]:
+    """One pass over the training batches, the loop of chapter 8 with AMP: (summed loss, images seen)."""
+    from tqdm.std import tqdm
+
+    net.train()
+    loss_sum, seen, last_parts = 0.0, 0, None
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        parts, weight = _unpack(batch), 1.0
+        if parts is None:
+            if step.world == 1 or last_parts is None:
+                continue
+            # every image of this batch was unreadable; the other ranks still step, so
+            # this one must join the gradient all-reduce: a stand-in batch with weight 0
+            parts, weight = last_parts, 0.0
+        last_parts = parts
+        images, targets, meta, _ = parts
+        images = _to_device(images, step.device, step.channels_last)
+        targets = _to_device(targets, step.device)
+        with torch.autocast(step.device.type, dtype=step.amp_dtype, enabled=step.amp_dtype is not None):
+            logits = _forward(net, images, _to_device(meta, step.device))
+        batch_loss = _loss(step.criterion, step.loss, logits, targets) * weight
+        if weight == 0.0:
+            images = images[:0]
+        step.optimizer.zero_grad(set_to_none=True)
+        step.scaler.scale(batch_loss).backward()
+        step.scaler.step(step.optimizer)
+        step.scaler.update()
+        step.scheduler.step()
+        loss_sum += float(batch_loss.detach()) * len(images)
+        seen += len(images)
+    return loss_sum, seen
+
+
+def _epoch(net: nn.Module, model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
+           step: _Step, epoch: int, progress: bool) -> dict[str, float]:
+    """Train one epoch, evaluate, and return the epoch's history row (:data:`HISTORY_COLUMNS`)."""
+    t0 = time.perf_counter()
+    loss_sum, seen = _train_epoch(net, train_loader, step, progress, f"train {epoch + 1}")
+    expected = _expected_samples(train_loader)
+    train_skipped = max(0, expected - seen) if expected is not None else 0
+    loss_sum, seen_all, train_skipped = _all_sum([loss_sum, seen, train_skipped], step.device, step.world)
+    train_seconds = time.perf_counter() - t0
+    val_loss, val_auc, val_skipped = float("nan"), float("nan"), 0
+    if val_loader is not None:   # the plain module: no DDP collectives
+        val_loss, val_auc, val_skipped = _evaluate(model, val_loader, step, progress, f"val {epoch + 1}")
+    return {"epoch": epoch + 1, "train_loss": loss_sum / seen_all if seen_all else float("nan"),
+            "val_loss": val_loss, "val_auc": val_auc, "lr": step.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+            "images_per_s": seen_all / train_seconds if train_seconds > 0 else float("nan"),
+            "skipped": int(train_skipped + val_skipped)}
+
+
+def _start(last_path: Path | None, resume: bool, model: nn.Module, step: _Step, seed: int, epochs: int,
+           main: bool) -> tuple[list[dict[str, float]], dict[str, float], int]:
+    """(history, early-stopping state, epochs done): from ``last.pt`` when resuming, else a seeded start."""
+    if resume and last_path is not None and last_path.is_file():
+        ck = load_checkpoint(last_path)
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{last_path}: not a {CHECKPOINT_FORMAT} checkpoint")
+        model.load_state_dict(ck["model"])
+        step.load_states(ck)
+        _set_rng_state(ck["rng"])
+        if main:
+            print(f"resume: continuing after epoch {int(ck['epoch'])} of {epochs} "
+                  f"from {helpers.display_path(last_path)}")
+        history = [dict(zip(ck["history"], row)) for row in zip(*ck["history"].values())]
+        return history, dict(ck["best"]), int(ck["epoch"])
+    if resume and main:
+        print("resume: no checkpoint yet, starting at epoch 1")
+    helpers.seed_everything(seed)
+    return [], {"score": -math.inf, "epoch": 0, "bad_epochs": 0, "stopped": 0}, 0
+
+
+def _keep_best(best: dict[str, float], row: dict[str, float], patience: int | None, epochs: int) -> bool:
+    """Update the early-stopping state with an epoch's row; True when the epoch is the best so far."""
+    # the score to keep the best epoch by: AUC, or -loss where AUC is undefined
+    val_auc, val_loss = row["val_auc"], row["val_loss"]
+    score = val_auc if math.isfinite(val_auc) else (-val_loss if math.isfinite(val_loss) else row["epoch"] - 1)
+    improved = score > best["score"]
+    if improved:
+        best.update(score=score, epoch=row["epoch"], bad_epochs=0)
+    else:
+        best["bad_epochs"] += 1
+    if patience is not None and best["bad_epochs"] >= patience and row["epoch"] < epochs:
+        best["stopped"] = 1
+    return improved
+
+
+def _save_last(out: Path, model: nn.Module, step: _Step, history: list[dict[str, float]],
+               best: dict[str, float], config: dict[str, Any]) -> None:
+    """Rewrite ``last.pt`` (everything an exact resume needs) and ``history.csv``."""
+    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": history[-1]["epoch"], "model": _cpu_state(model),
+                     **step.states(), "rng": _rng_state(),
+                     "history": {c: [float(v) for v in frame[c]] for c in HISTORY_COLUMNS},
+                     "best": dict(best), "config": config}, out / "last.pt")
+    write_history(frame, out / "history.csv")
+
+
+def _parallel(model: nn.Module, device: torch.device, world: int, compile: bool) -> nn.Module:
+    """The module the training loop calls: DDP-wrapped under ``torchrun``, compiled on request."""
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(net) if compile else net
+
+
+def _finish(model: nn.Module, out: Path | None, best_state: dict[str, torch.Tensor] | None,
+            history: list[dict[str, float]], world: int) -> pd.DataFrame:
+    """Load the best epoch's weights into ``model``; the history as a frame."""
+    if world > 1:
+        torch.distributed.barrier()
+    if out is not None and (out / "best.pt").is_file():
+        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    elif best_state is not None:
+        model.load_state_dict(best_state)
+    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    return frame.astype({"epoch": int, "skipped": int})
 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *,
@@ -462,6 +609,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
     ``DistributedDataParallel``, only rank 0 writes files and draws progress
     bars, and validation predictions from every rank are pooled.
 
+    The loop is chapter 8's (forward, loss, backward, step, then evaluate: :func:`_train_epoch`,
+    :func:`_evaluate`), grown by what later needs: mixed precision, checkpoints and exact resume,
+    early stopping, DDP.
+
     Introduced in chapter 7 (the data pipeline).
     """
     from tqdm.std import tqdm
@@ -483,148 +634,45 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
     steps_per_epoch = max(1, len(train_loader))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = _make_criterion(loss, pos_weight, device)
+    schedule = warmup_cosine(round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+    step = _Step(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+                 torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+                 _make_criterion(loss, pos_weight, device), loss, device, amp_dtype, channels_last, world)
     cfg = _plain({"epochs": epochs, "lr": lr, "weight_decay": weight_decay,
                   "warmup_epochs": warmup_epochs, "loss": loss,
                   "pos_weight": pos_weight, "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
                   "channels_last": channels_last, "compile": compile, "patience": patience,
                   "seed": seed, "world_size": world, **(config or {})})
+    last = out / "last.pt" if out is not None else None
+    history, best, start = _start(last, resume, model, step, seed, epochs, main)
 
-    history: list[dict[str, float]] = []
-    best = {"score": -math.inf, "epoch": 0, "bad_epochs": 0, "stopped": 0}
-    best_state: dict[str, torch.Tensor] | None = None
-    start = 0
-    last_path = out / "last.pt" if out is not None else None
-    if resume and last_path is not None and last_path.is_file():
-        ck = load_checkpoint(last_path)
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{last_path}: not a {CHECKPOINT_FORMAT} checkpoint")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        history = [dict(zip(ck["history"], row)) for row in zip(*ck["history"].values())]
-        best = dict(ck["best"])
-        start = int(ck["epoch"])
-        _set_rng_state(ck["rng"])
-        if main:
-            print(f"resume: continuing after epoch {start} of {epochs} "
-                  f"from {helpers.display_path(last_path)}")
-    else:
-        if resume and main:
-            print("resume: no checkpoint yet, starting at epoch 1")
-        helpers.seed_everything(seed)
-
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if compile:
-        net = torch.compile(net)
-
+    net, best_state = _parallel(model, device, world, compile), None
     epoch_bar = tqdm(range(start, epochs), desc="epochs", initial=start, total=epochs,
                      disable=not (progress and main))
     for epoch in epoch_bar:
         if best["stopped"]:
             break
         set_loader_epoch(train_loader, seed, epoch)
-        net.train()
-        t0 = time.perf_counter()
-        loss_sum, seen = 0.0, 0
-        last_parts = None
-        for batch in tqdm(train_loader, desc=f"train {epoch + 1}", leave=False,
-                          disable=not (progress and main)):
-            parts = _unpack(batch)
-            weight = 1.0
-            if parts is None:
-                if world == 1 or last_parts is None:
-                    continue
-                # every image of this batch was unreadable; the other ranks still step, so
-                # this one must join the gradient all-reduce: a stand-in batch with weight 0
-                parts, weight = last_parts, 0.0
-            last_parts = parts
-            images, targets, meta, _ = parts
-            images = _to_device(images, device, channels_last)
-            targets = _to_device(targets, device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = _forward(net, images, _to_device(meta, device))
-            batch_loss = _loss(criterion, loss, logits, targets) * weight
-            if weight == 0.0:
-                images = images[:0]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(batch_loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += float(batch_loss.detach()) * len(images)
-            seen += len(images)
-        expected = _expected_samples(train_loader)
-        train_skipped = max(0, expected - seen) if expected is not None else 0
-        loss_sum, seen_all, train_skipped = _all_sum([loss_sum, seen, train_skipped], device, world)
-        train_seconds = time.perf_counter() - t0
-        if val_loader is not None:
-            val_loss, val_auc, val_skipped = _evaluate(    # plain module: no DDP collectives
-                model, val_loader, criterion, loss, device=device, amp_dtype=amp_dtype,
-                channels_last=channels_last, world=world, progress=progress and main,
-                desc=f"val {epoch + 1}")
-        else:
-            val_loss, val_auc, val_skipped = float("nan"), float("nan"), 0
-        row = {"epoch": epoch + 1,
-               "train_loss": loss_sum / seen_all if seen_all else float("nan"),
-               "val_loss": val_loss, "val_auc": val_auc,
-               "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t0,
-               "images_per_s": seen_all / train_seconds if train_seconds > 0 else float("nan"),
-               "skipped": int(train_skipped + val_skipped)}
-        history.append(row)
-        epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_auc=f"{val_auc:.3f}")
-
-        # the score to keep the best epoch by: AUC, or -loss where AUC is undefined
-        score = val_auc if math.isfinite(val_auc) else (-val_loss if math.isfinite(val_loss) else epoch)
-        if score > best["score"]:
-            best.update(score=score, epoch=epoch + 1, bad_epochs=0)
+        history.append(_epoch(net, model, train_loader, val_loader, step, epoch, progress and main))
+        row = history[-1]
+        epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_auc=f"{row['val_auc']:.3f}")
+        if _keep_best(best, row, patience, epochs):
             if out is None:
                 best_state = _cpu_state(model)
             elif main:
-                save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
-                                 "model": _cpu_state(model), "val_auc": val_auc,
-                                 "config": cfg}, out / "best.pt")
-        else:
-            best["bad_epochs"] += 1
-        if patience is not None and best["bad_epochs"] >= patience and epoch + 1 < epochs:
-            best["stopped"] = 1
-            if main:
-                tqdm.write(f"early stop: no better validation AUC for {patience} epochs; "
-                           f"best was epoch {best['epoch']}")
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": _cpu_state(model),
+                                 "val_auc": row["val_auc"], "config": cfg}, out / "best.pt")
+        if best["stopped"] and main:
+            tqdm.write(f"early stop: no better validation AUC for {patience} epochs; "
+                       f"best was epoch {best['epoch']}")
         if out is not None and main:
-            frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-            save_checkpoint({
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": _cpu_state(model),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": _rng_state(),
-                "history": {c: [float(v) for v in frame[c]] for c in HISTORY_COLUMNS},
-                "best": dict(best), "config": cfg}, last_path)
-            write_history(frame, out / "history.csv")
+            _save_last(out, model, step, history, best, cfg)
         if world > 1:
             torch.distributed.barrier()
         if best["stopped"]:
             break
     epoch_bar.close()
-
-    # finish with the best epoch's weights
-    if world > 1:
-        torch.distributed.barrier()
-    if out is not None and (out / "best.pt").is_file():
-        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
-    elif best_state is not None:
-        model.load_state_dict(best_state)
-    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    frame["epoch"] = frame["epoch"].astype(int)
-    frame["skipped"] = frame["skipped"].astype(int)
-    return frame
+    return _finish(model, out, best_state, history, world)
 
 
 def write_history(frame: pd.DataFrame, path: Path) -> None:
