@@ -103,6 +103,63 @@ def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str | None]:
         return "unwritable", str(exc)
 
 
+def _plan(src_root: Path, dst_root: Path, size: int, quality: int) -> tuple[list[dict], list[tuple], list[int]]:
+    """One row per image under ``src_root``; the resize jobs of those not done yet, and their rows."""
+    files = sorted(
+        p for p in src_root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+    if dst_root.resolve().is_relative_to(src_root.resolve()):
+        files = [p for p in files if not p.resolve().is_relative_to(dst_root.resolve())]
+    rows: list[dict] = []
+    jobs: list[tuple[str, str, int, int]] = []
+    job_rows: list[int] = []
+    seen: dict[Path, Path] = {}
+    for path in files:
+        dest = _dest_for(src_root, dst_root, path)
+        row = {"source": path, "dest": dest, "status": "skipped", "error": None}
+        if dest in seen:
+            row.update(status="failed", error=f"{path}: same destination as {seen[dest]}")
+        else:
+            seen[dest] = path
+            try:
+                done = dest.exists() and dest.stat().st_mtime >= path.stat().st_mtime
+            except OSError:
+                done = False
+            if not done:
+                jobs.append((str(path), str(dest), int(size), int(quality)))
+                job_rows.append(len(rows))
+        rows.append(row)
+    return rows, jobs, job_rows
+
+
+def _run(jobs: list[tuple], n_workers: int, progress: bool, desc: str) -> list[tuple[str, str | None]]:
+    """Resize the jobs in this process or in ``n_workers`` processes; stop at the first unwritable file."""
+    from tqdm.std import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress)
+    results: list[tuple[str, str | None]] = []
+    try:
+        if n_workers <= 1:
+            for job in jobs:
+                results.append(_resize_one(job))
+                bar.update()
+                if results[-1][0] == "unwritable":
+                    break
+        else:
+            chunk = max(1, min(16, len(jobs) // (n_workers * 8)))
+            with ProcessPoolExecutor(max_workers=n_workers) as pool:
+                for res in pool.map(_resize_one, jobs, chunksize=chunk):
+                    results.append(res)
+                    bar.update()
+                    if res[0] == "unwritable":
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        break
+    finally:
+        bar.close()
+    return results
+
+
 def resize_folder(
     src: os.PathLike | str,
     dst: os.PathLike | str,
@@ -132,67 +189,19 @@ def resize_folder(
 
     Introduced in chapter 4 (image files and the resize cache).
     """
-    from tqdm.std import tqdm
-
     src_root, dst_root = Path(src), Path(dst)
     if not src_root.is_dir():
         raise ValueError(f"{src_root}: source folder not found")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    files = sorted(
-        p for p in src_root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
-    if dst_root.resolve().is_relative_to(src_root.resolve()):
-        files = [p for p in files if not p.resolve().is_relative_to(dst_root.resolve())]
-
-    rows: list[dict] = []
-    jobs: list[tuple[str, str, int, int]] = []
-    job_rows: list[int] = []
-    seen: dict[Path, Path] = {}
-    for path in files:
-        dest = _dest_for(src_root, dst_root, path)
-        row = {"source": path, "dest": dest, "status": "skipped", "error": None}
-        if dest in seen:
-            row.update(status="failed", error=f"{path}: same destination as {seen[dest]}")
-        else:
-            seen[dest] = path
-            try:
-                done = dest.exists() and dest.stat().st_mtime >= path.stat().st_mtime
-            except OSError:
-                done = False
-            if not done:
-                jobs.append((str(path), str(dest), int(size), int(quality)))
-                job_rows.append(len(rows))
-        rows.append(row)
-
+    rows, jobs, job_rows = _plan(src_root, dst_root, size, quality)
     if jobs:
         try:
             dst_root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"{dst_root}: cannot create the output folder ({exc.strerror or exc})") from None
     n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    n_workers = max(1, min(n_workers, len(jobs)))
-    bar = tqdm(total=len(jobs), desc=f"resize to {size}px", unit="img", disable=not progress or not jobs)
-    results: list[tuple[str, str | None]] = []
-    try:
-        if n_workers <= 1:
-            for job in jobs:
-                results.append(_resize_one(job))
-                bar.update()
-                if results[-1][0] == "unwritable":
-                    break
-        else:
-            chunk = max(1, min(16, len(jobs) // (n_workers * 8)))
-            with ProcessPoolExecutor(max_workers=n_workers) as pool:
-                for res in pool.map(_resize_one, jobs, chunksize=chunk):
-                    results.append(res)
-                    bar.update()
-                    if res[0] == "unwritable":
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        break
-    finally:
-        bar.close()
+    results = _run(jobs, max(1, min(n_workers, len(jobs))), progress and bool(jobs), f"resize to {size}px")
     unwritable = next((error for status, error in results if status == "unwritable"), None)
     if unwritable is not None:
         raise ValueError(f"{unwritable}; the output folder {dst_root} is full or read-only")
