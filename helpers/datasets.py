@@ -768,7 +768,6 @@ def _hierarchy_target(path: str) -> object:
 
 
 def _tidy_archive(frame: pd.DataFrame, legacy: bool, prefix: str = "diagnosis_") -> dict[str, object]:
-    n = len(frame)
     parts: dict[str, object] = {"source_id": frame["isic_id"]}
     for column in ("patient_id", "lesion_id", "sex"):
         if column in frame:
@@ -798,6 +797,92 @@ def _tidy_archive(frame: pd.DataFrame, legacy: bool, prefix: str = "diagnosis_")
     return parts
 
 
+def _tidy_2016(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """ISIC 2016 Part 3: melanoma or not (training: benign/malignant words, test: 0/1)."""
+    mel = frame["benign_malignant"] == "malignant" if name == "isic2016_train" else frame["melanoma"] == 1
+    return dict(source_id=frame["image_id"],
+                target=mel.astype("Int8") if name == "isic2016_train" else frame["melanoma"],
+                label=pd.Series("MEL", index=frame.index).where(mel),
+                diagnosis=pd.Series("melanoma", index=frame.index).where(mel))
+
+
+def _tidy_2017(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """ISIC 2017 Part 3: ground truth (melanoma, seborrheic keratosis, else nevus) or metadata."""
+    if name == "isic2017_metadata":
+        return dict(source_id=frame["image_id"], sex=frame["sex"], age_approx=frame["age_approximate"])
+    label = _labels_from_onehot(frame, {"melanoma": "MEL", "seborrheic_keratosis": "BKL"}).fillna("NV")
+    diagnosis = label.map({"MEL": "melanoma", "BKL": "seborrheic keratosis", "NV": "nevus"})
+    return dict(source_id=frame["image_id"], label=label, diagnosis=diagnosis, target=frame["melanoma"])
+
+
+def _tidy_onehot(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """ISIC 2018 Task 3 and 2019 ground truth: one column per class (2018's AKIEC read as AK)."""
+    codes = {c: ("AK" if c == "AKIEC" else c) for c in _FORMATS_BY_NAME[name].columns[1:]}
+    label = _labels_from_onehot(frame, codes)
+    diagnosis = label.map(LABEL_DIAGNOSIS)
+    if "AKIEC" in frame:
+        diagnosis = diagnosis.mask(label == "AK", AKIEC_DIAGNOSIS)
+    return dict(source_id=frame["image"], label=label, diagnosis=diagnosis, target=frame["MEL"])
+
+
+def _tidy_ham10000(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """HAM10000_metadata.csv: diagnosis words, lesion ids, finer body sites."""
+    label = frame["dx"].map(HAM10000_DX)
+    diagnosis = label.map(LABEL_DIAGNOSIS).mask(label == "AK", AKIEC_DIAGNOSIS)
+    return dict(source_id=frame["image_id"], lesion_id=frame["lesion_id"], sex=frame["sex"],
+                age_approx=frame["age"], anatom_site_original=frame["localization"],
+                anatom_site=_harmonise_site(frame["localization"]), label=label,
+                diagnosis=diagnosis, target=(label == "MEL").astype("Int8"))
+
+
+def _tidy_2019_metadata(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """ISIC 2019 training and test metadata (the test file has no lesion_id)."""
+    return dict(source_id=frame["image"], sex=frame["sex"], age_approx=frame["age_approx"],
+                lesion_id=frame.get("lesion_id"), anatom_site_original=frame["anatom_site_general"],
+                anatom_site=_harmonise_site(frame["anatom_site_general"]))
+
+
+def _tidy_2020(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """SIIM-ISIC 2020 train.csv, ground truth v1/v2 and test.csv."""
+    site = frame["anatom_site_general_challenge"]
+    parts = dict(source_id=frame["image_name"], patient_id=frame["patient_id"],
+                 lesion_id=frame.get("lesion_id"), sex=frame["sex"], age_approx=frame["age_approx"],
+                 anatom_site_original=site, anatom_site=_harmonise_site(site))
+    if "target" in frame:
+        diagnosis = frame["diagnosis"].mask(frame["diagnosis"] == "unknown")
+        parts.update(diagnosis=diagnosis.str.lower(), label=diagnosis.map(LEGACY_LABELS),
+                     target=frame["target"])
+    return parts
+
+
+def _tidy_2024(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """ISIC 2024 metadata: iddx_1..5 are the archive's diagnosis hierarchy; test rows have no target."""
+    parts = _tidy_archive(frame, legacy=False, prefix="iddx_")
+    parts["target"] = frame.get("target", pd.Series(pd.NA, index=frame.index, dtype="Int8"))
+    return parts
+
+
+def _tidy_submission(frame: pd.DataFrame, name: str) -> dict[str, object]:
+    """A sample submission: its target is a prediction and is dropped."""
+    return dict(source_id=frame[_FORMATS_BY_NAME[name].columns[0]])
+
+
+#: format name -> the function that maps its columns to the tidy ones.
+_TIDY = {
+    "isic2016_train": _tidy_2016, "isic2016_test": _tidy_2016,
+    "isic2017_ground_truth": _tidy_2017, "isic2017_metadata": _tidy_2017,
+    "isic2018_task3_ground_truth": _tidy_onehot, "isic2019_ground_truth": _tidy_onehot,
+    "isic2018_task3_lesion_groupings": lambda f, name: dict(source_id=f["image"], lesion_id=f["lesion_id"]),
+    "ham10000_metadata": _tidy_ham10000,
+    "isic2019_metadata": _tidy_2019_metadata, "isic2019_test_metadata": _tidy_2019_metadata,
+    "siim2020_train": _tidy_2020, "siim2020_ground_truth_v2": _tidy_2020, "siim2020_test": _tidy_2020,
+    "siim2020_submission": _tidy_submission, "isic2024_submission": _tidy_submission,
+    "isic_archive": lambda f, name: _tidy_archive(f, legacy=False),
+    "isic_archive_legacy": lambda f, name: _tidy_archive(f, legacy=True),
+    "isic2024_train": _tidy_2024, "isic2024_test": _tidy_2024,
+}
+
+
 def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
             dataset: str | None = None) -> pd.DataFrame:
     """Turn an official frame from :func:`read_labels` into the tidy schema.
@@ -824,66 +909,7 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
     frame = frame.reset_index(drop=True)
     n = len(frame)
     parts: dict[str, object] = {"dataset": dataset or fmt.dataset, "split": split}
-    if fmt.name == "isic2016_train":
-        mel = frame["benign_malignant"] == "malignant"
-        parts.update(source_id=frame["image_id"], target=mel.astype("Int8"),
-                     label=pd.Series("MEL", index=frame.index).where(mel),
-                     diagnosis=pd.Series("melanoma", index=frame.index).where(mel))
-    elif fmt.name == "isic2016_test":
-        mel = frame["melanoma"] == 1
-        parts.update(source_id=frame["image_id"], target=frame["melanoma"],
-                     label=pd.Series("MEL", index=frame.index).where(mel),
-                     diagnosis=pd.Series("melanoma", index=frame.index).where(mel))
-    elif fmt.name == "isic2017_ground_truth":
-        label = _labels_from_onehot(frame, {"melanoma": "MEL", "seborrheic_keratosis": "BKL"})
-        label = label.fillna("NV")
-        diagnosis = label.map({"MEL": "melanoma", "BKL": "seborrheic keratosis", "NV": "nevus"})
-        parts.update(source_id=frame["image_id"], label=label, diagnosis=diagnosis,
-                     target=frame["melanoma"])
-    elif fmt.name == "isic2017_metadata":
-        parts.update(source_id=frame["image_id"], sex=frame["sex"],
-                     age_approx=frame["age_approximate"])
-    elif fmt.name in ("isic2018_task3_ground_truth", "isic2019_ground_truth"):
-        codes = {c: ("AK" if c == "AKIEC" else c) for c in fmt.columns[1:]}
-        label = _labels_from_onehot(frame, codes)
-        diagnosis = label.map(LABEL_DIAGNOSIS)
-        if "AKIEC" in frame:
-            diagnosis = diagnosis.mask(label == "AK", AKIEC_DIAGNOSIS)
-        parts.update(source_id=frame["image"], label=label, diagnosis=diagnosis,
-                     target=frame["MEL"])
-    elif fmt.name == "isic2018_task3_lesion_groupings":
-        parts.update(source_id=frame["image"], lesion_id=frame["lesion_id"])
-    elif fmt.name == "ham10000_metadata":
-        label = frame["dx"].map(HAM10000_DX)
-        diagnosis = label.map(LABEL_DIAGNOSIS).mask(label == "AK", AKIEC_DIAGNOSIS)
-        parts.update(source_id=frame["image_id"], lesion_id=frame["lesion_id"], sex=frame["sex"],
-                     age_approx=frame["age"], anatom_site_original=frame["localization"],
-                     anatom_site=_harmonise_site(frame["localization"]), label=label,
-                     diagnosis=diagnosis, target=(label == "MEL").astype("Int8"))
-    elif fmt.name in ("isic2019_metadata", "isic2019_test_metadata"):
-        parts.update(source_id=frame["image"], sex=frame["sex"], age_approx=frame["age_approx"],
-                     lesion_id=frame.get("lesion_id"),
-                     anatom_site_original=frame["anatom_site_general"],
-                     anatom_site=_harmonise_site(frame["anatom_site_general"]))
-    elif fmt.name in ("siim2020_train", "siim2020_ground_truth_v2", "siim2020_test"):
-        site = frame["anatom_site_general_challenge"]
-        parts.update(source_id=frame["image_name"], patient_id=frame["patient_id"],
-                     lesion_id=frame.get("lesion_id"), sex=frame["sex"],
-                     age_approx=frame["age_approx"], anatom_site_original=site,
-                     anatom_site=_harmonise_site(site))
-        if "target" in frame:
-            diagnosis = frame["diagnosis"].mask(frame["diagnosis"] == "unknown")
-            parts.update(diagnosis=diagnosis.str.lower(), label=diagnosis.map(LEGACY_LABELS),
-                         target=frame["target"])
-    elif fmt.name == "siim2020_submission":
-        parts.update(source_id=frame["image_name"])  # its target is a prediction: dropped
-    elif fmt.name in ("isic_archive", "isic_archive_legacy"):
-        parts.update(_tidy_archive(frame, legacy=fmt.name == "isic_archive_legacy"))
-    elif fmt.name in ("isic2024_train", "isic2024_test"):  # iddx_1..5: the archive's hierarchy
-        parts.update(_tidy_archive(frame, legacy=False, prefix="iddx_"))
-        parts["target"] = frame.get("target", pd.Series(pd.NA, index=frame.index, dtype="Int8"))
-    elif fmt.name == "isic2024_submission":
-        parts.update(source_id=frame["isic_id"])  # its target is a prediction: dropped
+    parts.update(_TIDY[fmt.name](frame, fmt.name))
     out = _finish({k: v for k, v in parts.items() if v is not None}, n)
     for column in ISIC2024_FEATURES if fmt.name.startswith("isic2024_") else ():
         if column in frame:  # measurements as float64 (NaN), words as strings
