@@ -794,41 +794,32 @@ def _check_ids(ids: pd.Series, name: str) -> None:
         raise ValueError(f"{name}: row {i + 1} (image {ids.iloc[i]}): duplicate of row {first + 1}")
 
 
-def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
-    t_name, p_name = Path(truth_csv).name, Path(pred_csv).name
-    traw = _read_raw(truth_csv, "truth")
-    header = list(traw.columns)
-    if task is None:
-        layout = _detect_layout(header, t_name)
-    else:
+def _truth_layout(header: list[str], t_name: str, task: str | None) -> tuple[str, str, list[str]]:
+    """(layout, id column, category columns) of a truth file's header; refuse a header that fits none."""
+    layout = _detect_layout(header, t_name) if task is None else task
+    if task is not None:
         _task_columns(task)
-        layout = task
     if layout == "scorer":
-        id_col = "image"
         cats = [c for c in header[1:] if c not in _WEIGHT_COLUMNS]
         if not cats:
             raise ValueError(f"{t_name}: header has no category column after 'image'")
-    else:
-        id_col, *cats = SUBMISSION_COLUMNS[layout]
-        needed = [id_col] + cats
-        missing = [c for c in needed if c not in header]
-        if missing:
-            raise ValueError(
-                f"{t_name}: header lacks column {missing[0]!r} of the {layout} truth ({','.join(needed)})"
-            )
-        if id_col == "image":
-            extra = [c for c in header if c not in needed and c not in _WEIGHT_COLUMNS]
-            if extra:
-                raise ValueError(f"{t_name}: header has column {extra[0]!r}, not in the {layout} categories")
-    t_ids = traw[id_col].str.strip()
-    _check_ids(t_ids, t_name)
-    truth = _numbers(traw, t_ids, cats, t_name, truth=True)
-    weights = pd.Series(1.0, index=range(len(traw)))
-    if "score_weight" in header:
-        weights = _numbers(traw, t_ids, ["score_weight"], t_name, truth=False)["score_weight"]
-    if id_col == "image":  # the scorer's layout: it always weighs this image 0
-        weights = weights.where(t_ids.to_numpy() != _SCORER_ZERO_WEIGHT_IMAGE, 0.0)
+        return layout, "image", cats
+    id_col, *cats = SUBMISSION_COLUMNS[layout]
+    needed = [id_col] + cats
+    missing = [c for c in needed if c not in header]
+    if missing:
+        raise ValueError(
+            f"{t_name}: header lacks column {missing[0]!r} of the {layout} truth ({','.join(needed)})"
+        )
+    extra = [c for c in header if c not in needed and c not in _WEIGHT_COLUMNS]
+    if id_col == "image" and extra:
+        raise ValueError(f"{t_name}: header has column {extra[0]!r}, not in the {layout} categories")
+    return layout, id_col, cats
 
+
+def _read_predictions(pred_csv, id_col: str, cats: list[str]) -> tuple[pd.Series, pd.DataFrame]:
+    """(image ids, scores) of a prediction file whose header must be exactly the truth's columns."""
+    p_name = Path(pred_csv).name
     praw = _read_raw(pred_csv, "prediction")
     p_header = list(praw.columns)
     if id_col not in p_header:
@@ -843,8 +834,11 @@ def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
         )
     p_ids = praw[id_col].str.strip().str.replace(r"\.jpg$", "", case=False, regex=True)
     _check_ids(p_ids, p_name)
-    pred = _numbers(praw, p_ids, cats, p_name, truth=False)
+    return p_ids, _numbers(praw, p_ids, cats, p_name, truth=False)
 
+
+def _same_images(t_ids: pd.Series, p_ids: pd.Series, t_name: str, p_name: str) -> pd.Series:
+    """Refuse predictions for images the truth lacks, or missing ones; prediction row by image id."""
     t_pos = pd.Series(np.arange(len(t_ids)), index=t_ids.to_numpy())
     p_pos = pd.Series(np.arange(len(p_ids)), index=p_ids.to_numpy())
     extra_rows = ~p_pos.index.isin(t_pos.index)
@@ -859,6 +853,25 @@ def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
             f"{p_name}: no row for image {t_ids.iloc[i]} (row {i + 1} of {t_name})"
             + (f" and {more} more" if more else "")
         )
+    return p_pos
+
+
+def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
+    """Read, check and align a truth file and a prediction file, rows sorted by image id."""
+    t_name, p_name = Path(truth_csv).name, Path(pred_csv).name
+    traw = _read_raw(truth_csv, "truth")
+    header = list(traw.columns)
+    layout, id_col, cats = _truth_layout(header, t_name, task)
+    t_ids = traw[id_col].str.strip()
+    _check_ids(t_ids, t_name)
+    truth = _numbers(traw, t_ids, cats, t_name, truth=True)
+    weights = pd.Series(1.0, index=range(len(traw)))
+    if "score_weight" in header:
+        weights = _numbers(traw, t_ids, ["score_weight"], t_name, truth=False)["score_weight"]
+    if id_col == "image":  # the scorer's layout: it always weighs this image 0
+        weights = weights.where(t_ids.to_numpy() != _SCORER_ZERO_WEIGHT_IMAGE, 0.0)
+    p_ids, pred = _read_predictions(pred_csv, id_col, cats)
+    p_pos = _same_images(t_ids, p_ids, t_name, p_name)
     order = np.argsort(t_ids.to_numpy(), kind="stable")  # the scorer sorts rows by image id
     sorted_ids = t_ids.to_numpy()[order]
     truth = truth.iloc[order].set_axis(sorted_ids)
