@@ -1,8 +1,8 @@
 """Tests for helpers/__main__.py: ``python -m helpers train`` / ``predict``.
 
-Bad input (exit code 2, one line) is tested in test_reliability_labels.py, an
-unreadable image in test_reliability_images.py, a killed run resumed in
-test_reliability_interrupted.py, an unwritable output in test_reliability_output.py.
+Bad input (exit code 2, one line) is tested in test_datasets.py, an unreadable
+image in test_reliability_images.py, a killed run resumed in test_runs.py, an
+unwritable output in test_reliability_output.py.
 """
 from __future__ import annotations
 
