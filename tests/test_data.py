@@ -1,7 +1,7 @@
 """Tests of helpers/data.py: transforms, dataset, imbalance, folds, tensor cache, GPU-style loader.
 
 Bad images skipped during an epoch are tested in test_reliability_images.py,
-property tests of patient_folds live in test_reliability_properties.py.
+property tests of patient_folds live in test_datasets_properties.py.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Malformed label files (ValueError naming file, row and column; exit code 2 on
 the command line) are tested at the end of this file, image ids and
 symlinks that escape the data folder in test_reliability_paths.py, generated
-spellings of every official format in test_reliability_properties.py.
+spellings of every official format in test_datasets_properties.py.
 """
 from __future__ import annotations
 
