@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared" / "datasets"
@@ -109,3 +110,11 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -m helpers ARGS`` from the repository root; capture its output as text."""
     return subprocess.run([sys.executable, "-m", "helpers", *args], cwd=REPO_ROOT, env=cli_env(),
                           capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def secret_image(folder: Path) -> Path:
+    """An image outside the data folder, for the tests that symlinks must not reach it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / "secret.jpg"
+    Image.fromarray(lesion(16, 16, 0)).save(secret)
+    return secret

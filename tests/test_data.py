@@ -5,6 +5,7 @@ property tests of patient_folds live in test_datasets_properties.py.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from support import BAD_ROWS, lesion
+from support import BAD_ROWS, lesion, secret_image
 
 from helpers import REPO_ROOT
 from helpers import data as D
@@ -463,3 +464,29 @@ def test_real_uda1_images_through_both_roads(tmp_path):
     assert (batch.float() - cached.float()).abs().mean() < 4
     item = D.LesionDataset(frame, D.eval_transforms(64))[0]
     assert item["image"].shape == (3, 64, 64)
+
+
+# ==========================================================================================
+# Reliability: ``LesionDataset(frame, root=...)`` refuses a ``path`` column value that
+# resolves outside ``root``.
+# ==========================================================================================
+ROOT_ESCAPES = {"parent": "../../etc/passwd", "absolute": "/etc/passwd",
+                "symlink": "link.jpg"}
+
+
+@pytest.mark.parametrize("kind", sorted(ROOT_ESCAPES))
+def test_lesion_dataset_with_a_root_refuses_paths_outside_it(tmp_path, kind):
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(2):
+        Image.fromarray(lesion(16, 16, i)).save(root / f"ISIC_{i:07d}.jpg")
+    (root / "link.jpg").symlink_to(secret_image(tmp_path / "elsewhere"))
+    value = ROOT_ESCAPES[kind]
+    frame = pd.DataFrame({"path": ["ISIC_0000000.jpg", str(root / "ISIC_0000001.jpg"), value],
+                          "target": [0, 1, 0]})
+    with pytest.raises(ValueError, match=rf"row 2, column 'path': {re.escape(repr(value))} lies "
+                                         r"outside the data folder"):
+        D.LesionDataset(frame, D.eval_transforms(16), root=root)
+    good = D.LesionDataset(frame.iloc[:2], D.eval_transforms(16), root=root)
+    assert [good[i]["image"].shape for i in range(2)] == [(3, 16, 16)] * 2   # relative and absolute
+    assert len(D.LesionDataset(frame, D.eval_transforms(16))) == 3   # no root: paths are trusted
