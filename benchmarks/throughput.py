@@ -9,7 +9,7 @@ on one device, three rates in images per second:
 2. **starter** — the typical first pipeline: Pillow decode + torchvision
    transforms in ``DataLoader`` workers (CPU count - 1), feeding the same
    training step as (1);
-3. **this project** — ``helpers.data.build_tensor_cache`` once (timed apart,
+3. **this project** — ``helpers.fastpath.build_tensor_cache`` once (timed apart,
    as the one-time cost it is), then ``TensorCacheLoader`` + ``gpu_augment``
    feeding ``helpers.train.fit`` itself: the real path, not a copy of it.
 
@@ -346,7 +346,7 @@ def time_starter(name: str, s: Settings, size: int, frame: pd.DataFrame) -> floa
 # ----------------------------------------------------------------------------- (3)
 
 def _cache_loader(cache: Path, targets: np.ndarray, s: Settings, steps: int, seed: int):
-    from helpers.data import TensorCacheLoader
+    from helpers.fastpath import TensorCacheLoader
 
     n = len(targets)
     rows = np.resize(np.arange(n), steps * s.batch_size)  # exactly `steps` batches per epoch
@@ -488,7 +488,7 @@ def _measure(failures: list[str], config: str, label: str, s: Settings, fn, *arg
 
 def main(argv: list[str] | None = None) -> int:
     s = parse_args(argv)
-    from helpers.data import build_tensor_cache
+    from helpers.fastpath import build_tensor_cache
 
     helpers.seed_everything(0)
     rows: list[Row] = []

@@ -264,7 +264,7 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     is used, so the head is skipped) or any module that returns features;
     a 4-D output (feature maps) is global-average-pooled. ``images`` is a
     list of image paths (decoded with
-    :func:`helpers.data.decode_jpeg_batch`: shorter side to ``size``,
+    :func:`helpers.fastpath.decode_jpeg_batch`: shorter side to ``size``,
     centre crop) or a tensor (n, 3, H, W): ``uint8`` images are
     ImageNet-normalised, float ones used as they are. Runs in eval mode
     under ``torch.no_grad()``, ``batch_size`` images at a time, with a tqdm
@@ -274,7 +274,7 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     """
     import torch
 
-    from helpers.data import decode_jpeg_batch  # lazy: helpers.data imports this module
+    from helpers.fastpath import decode_jpeg_batch  # lazy: helpers.data, which it imports, imports this module
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

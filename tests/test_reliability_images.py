@@ -29,6 +29,7 @@ from support import ARCHIVE, FAST, lesion, needs_samples, smooth_rgb
 from torch.utils.data import DataLoader
 
 from helpers import data as D
+from helpers import fastpath
 from helpers import io as hio
 from helpers.__main__ import main
 
@@ -197,10 +198,10 @@ def test_decompression_bomb_limit_is_pillows_and_applies_to_the_training_road(tm
                 with pytest.raises(ValueError, match=rf"{name}.*decompression bomb"):
                     read(tmp_path / name)
         with pytest.raises(ValueError, match=r"big\.jpg.*decompression bomb"):
-            D.decode_jpeg_batch([tmp_path / "big.jpg"], 16)
+            fastpath.decode_jpeg_batch([tmp_path / "big.jpg"], 16)
     monkeypatch.undo()
     assert hio.read_image(tmp_path / "big.png").shape == (100, 100, 3)
-    assert D.decode_jpeg_batch([tmp_path / "big.jpg"], 16).shape == (1, 3, 16, 16)
+    assert fastpath.decode_jpeg_batch([tmp_path / "big.jpg"], 16).shape == (1, 3, 16, 16)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))

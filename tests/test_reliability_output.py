@@ -36,6 +36,7 @@ from PIL import Image
 from support import FAST, SIIM, lesion, needs_samples, smooth_rgb
 
 from helpers import data as D
+from helpers import fastpath
 from helpers.__main__ import main
 from helpers.preprocess import resize_folder
 from helpers.train import load_checkpoint
@@ -290,7 +291,7 @@ def _tensor_cache(folder: Path, again: bool = False) -> Path:
     frame = pd.DataFrame({"image_id": [f"ISIC_{i:07d}" for i in range(4)], "path": paths})
     if again:                                          # other rows: the cache is rebuilt
         frame = frame.iloc[::-1].reset_index(drop=True)
-    return D.build_tensor_cache(frame, 16, folder / "cache16.npy", workers=1, progress=False)
+    return fastpath.build_tensor_cache(frame, 16, folder / "cache16.npy", workers=1, progress=False)
 
 
 WRITERS = {"write_dicom": (_dicom, "ISIC_0000001.dcm"),
@@ -316,4 +317,4 @@ def test_writers_on_a_full_disk_name_the_file_and_leave_nothing(tmp_path, writer
         else:
             assert list(out.iterdir()) == []           # nothing under a final name, no temp
     if writer == "build_tensor_cache":
-        assert np.load(out / name).shape == (4, 3, 16, 16) and len(D.cache_index(out / name)) == 4
+        assert np.load(out / name).shape == (4, 3, 16, 16) and len(fastpath.cache_index(out / name)) == 4

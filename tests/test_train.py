@@ -299,8 +299,8 @@ def test_plot_history_ticks_whole_epochs_only():
 
 
 def test_fit_drives_the_tensor_cache_loader_repeatably(tmp_path):
-    """The throughput road (helpers.data.TensorCacheLoader) plugs into fit like a DataLoader."""
-    from helpers.data import TensorCacheLoader
+    """The throughput road (helpers.fastpath.TensorCacheLoader) plugs into fit like a DataLoader."""
+    from helpers.fastpath import TensorCacheLoader
 
     rng = np.random.default_rng(0)
     y = (np.arange(64) % 2).astype(np.float32)
