@@ -39,7 +39,7 @@ import helpers
 from helpers import data
 from helpers.datasets import load_dataset
 from helpers.io import write_atomically
-from helpers.metrics import write_submission
+from helpers.submissions import write_submission
 from helpers.models import build_model, freeze_early_blocks
 from helpers.preprocess import IMAGE_SUFFIXES
 from helpers.train import fit, init_distributed, load_checkpoint, load_run, predict

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from isic_metadata.fields import AnatomSiteGeneralEnum
 
-from helpers import data, datasets, io, metrics, synthetic, vocab
+from helpers import data, datasets, io, submissions, synthetic, vocab
 
 
 def test_the_2020_tfrecord_codes_are_the_published_ones():
@@ -14,8 +14,8 @@ def test_the_2020_tfrecord_codes_are_the_published_ones():
 
 def test_class_codes_are_the_ground_truth_columns():
     assert vocab.LABELS == (*vocab.CLASSES_2019, "UNK") and len(set(vocab.LABELS)) == 9
-    assert metrics.SUBMISSION_COLUMNS["2019"][1:] == vocab.LABELS
-    assert metrics.SUBMISSION_COLUMNS["2018"][1:] == vocab.CLASSES_2018
+    assert submissions.SUBMISSION_COLUMNS["2019"][1:] == vocab.LABELS
+    assert submissions.SUBMISSION_COLUMNS["2018"][1:] == vocab.CLASSES_2018
     assert {c.upper() for c in datasets.HAM10000_DX} == set(vocab.CLASSES_2018)
     assert set(datasets.HAM10000_DX.values()) <= set(vocab.CLASSES_2019)
 

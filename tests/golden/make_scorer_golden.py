@@ -30,7 +30,7 @@ venv). The script
    value, or the class and message of the exception where the scorer itself
    errs, and the versions of the scorer, scikit-learn, pandas and NumPy used.
 
-``tests/test_metrics.py`` checks ``helpers.metrics.score_submission`` against
+``tests/test_submissions.py`` checks ``helpers.submissions.score_submission`` against
 this file (to 1e-9, or a ``ValueError`` where the scorer errs). The inputs are
 seeded: rerunning the script rewrites the same CSVs.
 """
