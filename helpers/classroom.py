@@ -391,7 +391,9 @@ def _failure(done: subprocess.CompletedProcess, course: Path) -> str:
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     raised = [line for line in lines if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
     why = (raised[-1:] or [line for line in lines if "[ERROR]" in line][:1] or lines[-1:] or ["no output"])[0]
-    return (f"nbgrader {' '.join(done.args[3:])} failed (exit status {done.returncode}): "
+    students = sorted(set(re.findall(r"for student '([^']+)'", done.stdout + done.stderr)))
+    whose = f" for {', '.join(students)}" if students else ""
+    return (f"nbgrader {' '.join(done.args[3:])} failed{whose} (exit status {done.returncode}): "
             f"{why[:300]} (log: {course / _LOG})")
 
 
