@@ -304,7 +304,6 @@ def _clear(cell) -> None:
     cell.metadata.pop("execution", None)
 
 
-
 def _read(path: Path) -> nbformat.NotebookNode:
     try:
         return nbformat.read(path, as_version=4)
@@ -408,14 +407,13 @@ def assignments(course_dir: os.PathLike | str, chapters: Sequence[str] | None = 
     """Lay out an nbgrader course in ``course_dir`` from the chapters and release them.
 
     Writes ``nbgrader_config.py`` (once; edit it freely) and, for every chapter named in
-    ``chapters`` (``4``, ``04``, ``ch04`` or ``04_image_formats``; default: all),
-    ``source/chNN/NN_name.ipynb``
-    (:func:`nbgrader_source`), then runs ``nbgrader generate_assignment chNN --force``: the
-    student notebooks land in ``release/chNN/`` and the graded cells with their points
-    in the course's ``gradebook.db``. The chapters find ``data_samples/`` and ``runs/``
-    through ``helpers.REPO_ROOT``, so released and autograded copies run from any folder
-    in a kernel that imports this package (an editable install of the repository).
-    Returns the assignment names.
+    ``chapters`` (``4``, ``04``, ``ch04`` or ``04_image_formats``; default: all), its
+    :func:`nbgrader_source` as ``source/chNN/NN_name.ipynb``, then runs ``nbgrader
+    generate_assignment --force``: the student notebooks land in ``release/chNN/`` and
+    the graded cells with their points in the course's ``gradebook.db``. The chapters
+    find ``data_samples/`` and ``runs/`` through ``helpers.REPO_ROOT``, so released and
+    autograded copies run from any folder in a kernel that imports this package (an
+    editable install of the repository). Returns the assignment names (``chNN``).
 
     Introduced in the appendix (instructor guide).
     """
