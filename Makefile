@@ -1,10 +1,11 @@
 # Two commands for a newcomer: `make book` and `make test` (see README.md).
 PYTHON ?= python3.11
 VENV   := .venv
+COURSE ?= _build/course
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book student-book test lab samples browser-test clean
+.PHONY: install book student-book assignments test lab samples browser-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ student-book: $(STAMP)  ## the students' edition: solutions hidden, solution cod
 	$(BIN)/python -m helpers.classroom student-book _build/student
 	$(BIN)/jupyter-book build _build/student -W --keep-going
 	@echo "Student book built: $(abspath _build/student/_build/html/index.html)"
+
+assignments: $(STAMP)  ## the chapters as an nbgrader course in $(COURSE): student notebooks in release/
+	$(BIN)/python -m helpers.classroom assignments $(COURSE)
 
 test: $(STAMP)  ## every test: helpers and nbval over the chapters
 	$(BIN)/python -m pytest tests

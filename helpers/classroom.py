@@ -1,4 +1,4 @@
-"""Teach with the book: release student notebooks, build a student edition, grade submissions.
+"""Teach with the book: nbgrader assignments from the chapters, grading, a student edition.
 
 The chapters are the *source* (instructor) version of every assignment. Their
 exercises follow two conventions:
@@ -11,38 +11,40 @@ exercises follow two conventions:
   ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` is kept from students.
   A ``# points: N`` line in a check cell makes it worth N points (default 1).
 
-These are nbgrader's markers, and the cell metadata written here is nbgrader's
-schema version 3, so the same chapters also work with ``nbgrader
-generate_assignment`` (see :func:`nbgrader_source`).
+These are nbgrader's markers. :func:`nbgrader_source` adds nbgrader's cell metadata
+(schema version 3) to a chapter, and nbgrader does the rest: :func:`assignments`
+lays out an nbgrader course folder from ``chapters/`` and runs ``nbgrader
+generate_assignment``; :func:`grade` runs ``nbgrader autograde``,
+``generate_feedback`` and ``export`` (scores as CSV). nbgrader comes with the
+``classroom`` extra (``pip install -e ".[classroom]"``). The student edition of the
+book (:func:`student_book`) is written here: no library does that for Jupyter Book.
 
-Command line (bad input: one line on stderr, exit status 2)::
+Command line (bad input: one line on stderr, exit status 2; nbgrader failing or
+missing: one line, exit status 1)::
 
-    python -m helpers.classroom release SRC OUT           # student notebooks
-    python -m helpers.classroom grade SUBMISSIONS OUT.csv [--source chapters] [--timeout 60]
+    python -m helpers.classroom assignments COURSE_DIR [--chapters 1 4 ...]
+    python -m helpers.classroom grade COURSE_DIR [--out scores.csv] [--force]
     python -m helpers.classroom student-book OUT_DIR [--book .] [--repository-url URL]
-    python -m helpers.classroom nbgrader-source SRC OUT   # for nbgrader generate_assignment
 
-Grading runs the students' code: run it in a container or a throwaway account.
-The kernel gets a ``sitecustomize`` that refuses network connections other
-than to the local machine (a guard against accidents, not a sandbox).
+Grading runs the students' code with your permissions: run it in a container or a
+throwaway account.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import nbformat
 import pandas as pd
-from tqdm.std import tqdm
 
 from helpers import REPO_ROOT
 
@@ -52,21 +54,20 @@ __all__ = [
     "exercise_labels",
     "solution_targets",
     "strip_solution_directives",
+    "cell_role",
     "annotate",
-    "release_notebook",
-    "release",
     "nbgrader_source",
-    "student_book",
+    "assignments",
     "grade",
+    "student_book",
     "main",
 ]
 
 SOLUTION_TAG = "exercise-solution"
 CHECK_TAG = "exercise-check"
-#: nbgrader's stubs (ClearSolutions.code_stub["python"] and .text_stub).
+#: nbgrader's stubs (ClearSolutions.code_stub["python"] and .text_stub), for the student edition.
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 TEXT_STUB = ("YOUR ANSWER HERE",)
-CSV_COLUMNS = ["student", "notebook", "check", "points", "max_points", "error"]
 
 _BEGIN_SOLUTION = re.compile(r"^\s*(?:#+|<!--)?\s*BEGIN SOLUTION\b")
 _END_SOLUTION = re.compile(r"^\s*(?:#+|<!--)?\s*END SOLUTION\b")
@@ -303,20 +304,193 @@ def _clear(cell) -> None:
     cell.metadata.pop("execution", None)
 
 
-def release_notebook(nb: nbformat.NotebookNode, name: str = "notebook",
-                     keep_outputs: bool = False) -> nbformat.NotebookNode:
-    """The student version of a source notebook.
+def _read(path: Path) -> nbformat.NotebookNode:
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as exc:  # nbformat raises several kinds for a broken file
+        raise ValueError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})".split("\n")[0]) from exc
 
-    Solution regions become ``# YOUR CODE HERE`` / ``raise NotImplementedError()``
-    (indented like the BEGIN line; code before and after the markers stays), markdown
-    solution regions become ``YOUR ANSWER HERE``, hidden tests are removed (visible
-    asserts stay), ``{solution}`` blocks are dropped (and markdown cells left empty by
-    that), and exercise cells carry nbgrader metadata (see :func:`annotate`). Outputs
-    and execution counts are cleared, except with ``keep_outputs=True``, which keeps the
-    outputs of cells that are neither solutions nor checks (for the student edition).
+
+def nbgrader_source(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The chapter ``nb`` as an nbgrader *source* notebook: solutions and hidden tests
+    kept (``nbgrader generate_assignment`` removes them), nbgrader metadata added
+    (:func:`annotate`), ``{solution}`` blocks dropped from markdown (nbgrader does not
+    know them and would hand them out) and outputs cleared. ``name`` is used in errors.
 
     Introduced in the appendix (instructor guide).
     """
+    nb = annotate(nb, name)
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = strip_solution_directives(cell.source)
+            if not cell.source.strip():
+                continue
+        _clear(cell)
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
+# --------------------------------------------------------------------- the nbgrader course
+_CONFIG = '''\
+# nbgrader's settings for this course, written once by `python -m helpers.classroom
+# assignments` and never overwritten: edit it freely. nbgrader reads it when it runs in
+# this folder (the course root).
+c = get_config()  # noqa: F821 (nbgrader defines get_config)
+c.CourseDirectory.course_id = "melanoma-detection"
+# Seconds a cell may run while autograding: nbgrader's default (30) is too short for
+# the chapters that compute image features on a laptop CPU.
+c.Execute.timeout = 600
+'''
+_LOG = "nbgrader.log"
+
+
+def _chapters(chapters_dir: Path, wanted: Sequence[str] | None) -> list[Path]:
+    """The chapters ``wanted`` names (``4``, ``04``, ``ch04``, ``04_image_formats`` or its
+    file), in the given order; every chapter of ``chapters_dir`` if none is named."""
+    if not chapters_dir.is_dir():
+        raise ValueError(f"{chapters_dir}: no such chapters folder")
+    found = sorted(chapters_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise ValueError(f"{chapters_dir}: holds no chapter notebook (NN_name.ipynb)")
+    keys = {k: p for p in found
+            for k in (p.name, p.stem, p.name[:2], str(int(p.name[:2])), _assignment_id(p))}
+    picked: list[Path] = []
+    for w in wanted or [p.name for p in found]:
+        path = keys.get(Path(w.strip()).name)
+        if path is None:
+            raise ValueError(f"unknown chapter '{w}': give a number such as 4 or a name such as {found[0].stem}")
+        if path not in picked:
+            picked.append(path)
+    return picked
+
+
+def _assignment_id(chapter: Path) -> str:
+    """nbgrader's assignment for a chapter: ``ch04`` for ``04_image_formats.ipynb``."""
+    return f"ch{chapter.name[:2]}"
+
+
+def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``nbgrader ARGS`` (this Python's) in the course folder; its log is appended to
+    COURSE/nbgrader.log."""
+    if importlib.util.find_spec("nbgrader") is None:
+        raise RuntimeError('nbgrader is not installed: pip install -e ".[classroom]"')
+    env = dict(os.environ)  # nbgrader runs the `alembic` command that sits beside this Python
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    with open(course / _LOG, "a", encoding="utf-8") as log:
+        log.write(f"$ nbgrader {' '.join(args)}\n{done.stdout}{done.stderr}\n")
+    return done
+
+
+def _failure(done: subprocess.CompletedProcess, course: Path) -> str:
+    """One line on a failed nbgrader run: the command, its error and where its log is."""
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
+    why = (raised[-1:] or [line for line in lines if "[ERROR]" in line][:1] or lines[-1:] or ["no output"])[0]
+    students = sorted(set(re.findall(r"for student '([^']+)'", done.stdout + done.stderr)))
+    whose = f" for {', '.join(students)}" if students else ""
+    return (f"nbgrader {' '.join(done.args[3:])} failed{whose} (exit status {done.returncode}): "
+            f"{why[:300]} (log: {course / _LOG})")
+
+
+def _run_or_raise(course: Path, *args: str) -> None:
+    done = _nbgrader(course, *args)
+    if done.returncode:
+        raise RuntimeError(_failure(done, course))
+
+
+def assignments(course_dir: os.PathLike | str, chapters: Sequence[str] | None = None,
+                chapters_dir: os.PathLike | str = REPO_ROOT / "chapters") -> list[str]:
+    """Lay out an nbgrader course in ``course_dir`` from the chapters and release them.
+
+    Writes ``nbgrader_config.py`` (once; edit it freely) and, for every chapter named in
+    ``chapters`` (``4``, ``04``, ``ch04`` or ``04_image_formats``; default: all), its
+    :func:`nbgrader_source` as ``source/chNN/NN_name.ipynb``, then runs ``nbgrader
+    generate_assignment --force``: the student notebooks land in ``release/chNN/`` and
+    the graded cells with their points in the course's ``gradebook.db``. The chapters
+    find ``data_samples/`` and ``runs/`` through ``helpers.REPO_ROOT``, so released and
+    autograded copies run from any folder in a kernel that imports this package (an
+    editable install of the repository). Returns the assignment names (``chNN``).
+
+    Introduced in the appendix (instructor guide).
+    """
+    course = Path(course_dir)
+    paths = _chapters(Path(chapters_dir), chapters)
+    if course.exists() and not course.is_dir():
+        raise ValueError(f"{course}: not a folder")
+    course.mkdir(parents=True, exist_ok=True)
+    if not (course / "nbgrader_config.py").exists():
+        (course / "nbgrader_config.py").write_text(_CONFIG, encoding="utf-8")
+    names = []
+    for path in paths:
+        names.append(_assignment_id(path))
+        (course / "source" / names[-1]).mkdir(parents=True, exist_ok=True)
+        nbformat.write(nbgrader_source(_read(path), path.name), course / "source" / names[-1] / path.name)
+    every = sorted(p.name for p in (course / "source").iterdir() if p.is_dir() and not p.name.startswith("."))
+    # one nbgrader run for the whole course when it holds only these (nbgrader starts slowly)
+    for pattern in ["*"] if every == sorted(names) else names:
+        _run_or_raise(course, "generate_assignment", pattern, "--force")
+    return names
+
+
+def grade(course_dir: os.PathLike | str, out_csv: os.PathLike | str | None = None,
+          force: bool = False) -> pd.DataFrame:
+    """Autograde the submissions of a course laid out by :func:`assignments`, write their
+    feedback and export the scores; return the scores.
+
+    Submissions sit where nbgrader looks for them, ``COURSE/submitted/<student>/chNN/
+    NN_name.ipynb`` (``nbgrader collect`` puts them there, or copy them). For every
+    assignment handed in this runs ``nbgrader autograde`` (each notebook in a fresh
+    kernel, its check cells restored from the source with their hidden tests, a time
+    limit per cell from ``nbgrader_config.py``) and ``nbgrader generate_feedback``
+    (HTML in ``COURSE/feedback/``), then ``nbgrader export`` into ``out_csv`` (default
+    ``COURSE/scores.csv``): one row per student and assignment with nbgrader's columns
+    (``assignment``, ``student_id``, ``score``, ``max_score``, ...). Submissions graded
+    before are skipped unless they changed or ``force`` is set. A submission nbgrader
+    cannot grade (say, its kernel died) is reported in a notice and scores 0.
+
+    Introduced in the appendix (instructor guide).
+    """
+    course = Path(course_dir)
+    if not course.is_dir():
+        raise ValueError(f"{course}: no such course folder")
+    if not (course / "nbgrader_config.py").is_file():
+        raise ValueError(f"{course}: not a course folder (no nbgrader_config.py); run the assignments command first")
+    handed_in = sorted({p.name for p in course.glob("submitted/*/*") if p.is_dir()})
+    for name in handed_in:
+        if not (course / "source" / name).is_dir():
+            print(f"notice: submitted/*/{name} is not an assignment of this course; skipped", file=sys.stderr)
+    handed_in = [name for name in handed_in if (course / "source" / name).is_dir()]
+    if not handed_in:
+        raise ValueError(f"{course / 'submitted'}: holds no submitted/<student>/<assignment>/ folder")
+    again = ["--force"] if force else []
+    for name in handed_in:
+        done = _nbgrader(course, "autograde", name, *again)
+        if done.returncode:
+            print(f"notice: {_failure(done, course)}", file=sys.stderr)
+    _run_or_raise(course, "generate_feedback", "*", *again)
+    out = Path(out_csv) if out_csv is not None else course / "scores.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run_or_raise(course, "export", f"--to={out.resolve()}")
+    return pd.read_csv(out)
+
+
+# --------------------------------------------------------------------- student book
+_STUDENT_HEADER = "# Student edition, written by `python -m helpers.classroom student-book`.\n"
+# Left out of the student edition (it keeps helpers/ and data_samples/, so that it runs).
+_BOOK_SKIP = {".git", ".venv", "_build", "tests", "benchmarks", ".ci",
+              ".pytest_cache", ".hypothesis", "runs", "cache", "__pycache__", ".ipynb_checkpoints"}
+
+
+def _student_notebook(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """A chapter as the student edition shows it: solution regions become nbgrader's stubs
+    (``# YOUR CODE HERE`` / ``raise NotImplementedError()``, indented like the BEGIN line;
+    code around the markers stays; ``YOUR ANSWER HERE`` in markdown), hidden tests and
+    ``{solution}`` blocks are removed, and exercise cells lose their outputs while every
+    other cell keeps its committed ones (figures, glued numbers)."""
     nb = annotate(nb, name)
     cells = []
     for i, cell in enumerate(nb.cells):
@@ -334,84 +508,11 @@ def release_notebook(nb: nbformat.NotebookNode, name: str = "notebook",
         elif role == "check":
             cell.source, _ = _replace_regions(cell.source, _BEGIN_HIDDEN, _END_HIDDEN, (), where)
             cell.source = cell.source.rstrip("\n")
-        if not keep_outputs or role is not None:
+        if role is not None:
             _clear(cell)
         cells.append(cell)
     nb.cells = cells
     return nb
-
-
-def _notebooks(src: Path) -> list[Path]:
-    if src.is_file() and src.suffix == ".ipynb":
-        return [src]
-    if not src.is_dir():
-        raise ValueError(f"{src}: no such notebook or folder")
-    found = sorted(p for p in src.glob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    if not found:
-        raise ValueError(f"{src}: holds no .ipynb notebook")
-    return found
-
-
-def _read(path: Path) -> nbformat.NotebookNode:
-    try:
-        return nbformat.read(path, as_version=4)
-    except Exception as exc:  # nbformat raises several kinds for a broken file
-        raise ValueError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})".split("\n")[0]) from exc
-
-
-def _write_all(src_dir: os.PathLike | str, out_dir: os.PathLike | str, make) -> list[Path]:
-    src, out = Path(src_dir), Path(out_dir)
-    paths = _notebooks(src)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in paths:
-        nb = make(_read(path), path.name)
-        target = out / path.name
-        if target.resolve() == path.resolve():
-            raise ValueError(f"{target}: would overwrite its own source")
-        nbformat.write(nb, target)
-        written.append(target)
-    return written
-
-
-def release(src_dir: os.PathLike | str, out_dir: os.PathLike | str) -> list[Path]:
-    """Write the student version (:func:`release_notebook`) of every notebook in ``src_dir``
-    (a folder, or one ``.ipynb``) into ``out_dir``; return the written paths.
-
-    Introduced in the appendix (instructor guide).
-    """
-    return _write_all(src_dir, out_dir, lambda nb, name: release_notebook(nb, name))
-
-
-def nbgrader_source(src_dir: os.PathLike | str, out_dir: os.PathLike | str) -> list[Path]:
-    """Write the notebooks of ``src_dir`` as nbgrader *source* notebooks into ``out_dir``:
-    solutions and hidden tests kept (``nbgrader generate_assignment`` removes them),
-    nbgrader metadata added, ``{solution}`` blocks dropped from markdown (nbgrader does
-    not know them), outputs cleared.
-
-    Introduced in the appendix (instructor guide).
-    """
-    def make(nb, name):
-        nb = annotate(nb, name)
-        cells = []
-        for cell in nb.cells:
-            if cell.cell_type == "markdown":
-                cell.source = strip_solution_directives(cell.source)
-                if not cell.source.strip():
-                    continue
-            _clear(cell)
-            cells.append(cell)
-        nb.cells = cells
-        return nb
-
-    return _write_all(src_dir, out_dir, make)
-
-
-# --------------------------------------------------------------------- student book
-_STUDENT_HEADER = "# Student edition, written by `python -m helpers.classroom student-book`.\n"
-# Left out of the student edition (it keeps helpers/ and data_samples/, so that it runs).
-_BOOK_SKIP = {".git", ".venv", "_build", "tests", "benchmarks", ".ci",
-              ".pytest_cache", ".hypothesis", "runs", "cache", "__pycache__", ".ipynb_checkpoints"}
 
 
 def _glued(nb) -> set[str]:
@@ -424,7 +525,7 @@ def student_book(out_dir: os.PathLike | str, book_dir: os.PathLike | str = REPO_
     """Copy the book in ``book_dir`` to ``out_dir`` as its student edition and return
     ``out_dir``; build it with ``jupyter-book build OUT_DIR -W --keep-going``.
 
-    Every notebook is released (:func:`release_notebook`) but keeps the committed outputs
+    Every notebook loses its solutions and hidden tests but keeps the committed outputs
     of its ordinary cells, so figures and glued numbers still show; every ``{solution}``
     block is dropped from notebooks and ``.md`` pages. The copied ``_config.yml`` turns
     notebook execution off (released exercises would raise ``NotImplementedError``),
@@ -459,7 +560,7 @@ def student_book(out_dir: os.PathLike | str, book_dir: os.PathLike | str = REPO_
     shutil.copytree(book, out, ignore=ignore, dirs_exist_ok=True)
     for path in sorted(out.rglob("*.ipynb")):
         nb = _read(path)
-        released = release_notebook(nb, path.relative_to(out).as_posix(), keep_outputs=True)
+        released = _student_notebook(nb, path.relative_to(out).as_posix())
         shown = set().union(*(_glue_keys(c.source) for c in released.cells if c.cell_type == "markdown"))
         missing = sorted(shown - _glued(released))
         hidden = [k for k in missing if k in _glued(nb)]
@@ -482,300 +583,44 @@ def student_book(out_dir: os.PathLike | str, book_dir: os.PathLike | str = REPO_
     return out
 
 
-# --------------------------------------------------------------------- grading
-_GUARD = '''\
-"""Written by helpers.classroom.grade: no network while student code runs."""
-import socket as _socket
-
-import ipaddress as _ipaddress
-
-
-def _refuse(address):
-    if not isinstance(address, tuple):  # Unix sockets
-        return
-    host = str(address[0])
-    if host in ("localhost", ""):
-        return
-    try:
-        if _ipaddress.ip_address(host.split("%")[0]).is_loopback:
-            return
-    except ValueError:  # a host name
-        pass
-    raise OSError(f"network access is disabled while grading (tried {host})")
-
-
-_connect, _connect_ex = _socket.socket.connect, _socket.socket.connect_ex
-_getaddrinfo = _socket.getaddrinfo
-
-
-def connect(self, address):
-    _refuse(address)
-    return _connect(self, address)
-
-
-def connect_ex(self, address):
-    _refuse(address)
-    return _connect_ex(self, address)
-
-
-def getaddrinfo(host, *args, **kwargs):
-    name = host.decode() if isinstance(host, bytes) else host
-    if name:
-        _refuse((str(name), 0))
-    return _getaddrinfo(host, *args, **kwargs)
-
-
-_socket.socket.connect, _socket.socket.connect_ex, _socket.getaddrinfo = connect, connect_ex, getaddrinfo
-'''
-
-
-@dataclass
-class _Check:
-    grade_id: str
-    cell: nbformat.NotebookNode
-    max_points: float | int
-    anchor: str | None  # grade id of the solution cell it follows in the source
-
-
-def _source_plan(source: nbformat.NotebookNode) -> tuple[list[str], list[_Check]]:
-    """Solution ids and check cells (with the solution each one follows) of an annotated source."""
-    solutions, checks, anchor = [], [], None
-    for cell in source.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        role = cell_role(cell)
-        if role == "solution" and cell.cell_type == "code":
-            anchor = meta["grade_id"]
-            solutions.append(anchor)
-        elif role == "check":
-            checks.append(_Check(meta["grade_id"], cell, meta["points"], anchor))
-    return solutions, checks
-
-
-def _compose(student: nbformat.NotebookNode, source: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, dict[int, str]]:
-    """The submission with every check cell replaced by the source's full one.
-
-    Checks go after the student's cell holding the same solution (matched by grade
-    id, else by position among tagged solution cells); checks whose solution cell
-    cannot be found go at the end. Returns the notebook and {cell index: check id}.
-    """
-    solutions, checks = _source_plan(source)
-    check_ids = {c.grade_id for c in checks}
-    kept, where = [], {}
-    untagged_pos = 0
-    claimed: set[str] = set()
-    for cell in student.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {}) or {}
-        gid = meta.get("grade_id")
-        if cell.cell_type == "code" and (gid in check_ids or CHECK_TAG in _tags(cell) or meta.get("grade")):
-            continue  # the source's checks replace whatever the student left
-        kept.append(cell)
-        if cell.cell_type != "code":
-            continue
-        if gid in solutions:
-            where[gid] = len(kept) - 1
-            claimed.add(gid)
-        elif not gid and SOLUTION_TAG in _tags(cell):
-            if untagged_pos < len(solutions):
-                pid = solutions[untagged_pos]
-                if pid not in claimed:
-                    where[pid] = len(kept) - 1
-            untagged_pos += 1
-    after: dict[int, list[_Check]] = {}
-    tail: list[_Check] = []
-    for check in checks:
-        if check.anchor is not None and check.anchor in where:
-            after.setdefault(where[check.anchor], []).append(check)
-        else:
-            tail.append(check)
-    nb = copy.deepcopy(student)
-    cells, index = [], {}
-    for i, cell in enumerate(kept):
-        cells.append(copy.deepcopy(cell))
-        for check in after.get(i, []):
-            index[len(cells)] = check.grade_id
-            cells.append(copy.deepcopy(check.cell))
-    for check in tail:
-        index[len(cells)] = check.grade_id
-        cells.append(copy.deepcopy(check.cell))
-    for cell in cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    nb.cells = cells
-    return nb, index
-
-
-def _describe(error) -> str:
-    """One line from an error output: ``ename: evalue``."""
-    name, value = error.get("ename", "Error"), str(error.get("evalue", "")).strip()
-    return (f"{name}: {value}" if value else name).split("\n")[0][:300]
-
-
-def _run(nb: nbformat.NotebookNode, index: dict[int, str], cwd: Path, timeout: int,
-         env: dict[str, str]) -> dict[str, str | None]:
-    """Execute ``nb``; return {check id: None if it passed, else why not}."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    result: dict[str, str | None] = {}
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            interrupt_on_timeout=False, shutdown_kernel="immediate",
-                            record_timing=False, resources={"metadata": {"path": str(cwd)}})
-    stopped: str | None = None
-    earlier: str | None = None  # the last error outside the checks, reported with the next failing check
-    try:
-        with client.setup_kernel(env=env, stderr=subprocess.DEVNULL):
-            for i, cell in enumerate(nb.cells):
-                if cell.cell_type != "code":
-                    continue
-                try:
-                    client.execute_cell(cell, i)
-                except CellTimeoutError:
-                    stopped = f"not run: cell {i} ran past the {timeout} s timeout"
-                    if i in index:
-                        result[index[i]] = f"TimeoutError: ran past the {timeout} s timeout"
-                    break
-                except DeadKernelError:
-                    stopped = f"not run: the kernel died in cell {i}"
-                    if i in index:
-                        result[index[i]] = "DeadKernelError: the kernel died"
-                    break
-                errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-                why = _describe(errors[0]) if errors else None
-                if i not in index:
-                    earlier = why or earlier
-                    continue
-                if why and earlier:
-                    why = f"{why} (after an error above it: {earlier})"
-                result[index[i]], earlier = why, None
-    except (CellTimeoutError, DeadKernelError, RuntimeError) as exc:  # kernel start or shutdown
-        stopped = stopped or f"not run: {type(exc).__name__}: {exc}".split("\n")[0][:300]
-    for gid in index.values():
-        result.setdefault(gid, stopped or "not run")
-    return result
-
-
-def _kernel_env(guard_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(guard_dir), env.get("PYTHONPATH", "")) if p)
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
-        env[var] = "http://127.0.0.1:9"  # nothing listens on the discard port
-    env.update(no_proxy="", NO_PROXY="", MPLBACKEND="Agg", HELPERS_GRADING="1")
-    return env
-
-
-def grade(submissions_dir: os.PathLike | str, out_csv: os.PathLike | str,
-          source_dir: os.PathLike | str = "chapters", timeout: int = 60) -> pd.DataFrame:
-    """Grade ``SUBMISSIONS/<student>/<notebook>.ipynb`` against the source notebooks.
-
-    For each submission the check cells are taken from the source notebook of the
-    same name (hidden tests included), so deleted, edited or moved check cells do
-    not matter; the notebook then runs top to bottom in a fresh ``python3`` kernel
-    (working folder ``source_dir``, network refused, ``timeout`` seconds per cell).
-    A check earns its points when its cell runs without error. A cell that runs past
-    the timeout stops that notebook: it and the checks after it get 0. Notebooks a
-    student did not hand in get 0 on every check; files without a source are
-    skipped with a notice. Writes and returns one row per student, notebook and check
-    with columns ``student, notebook, check, points, max_points, error``.
-
-    Introduced in the appendix (instructor guide).
-    """
-    subs, src = Path(submissions_dir), Path(source_dir)
-    if not src.is_absolute() and not src.exists() and (REPO_ROOT / src).exists():
-        src = REPO_ROOT / src
-    if not subs.is_dir():
-        raise ValueError(f"{subs}: no such submissions folder")
-    if not src.is_dir():
-        raise ValueError(f"{src}: no such source folder")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
-    students = sorted(p for p in subs.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not students:
-        raise ValueError(f"{subs}: holds no student folder (expected SUBMISSIONS/<student>/<notebook>.ipynb)")
-    names = sorted({p.name for s in students for p in s.glob("*.ipynb")})
-    sources = {n: src / n for n in names if (src / n).is_file()}
-    for n in names:
-        if n not in sources:
-            print(f"notice: {n} has no source notebook in {src.name}/; skipped", file=sys.stderr)
-    plans = {}
-    for n, path in sources.items():
-        source = annotate(_read(path), n)
-        checks = _source_plan(source)[1]
-        if checks:  # a notebook without code exercises has nothing to grade
-            plans[n] = (source, checks)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="classroom-") as tmp:
-        (Path(tmp) / "sitecustomize.py").write_text(_GUARD, encoding="utf-8")
-        env = _kernel_env(Path(tmp))
-        bar = tqdm(total=len(students) * len(plans), desc="grading", unit="notebook", disable=None)
-        for student in students:
-            for n, (source, checks) in plans.items():
-                bar.update()
-                path = student / n
-                if not path.is_file():
-                    outcome = {c.grade_id: "missing: no such notebook handed in" for c in checks}
-                else:
-                    try:
-                        submission = nbformat.read(path, as_version=4)
-                    except Exception as exc:
-                        why = f"unreadable notebook: {type(exc).__name__}".split("\n")[0]
-                        outcome = {c.grade_id: why for c in checks}
-                    else:
-                        nb, index = _compose(submission, source)
-                        outcome = _run(nb, index, src.resolve(), timeout, env)
-                for c in checks:
-                    error = outcome.get(c.grade_id, "not run")
-                    rows.append({"student": student.name, "notebook": Path(n).stem, "check": c.grade_id,
-                                 "points": c.max_points if error is None else 0,
-                                 "max_points": c.max_points, "error": error or ""})
-        bar.close()
-    df = pd.DataFrame(rows, columns=CSV_COLUMNS)
-    out = Path(out_csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    return df
-
 
 # --------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m helpers.classroom release|grade|student-book|nbgrader-source ...``.
+    """``python -m helpers.classroom assignments|grade|student-book ...``.
 
     Introduced in the appendix (instructor guide).
     """
     parser = argparse.ArgumentParser(prog="python -m helpers.classroom", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("release", help="write student notebooks (solutions and hidden tests removed)")
-    p.add_argument("src", help="source notebook or folder (e.g. chapters)")
-    p.add_argument("out", help="folder for the student notebooks")
-    p = sub.add_parser("grade", help="grade SUBMISSIONS/<student>/<notebook>.ipynb into a CSV")
-    p.add_argument("submissions")
-    p.add_argument("out_csv")
-    p.add_argument("--source", default="chapters", help="folder of the source notebooks (default: chapters)")
-    p.add_argument("--timeout", type=int, default=60, help="seconds per cell (default: 60)")
+    p = sub.add_parser("assignments", help="lay out an nbgrader course from the chapters and release them")
+    p.add_argument("course_dir")
+    p.add_argument("--chapters", nargs="+", default=None, help="numbers or names (default: every chapter)")
+    p = sub.add_parser("grade", help="autograde COURSE_DIR/submitted/, write feedback, export the scores")
+    p.add_argument("course_dir")
+    p.add_argument("--out", default=None, help="the scores CSV (default: COURSE_DIR/scores.csv)")
+    p.add_argument("--force", action="store_true", help="grade again what was graded before")
     p = sub.add_parser("student-book", help="copy the book as its student edition")
     p.add_argument("out_dir")
     p.add_argument("--book", default=str(REPO_ROOT), help="the book's folder (default: this repository)")
     p.add_argument("--repository-url", default=None, help="repository behind the launch buttons")
-    p = sub.add_parser("nbgrader-source", help="write nbgrader source notebooks")
-    p.add_argument("src")
-    p.add_argument("out")
     args = parser.parse_args(argv)
     try:
-        if args.command == "release":
-            paths = release(args.src, args.out)
-            print(f"released {len(paths)} notebook(s) into {args.out}")
+        if args.command == "assignments":
+            names = assignments(args.course_dir, args.chapters)
+            print(f"released {', '.join(names)} into {Path(args.course_dir) / 'release'}")
         elif args.command == "grade":
-            df = grade(args.submissions, args.out_csv, args.source, args.timeout)
-            total = df.groupby("student")[["points", "max_points"]].sum()
-            print(f"graded {len(total)} student(s), {len(df)} check(s) into {args.out_csv}")
-        elif args.command == "student-book":
+            scores = grade(args.course_dir, args.out, args.force)
+            print(f"{len(scores)} score(s) of {scores['student_id'].nunique()} student(s) in "
+                  f"{args.out or Path(args.course_dir) / 'scores.csv'}; feedback in {Path(args.course_dir) / 'feedback'}")
+        else:
             out = student_book(args.out_dir, args.book, args.repository_url)
             print(f"student edition in {out}; build: jupyter-book build {args.out_dir} -W --keep-going")
-        else:
-            paths = nbgrader_source(args.src, args.out)
-            print(f"wrote {len(paths)} nbgrader source notebook(s) into {args.out}")
     except (ValueError, OSError) as exc:
         print(f"error: {exc}".split("\n")[0], file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        print(f"error: {exc}".split("\n")[0], file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,8 +1,9 @@
-"""Tests for helpers/classroom.py: release, student edition, grading, and the real chapters.
+"""Tests for helpers/classroom.py: the chapters' exercise markup, the nbgrader course laid out
+from them and graded by the real nbgrader, and the student edition of the book.
 
-Grading a real chapter executes it twice (as the teacher's and as a blank student
-submission), so only the fastest chapters whose committed run times add up to
-CLASSROOM_BUDGET_S seconds (default 45) are graded; CLASSROOM_FULL=1 grades all.
+Grading a real chapter executes it twice (the instructor's copy and a blank released copy),
+so only the fastest chapters whose committed run times add up to CLASSROOM_BUDGET_S seconds
+(default 45; the fastest chapter is always graded) are graded; CLASSROOM_FULL=1 grades all.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import copy
 import datetime as dt
 import os
 import re
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -37,6 +39,7 @@ NBGRADER_V3 = {
     "required": ["schema_version", "grade", "locked", "solution"],
     "additionalProperties": False,
 }
+SECRETS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "{solution}")
 
 
 def tagged(source: str, tag: str):
@@ -110,60 +113,49 @@ def set_solution(nb, grade_id: str, code: str) -> None:
     raise KeyError(grade_id)
 
 
-# ------------------------------------------------------------------ release
+def hand_in(course: Path, student: str, assignment: str, nb) -> None:
+    """Put a notebook where nbgrader looks for submissions."""
+    folder = course / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    name = nb.name if isinstance(nb, Path) else "01_tiny.ipynb"
+    if isinstance(nb, Path):
+        shutil.copy(nb, folder / name)
+    else:
+        nbformat.write(nb, folder / name)
 
 
-def test_release_strips_solutions_hidden_tests_and_outputs(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    nbformat.write(tiny_source(), src / "tiny.ipynb")
-    [out] = classroom.release(src, tmp_path / "student")
-    nb = nbformat.read(out, as_version=4)
-    text = out.read_text()
-    for secret in ("6 * 7", "return 2 * x", "math.sqrt(BASE)", "answer == 42", "double(21)", "SECRET-PROSE",
-                   "{solution}", "BEGIN SOLUTION", "HIDDEN TESTS"):
-        assert secret not in text, secret
-    codes = [c for c in nb.cells if c.cell_type == "code"]
-    assert codes[1].source == "# YOUR CODE HERE\nraise NotImplementedError()\nprint(answer)"
-    assert codes[3].source == ('def double(x):\n    """Twice x."""\n    # YOUR CODE HERE\n'
-                               '    raise NotImplementedError()\n')
-    assert codes[2].source == "assert isinstance(answer, int)"  # visible assert kept
-    assert "assert double(1) == 2" in codes[4].source
-    assert all(c.outputs == [] and c.execution_count is None for c in codes)
-    assert all("{exercise}" in c.source for c in nb.cells if c.cell_type == "markdown" and "label" in c.source)
-    assert len(nb.cells) == len(tiny_source().cells) - 1  # the solution-only markdown cell is gone
+def errors_in(notebook: Path) -> list[str]:
+    """``ename: evalue`` of every error output of an (autograded) notebook, for messages."""
+    if not notebook.is_file():
+        return [f"{notebook.name} was not autograded (see nbgrader.log)"]
+    nb = nbformat.read(notebook, as_version=4)
+    return [f"{o.ename}: {o.evalue}"[:200] for c in nb.cells if c.cell_type == "code"
+            for o in c.outputs if o.output_type == "error"]
+
+
+# ------------------------------------------------------------------ exercise markup
+
+
+def test_annotate_writes_nbgrader_metadata_and_reports_broken_markers():
+    nb = classroom.annotate(tiny_source(), "tiny.ipynb")
     meta = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"] for c in nb.cells
             if "nbgrader" in c.metadata}
+    solution = {"grade": False, "solution": True, "locked": False, "schema_version": 3}
+    check = {"grade": True, "solution": False, "locked": True, "schema_version": 3}
     assert meta == {
-        "tiny-ex1-solution": {"grade": False, "solution": True, "locked": False,
-                              "grade_id": "tiny-ex1-solution", "schema_version": 3},
-        "tiny-ex1-check": {"grade": True, "solution": False, "locked": True, "points": 1,
-                           "grade_id": "tiny-ex1-check", "schema_version": 3},
-        "tiny-ex2-solution": {"grade": False, "solution": True, "locked": False,
-                              "grade_id": "tiny-ex2-solution", "schema_version": 3},
-        "tiny-ex2-check": {"grade": True, "solution": False, "locked": True, "points": 2,
-                           "grade_id": "tiny-ex2-check", "schema_version": 3},
-        "tiny-ex3-solution": {"grade": False, "solution": True, "locked": False,
-                              "grade_id": "tiny-ex3-solution", "schema_version": 3},
-        "tiny-ex3-check": {"grade": True, "solution": False, "locked": True, "points": 1,
-                           "grade_id": "tiny-ex3-check", "schema_version": 3},
+        "tiny-ex1-solution": {**solution, "grade_id": "tiny-ex1-solution"},
+        "tiny-ex1-check": {**check, "points": 1, "grade_id": "tiny-ex1-check"},
+        "tiny-ex2-solution": {**solution, "grade_id": "tiny-ex2-solution"},
+        "tiny-ex2-check": {**check, "points": 2, "grade_id": "tiny-ex2-check"},
+        "tiny-ex3-solution": {**solution, "grade_id": "tiny-ex3-solution"},
+        "tiny-ex3-check": {**check, "points": 1, "grade_id": "tiny-ex3-check"},
     }
     for m in meta.values():
         jsonschema.validate(m, NBGRADER_V3)
-    nbformat.validate(nb)
-
-
-def test_release_markdown_answer_region_and_bad_markers(tmp_path):
-    nb = tiny_source()
-    nb.cells.append(new_markdown_cell("Explain.\n\n### BEGIN SOLUTION\nBecause SECRET.\n### END SOLUTION"))
-    out = classroom.release_notebook(nb, "tiny.ipynb")
-    last = out.cells[-1]
-    assert last.source == "Explain.\n\nYOUR ANSWER HERE"
-    assert last.metadata["nbgrader"]["grade"] and last.metadata["nbgrader"]["solution"]  # nbgrader's rule
     broken = tiny_source()
     broken.cells[3].source = "### BEGIN SOLUTION\nanswer = 42"
     with pytest.raises(ValueError, match=r"broken.ipynb: cell 3: BEGIN marker without its END"):
-        classroom.release_notebook(broken, "broken.ipynb")
+        classroom.annotate(broken, "broken.ipynb")
 
 
 def test_strip_solution_directives_respects_fences():
@@ -178,97 +170,200 @@ def test_strip_solution_directives_respects_fences():
     assert classroom.solution_targets(text) == ["a", "b", "c"]
 
 
-def test_nbgrader_source_keeps_solutions_and_drops_solution_prose(tmp_path):
-    [out] = classroom.nbgrader_source(_write(tmp_path, tiny_source()), tmp_path / "nbg")
-    text = out.read_text()
+def test_nbgrader_source_keeps_solutions_and_drops_solution_prose():
+    nb = classroom.nbgrader_source(tiny_source(), "tiny.ipynb")
+    text = nbformat.writes(nb)
     assert "answer = 6 * 7" in text and "assert answer == 42" in text
-    assert "SECRET-PROSE" not in text and '"outputs": []' in text
+    assert "SECRET-PROSE" not in text and "{solution}" not in text
+    assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+    assert len(nb.cells) == len(tiny_source().cells) - 1  # the solution-only markdown cell is gone
 
 
-def _write(tmp_path: Path, nb, name: str = "tiny.ipynb") -> Path:
-    path = tmp_path / name
-    nbformat.write(nb, path)
-    return path
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_exercises_are_marked_up(path):
+    nb = nbformat.read(path, as_version=4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    labels = classroom.exercise_labels(md)
+    assert len(labels) >= 3, f"{path.name}: {len(labels)} exercises"
+    assert len(set(labels)) == len(labels) and all(labels)
+    # a solution is a {solution} block, or for a code exercise its exercise-solution cell
+    annotated = classroom.annotate(nb, path.name)
+    coded = {c.metadata["nbgrader"]["grade_id"].removesuffix("-solution") for c in annotated.cells
+             if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+    missing = sorted(set(labels) - set(classroom.solution_targets(md)) - coded)
+    assert not missing, f"{path.name}: no {{solution}} block or solution cell for {missing}"
+    roles = [classroom.cell_role(c) for c in nb.cells]
+    for i, role in enumerate(roles):  # every solution cell is followed by its check
+        if role == "solution" and nb.cells[i].cell_type == "code":
+            assert roles[i + 1] == "check", f"{path.name}: cell {i + 1} should be an exercise-check cell"
+    for cell in annotated.cells:
+        if "nbgrader" in cell.metadata:
+            jsonschema.validate(cell.metadata["nbgrader"], NBGRADER_V3)
 
 
-# ------------------------------------------------------------------ grade
+# ------------------------------------------------------------------ nbgrader, on a tiny chapter
 
 
-def test_grade_full_zero_partial_crash_loop_reordered(tmp_path):
-    src = tmp_path / "chapters"
-    src.mkdir()
-    source = tiny_source()
-    _write(src, source)
-    released = classroom.release_notebook(source, "tiny.ipynb")
-    subs = tmp_path / "subs"
+def test_tiny_course_released_and_graded_by_nbgrader(tmp_path, capsys):
+    chapters, course = tmp_path / "chapters", tmp_path / "course"
+    chapters.mkdir()
+    nbformat.write(tiny_source(), chapters / "01_tiny.ipynb")
+    assert classroom.assignments(course, chapters_dir=chapters) == ["ch01"]
+    assert (course / "nbgrader_config.py").is_file() and (course / "gradebook.db").is_file()
+    released = nbformat.read(course / "release" / "ch01" / "01_tiny.ipynb", as_version=4)
+    text = nbformat.writes(released)
+    for secret in ("6 * 7", "return 2 * x", "math.sqrt(BASE)", "answer == 42", "double(21)", "SECRET-PROSE",
+                   *SECRETS):
+        assert secret not in text, secret
+    codes = [c for c in released.cells if c.cell_type == "code"]
+    assert codes[1].source == "# YOUR CODE HERE\nraise NotImplementedError()\nprint(answer)"
+    assert 'def double(x):\n    """Twice x."""\n    # YOUR CODE HERE\n    raise NotImplementedError()' in codes[3].source
+    assert codes[2].source.strip() == "assert isinstance(answer, int)"  # visible assert kept
 
-    def hand_in(student: str, nb) -> None:
-        (subs / student).mkdir(parents=True)
-        if isinstance(nb, str):
-            (subs / student / "tiny.ipynb").write_text(nb)
-        else:
-            nbformat.write(nb, subs / student / "tiny.ipynb")
-
-    hand_in("teacher", source)  # the source itself: tags, no nbgrader metadata
-    hand_in("blank", released)
+    hand_in(course, "instructor", "ch01", course / "source" / "ch01" / "01_tiny.ipynb")
+    hand_in(course, "blank", "ch01", released)
     half = copy.deepcopy(released)
     set_solution(half, "tiny-ex1-solution", "answer = 41  # passes the visible assert only")
     set_solution(half, "tiny-ex2-solution", "return x + x")
-    set_solution(half, "tiny-ex3-solution",
-                 'import socket\nsocket.create_connection(("93.184.215.14", 80), timeout=3)\nroot = BASE ** .5')
-    for cell in half.cells:  # tampering with a check cell changes nothing
+    set_solution(half, "tiny-ex3-solution", "root = BASE / 2")
+    for cell in half.cells:  # emptying a check cell changes nothing: nbgrader restores it
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "tiny-ex1-check":
             cell.source = "pass"
-    hand_in("half", half)
+    hand_in(course, "half", "ch01", half)
     crash = copy.deepcopy(released)
     set_solution(crash, "tiny-ex1-solution", "answer = 42")
     set_solution(crash, "tiny-ex2-solution", "import os\n    os._exit(1)")  # check 2 kills the kernel
-    hand_in("crash", crash)
-    loop = copy.deepcopy(released)
-    set_solution(loop, "tiny-ex1-solution", "answer = 42")
-    set_solution(loop, "tiny-ex2-solution", "while True:\n        pass")
-    set_solution(loop, "tiny-ex3-solution", "root = math.sqrt(BASE)")
-    hand_in("loop", loop)
-    moved = copy.deepcopy(released)
-    set_solution(moved, "tiny-ex1-solution", "answer = 42")
-    set_solution(moved, "tiny-ex2-solution", "return 2 * x")
-    set_solution(moved, "tiny-ex3-solution", "root = math.sqrt(BASE)")
-    cells = [c for c in moved.cells if c.cell_type == "code" and not c.metadata.get("nbgrader", {}).get("grade")]
-    moved.cells = [cells[0], cells[3], cells[2], cells[1]]  # checks and prose deleted, exercises reordered
-    hand_in("moved", moved)
-    hand_in("garbled", "{not json")
-    (subs / "absent").mkdir()
+    hand_in(course, "crash", "ch01", crash)
+    capsys.readouterr()
 
-    df = classroom.grade(subs, tmp_path / "grades.csv", source_dir=src, timeout=5)
-    assert list(df.columns) == ["student", "notebook", "check", "points", "max_points", "error"]
-    assert pd.read_csv(tmp_path / "grades.csv").shape == df.shape == (8 * 3, 6)
-    assert set(df["notebook"]) == {"tiny"}
-    assert (df.groupby("student")["max_points"].sum() == 4).all()
-    pts = df.pivot(index="student", columns="check", values="points")
-    assert pts.loc["teacher"].tolist() == [1, 2, 1]
-    assert pts.loc["moved"].tolist() == [1, 2, 1]
-    assert pts.loc["blank"].tolist() == [0, 0, 0]
-    assert pts.loc["half"].tolist() == [0, 2, 0]  # the restored hidden test catches 41
-    assert pts.loc["crash"].tolist() == [1, 0, 0]
-    assert pts.loc["loop"].tolist() == [1, 0, 0]  # cells after the timeout are not run
-    assert pts.loc["garbled"].sum() == pts.loc["absent"].sum() == 0
-    err = df.set_index(["student", "check"])["error"]
-    assert err["teacher"].eq("").all()
-    assert err["half", "tiny-ex1-check"].startswith("AssertionError")
-    assert "network access is disabled while grading" in err["half", "tiny-ex3-check"]
-    assert "NotImplementedError" in err["blank", "tiny-ex1-check"] or "NameError" in err["blank", "tiny-ex1-check"]
-    assert "died" in err["crash", "tiny-ex2-check"]
-    assert "timeout" in err["loop", "tiny-ex2-check"] and "timeout" in err["loop", "tiny-ex3-check"]
-    assert err["absent", "tiny-ex1-check"].startswith("missing")
-    assert err["garbled", "tiny-ex1-check"].startswith("unreadable")
+    scores = classroom.grade(course, tmp_path / "scores.csv")
+    notice = capsys.readouterr().err
+    assert "notice: nbgrader autograde ch01 failed for crash " in notice and "Kernel died" in notice, notice
+    assert pd.read_csv(tmp_path / "scores.csv").shape == scores.shape
+    assert sorted(scores.student_id) == ["blank", "crash", "half", "instructor"]
+    assert (scores.assignment == "ch01").all() and (scores.max_score == 4).all()
+    got = scores.set_index("student_id").score.to_dict()
+    assert got == {"instructor": 4, "blank": 0, "half": 2, "crash": 0}, \
+        {s: errors_in(course / "autograded" / s / "ch01" / "01_tiny.ipynb") for s in got}
+    assert (course / "feedback" / "half" / "ch01" / "01_tiny.html").is_file()
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
-    assert classroom.main(["grade", str(tmp_path / "nope"), str(tmp_path / "g.csv")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nope" in err
-    assert classroom.main(["release", str(tmp_path), str(tmp_path / "out")]) == 2  # no notebooks
-    assert classroom.main(["student-book", str(REPO_ROOT)]) == 2  # would overwrite the book
+    cases = [(["grade", str(tmp_path / "nope")], "nope"),
+             (["grade", str(tmp_path)], "nbgrader_config.py"),
+             (["assignments", str(tmp_path / "course"), "--chapters", "1", "99"], "'99'"),
+             (["student-book", str(REPO_ROOT)], str(REPO_ROOT))]
+    for argv, named in cases:
+        capsys.readouterr()
+        assert classroom.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err, (argv, err)
+    assert not (tmp_path / "course").exists()  # the unknown chapter stopped it before writing
+
+
+# ------------------------------------------------------------------ nbgrader, on the real chapters
+
+
+def _recorded_runtime(nb) -> float | None:
+    """Seconds the committed run spent in the chapter's cells after its set-up cell (the cell
+    after ``parameters``, whose first imports take as long as the disk cache makes them)."""
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    params = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
+    total = 0.0
+    for cell in cells[params[0] + 2:] if params else cells:
+        stamps = cell.metadata.get("execution", {})
+        try:
+            start = dt.datetime.fromisoformat(stamps["iopub.execute_input"].replace("Z", "+00:00"))
+            end = dt.datetime.fromisoformat(stamps["shell.execute_reply"].replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return None
+        total += (end - start).total_seconds()
+    return total
+
+
+def _grading_budget() -> dict[Path, str | None]:
+    """Which chapters to grade for real: the fastest (by its committed run time) and the next
+    fastest while the total stays within CLASSROOM_BUDGET_S seconds (default 45); all with
+    CLASSROOM_FULL=1. Maps each chapter to None (grade it) or the reason to skip it."""
+    budget, full = float(os.environ.get("CLASSROOM_BUDGET_S", 45)), os.environ.get("CLASSROOM_FULL") == "1"
+    times = {p: _recorded_runtime(nbformat.read(p, as_version=4)) for p in CHAPTERS}
+    plan, total = {}, 0.0
+    for p in sorted(CHAPTERS, key=lambda q: (times[q] is None, times[q] or 0.0)):
+        t = times[p]
+        if full or not plan or (t is not None and total + t <= budget):
+            plan[p], total = None, total + (t or 0.0)
+        else:
+            plan[p] = (f"{p.name} (committed run {t:.0f} s)" if t is not None else f"{p.name} (no run times)") + \
+                f" is outside the grading budget of {budget:.0f} s; set CLASSROOM_FULL=1 to grade every chapter"
+    return plan
+
+
+GRADING_PLAN = _grading_budget()
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """An nbgrader course of every chapter, laid out by the command line."""
+    root = tmp_path_factory.mktemp("classroom") / "course"
+    assert classroom.main(["assignments", str(root)]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def scores(course) -> pd.DataFrame:
+    """Two submissions of every chapter in the grading plan, graded by nbgrader: the instructor's
+    source notebook and the released notebook as a student who did nothing hands it in."""
+    for path in CHAPTERS:
+        if GRADING_PLAN[path] is None:
+            name = f"ch{path.name[:2]}"
+            hand_in(course, "instructor", name, course / "source" / name / path.name)
+            hand_in(course, "blank", name, course / "release" / name / path.name)
+    assert classroom.main(["grade", str(course), "--out", str(course / "exported" / "scores.csv")]) == 0
+    return pd.read_csv(course / "exported" / "scores.csv")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_released_chapter_holds_no_solution(path, course):
+    name = f"ch{path.name[:2]}"
+    released = nbformat.read(course / "release" / name / path.name, as_version=4)
+    text = "\n".join(c.source for c in released.cells)
+    for secret in SECRETS:
+        assert secret not in text, f"{path.name}: '{secret}' in the released notebook"
+    source = nbformat.read(path, as_version=4)
+    leaked = [line for line in solution_lines(source) - other_lines(source) if line in text]
+    assert not leaked, f"{path.name}: solution lines survive the release: {leaked[:3]}"
+    graded = [c.metadata["nbgrader"] for c in released.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    stated = [int(m) for c in source.cells if "exercise-check" in c.metadata.get("tags", [])
+              for m in re.findall(r"^# points: (\d+)", c.source, re.MULTILINE)]
+    assert sorted(g["points"] for g in graded) == sorted(stated) and all(g["locked"] for g in graded)
+    stubs = sum(c.source.count("raise NotImplementedError()") for c in released.cells)
+    assert stubs == sum(classroom.cell_role(c) == "solution" for c in source.cells)
+    assert all(c.outputs == [] for c in released.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_grades_instructor_full_and_blank_zero(path, course, scores):
+    """The chapter's source, handed in, gets every point; its released copy, handed in
+    unchanged, gets none (no check passes without the solution)."""
+    if GRADING_PLAN[path]:
+        pytest.skip(GRADING_PLAN[path])
+    name = f"ch{path.name[:2]}"
+    mine = scores[scores.assignment == name].set_index("student_id")
+    why = {s: errors_in(course / "autograded" / s / name / path.name) for s in ("instructor", "blank")}
+    assert mine.loc["instructor", "max_score"] > 0
+    assert mine.loc["instructor", "score"] == mine.loc["instructor", "max_score"], why["instructor"]
+    assert mine.loc["blank", "score"] == 0, why["blank"]
+
+
+def test_scores_csv_has_one_row_per_student_and_assignment(scores):
+    assert {"assignment", "student_id", "score", "max_score"} <= set(scores.columns)
+    assert len(scores) == 2 * len(CHAPTERS)
+    assert not scores.duplicated(["assignment", "student_id"]).any()
+    assert set(scores.assignment) == {f"ch{p.name[:2]}" for p in CHAPTERS}
+    assert (scores.max_score > 0).all() and (scores.score <= scores.max_score).all()
+
+
+# ------------------------------------------------------------------ the student edition
 
 
 def test_student_book_copy(tmp_path):
@@ -284,7 +379,8 @@ def test_student_book_copy(tmp_path):
     assert not (out / ".venv").exists() and not (out / "tests").exists()
     for path in CHAPTERS:
         nb = nbformat.read(out / "chapters" / path.name, as_version=4)
-        assert not any(classroom.solution_targets(c.source) for c in nb.cells if c.cell_type == "markdown")
+        text = "\n".join(c.source for c in nb.cells)
+        assert not any(s in text for s in SECRETS), path.name
         graded = [c for c in nb.cells if "nbgrader" in c.metadata]
         assert all(c.outputs == [] for c in graded if c.cell_type == "code")
         # ordinary cells keep their committed outputs (figures, glued numbers)
@@ -295,83 +391,3 @@ def test_student_book_copy(tmp_path):
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "keep.txt").write_text("x")
         classroom.student_book(tmp_path / "other")
-
-
-# ------------------------------------------------------------------ the real chapters
-
-
-def _recorded_runtime(nb) -> float | None:
-    stamps = [c.metadata.get("execution", {}) for c in nb.cells if c.cell_type == "code"]
-    try:
-        start = dt.datetime.fromisoformat(stamps[0]["iopub.execute_input"].replace("Z", "+00:00"))
-        end = dt.datetime.fromisoformat(stamps[-1]["shell.execute_reply"].replace("Z", "+00:00"))
-    except (IndexError, KeyError, ValueError):
-        return None
-    return (end - start).total_seconds()
-
-
-@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_chapter_exercises_and_release(path, tmp_path):
-    nb = nbformat.read(path, as_version=4)
-    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    labels = classroom.exercise_labels(md)
-    assert len(labels) >= 3, f"{path.name}: {len(labels)} exercises"
-    assert len(set(labels)) == len(labels) and all(labels)
-    # a solution is a {solution} block, or for a code exercise its exercise-solution cell
-    coded = {c.metadata["nbgrader"]["grade_id"].removesuffix("-solution")
-             for c in classroom.annotate(nb, path.name).cells
-             if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
-    missing = sorted(set(labels) - set(classroom.solution_targets(md)) - coded)
-    assert not missing, f"{path.name}: no {{solution}} block or solution cell for {missing}"
-    roles = [classroom.cell_role(c) for c in nb.cells]
-    for i, role in enumerate(roles):  # every solution cell is followed by its check
-        if role == "solution" and nb.cells[i].cell_type == "code":
-            assert roles[i + 1] == "check", f"{path.name}: cell {i + 1} should be an exercise-check cell"
-    released = classroom.release_notebook(nb, path.name)
-    secret = solution_lines(nb) - other_lines(nb)
-    text = "\n".join(c.source for c in released.cells)
-    leaked = [line for line in secret if line in text]
-    assert not leaked, f"{path.name}: solution lines survive the release: {leaked[:3]}"
-    assert "{solution}" not in text and "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
-    for cell in released.cells:
-        if "nbgrader" in cell.metadata:
-            jsonschema.validate(cell.metadata["nbgrader"], NBGRADER_V3)
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
-
-
-def _grading_budget() -> dict[Path, str | None]:
-    """Which chapters to grade for real: fastest first (by their committed run time) while
-    the total stays within CLASSROOM_BUDGET_S seconds (default 45); all with CLASSROOM_FULL=1.
-    Maps each chapter to None (grade it) or the reason to skip it."""
-    budget, full = float(os.environ.get("CLASSROOM_BUDGET_S", 45)), os.environ.get("CLASSROOM_FULL") == "1"
-    times = {p: _recorded_runtime(nbformat.read(p, as_version=4)) for p in CHAPTERS}
-    plan, total = {}, 0.0
-    for p in sorted(CHAPTERS, key=lambda q: (times[q] is None, times[q] or 0.0)):
-        t = times[p]
-        if full or (t is not None and total + t <= budget):
-            plan[p], total = None, total + (t or 0.0)
-        else:
-            plan[p] = (f"{p.name} (committed run {t:.0f} s)" if t is not None else f"{p.name} (no run times)") + \
-                f" is outside the grading budget of {budget:.0f} s; set CLASSROOM_FULL=1 to grade every chapter"
-    return plan
-
-
-GRADING_PLAN = _grading_budget()
-
-
-@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_chapter_grades_teacher_full_and_blank_zero(path, tmp_path):
-    """The chapter itself, handed in as a submission, gets every point; its released
-    version gets none (no check passes without the solution)."""
-    if GRADING_PLAN[path]:
-        pytest.skip(GRADING_PLAN[path])
-    nb = nbformat.read(path, as_version=4)
-    for student, version in (("teacher", nb), ("blank", classroom.release_notebook(nb, path.name))):
-        (tmp_path / student).mkdir()
-        nbformat.write(version, tmp_path / student / path.name)
-    df = classroom.grade(tmp_path, tmp_path / "grades.csv", source_dir=path.parent, timeout=600)
-    teacher, blank = df[df.student == "teacher"], df[df.student == "blank"]
-    assert len(teacher) >= 1
-    assert (teacher.points == teacher.max_points).all(), teacher[teacher.error != ""].to_dict("records")
-    assert (blank.points == 0).all(), blank[blank.points > 0].to_dict("records")
