@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.std import tqdm  # text progress bars in every front end
 
 from helpers.vocab import IMAGENET_MEAN, IMAGENET_STD
 
@@ -272,9 +273,9 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
 
     Introduced in chapter 6 (patient context).
     """
-    import torch
+    import torch  # lazy, as below: the tabular analyses of this module need no torch
 
-    from helpers.fastpath import decode_jpeg_batch  # lazy: helpers.data, which it imports, imports this module
+    from helpers.fastpath import decode_jpeg_batch
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -288,8 +289,6 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
     starts: Iterable[int] = range(0, n, batch_size)
     if progress:
-        from tqdm.std import tqdm  # text bars everywhere, with or without ipywidgets
-
         starts = tqdm(starts, desc="embeddings")
     was_training = net.training
     net.eval()

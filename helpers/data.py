@@ -909,7 +909,7 @@ def cached_embeddings(model: nn.Module, frame: pd.DataFrame, cache_path: os.Path
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from helpers.context import image_embeddings  # lazy: helpers.context imports this module
+    from helpers.context import image_embeddings  # lazy: context imports fastpath, which imports this module
 
     if "image_id" not in frame or "path" not in frame:
         raise ValueError("cached_embeddings: frame needs 'image_id' and 'path' columns")

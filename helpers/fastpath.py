@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.std import tqdm  # text progress bars in every front end
 
 from helpers import display_path
 from helpers.data import quiet_tv_io, read_image_tensor
@@ -95,8 +96,6 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from tqdm.std import tqdm
-
     out = Path(out_path)
     if out.suffix != ".npy":
         out = out.with_name(out.name + ".npy")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from skimage import color, filters, measure, morphology, transform
+from tqdm.std import tqdm  # text progress bars in every front end
 
 __all__ = [
     "REFERENCE_COLOURS",
@@ -469,8 +470,6 @@ def features_frame(
         raise ValueError(f"features_frame: {len(items)} images but {len(mask_list)} masks")
     jobs = list(zip(items, mask_list))
     if progress:
-        from tqdm.std import tqdm
-
         jobs = tqdm(jobs, desc="ABCD features")
     if n_jobs == 1 or len(items) < 2:
         results = [_frame_row(item, mask, i, max_side, px_per_mm, errors)

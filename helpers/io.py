@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
+from tqdm.std import tqdm  # text progress bars in every front end
 
 from helpers.vocab import TFREC_DIAGNOSES, TFREC_SEX, TFREC_SITES
 
@@ -425,8 +426,6 @@ def dicom_summary(folder: os.PathLike | str, progress: bool = True) -> pd.DataFr
 
     Introduced in chapter 4 (image files and the resize cache).
     """
-    from tqdm.std import tqdm
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
@@ -562,8 +561,6 @@ def tfrecord_frame(
 
     Introduced in chapter 4 (image files and the resize cache).
     """
-    from tqdm.std import tqdm
-
     codes = tfrec_codes()
     rows = []
     files = _tfrec_files(paths_or_folder)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm.std import tqdm  # text progress bars in every front end
 
 from helpers.io import load_rgb, read_dicom, write_atomically
 
@@ -135,8 +136,6 @@ def _plan(src_root: Path, dst_root: Path, size: int, quality: int) -> tuple[list
 
 def _run(jobs: list[tuple], n_workers: int, progress: bool, desc: str) -> list[tuple[str, str | None]]:
     """Resize the jobs in this process or in ``n_workers`` processes; stop at the first unwritable file."""
-    from tqdm.std import tqdm
-
     bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress)
     results: list[tuple[str, str | None]] = []
     try:

@@ -54,8 +54,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-import helpers
-from helpers import data
 from helpers.models import build_model, count_parameters
 from helpers.preprocess import IMAGE_SUFFIXES, resize_folder
 from helpers.runs import predict_frame

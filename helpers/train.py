@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.std import tqdm  # text progress bars in every front end
 
 import helpers
 from helpers.data import FocalLoss
@@ -414,8 +415,6 @@ class _Step:
 def _evaluate(net: nn.Module, loader: Iterable, step: _Step, progress: bool,
               desc: str) -> tuple[float, float, int]:
     """(loss, AUC, skipped) over the whole validation set, gathered across ranks."""
-    from tqdm.std import tqdm
-
     device, amp_dtype, channels_last, world = step.device, step.amp_dtype, step.channels_last, step.world
 
     net.eval()
@@ -459,8 +458,6 @@ def _evaluate(net: nn.Module, loader: Iterable, step: _Step, progress: bool,
 
 def _train_epoch(net: nn.Module, loader: Iterable, step: _Step, progress: bool, desc: str) -> tuple[float, int]:
     """One pass over the training batches, the loop of chapter 8 with AMP: (summed loss, images seen)."""
-    from tqdm.std import tqdm
-
     net.train()
     loss_sum, seen, last_parts = 0.0, 0, None
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
@@ -615,8 +612,6 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from tqdm.std import tqdm
-
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     rank, world = distributed_context()
@@ -754,8 +749,6 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
 
     Introduced in chapter 7 (the data pipeline).
     """
-    from tqdm.std import tqdm
-
     device = torch.device(device) if device is not None else helpers.device(verbose=False)
     model = _unwrap(model).to(device).eval()
     probs_l, index_l = [], []
