@@ -1,39 +1,26 @@
 """Teach with the book: nbgrader assignments from the chapters, grading, a student edition.
 
-The chapters are the *source* (instructor) version of every assignment. Their
-exercises follow two conventions:
-
-* in markdown, sphinx-exercise blocks ``{exercise}`` with ``:label: chNN-exK``
-  and ``{solution} chNN-exK`` (the student edition drops the solutions);
-* in code, a cell tagged ``exercise-solution`` whose answer sits between
-  ``### BEGIN SOLUTION`` and ``### END SOLUTION``, followed by a cell tagged
-  ``exercise-check`` whose asserts grade it; the part of the check between
-  ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` is kept from students.
-  A ``# points: N`` line in a check cell makes it worth N points (default 1).
-
-These are nbgrader's markers. :func:`nbgrader_source` adds nbgrader's cell metadata
-(schema version 3) to a chapter, and nbgrader does the rest: :func:`assignments`
-lays out an nbgrader course folder from ``chapters/`` and runs ``nbgrader
-generate_assignment``; :func:`grade` runs ``nbgrader autograde``,
-``generate_feedback`` and ``export`` (scores as CSV). nbgrader comes with the
-``classroom`` extra (``pip install -e ".[classroom]"``). The student edition of the
-book (:func:`student_book`) is written here: no library does that for Jupyter Book.
-
-Command line (bad input: one line on stderr, exit status 2; nbgrader failing or
-missing: one line, exit status 1)::
+The chapters are the instructor (source) version of every assignment and already carry
+nbgrader's markers: ``### BEGIN/END SOLUTION`` in cells tagged ``exercise-solution``,
+asserts (and ``### BEGIN/END HIDDEN TESTS``) in the cells tagged ``exercise-check`` after
+them, ``# points: N`` per check; written exercises are sphinx-exercise ``{exercise}`` and
+``{solution}`` blocks. Releasing, autograding, feedback and scores are nbgrader's own
+commands (the ``classroom`` extra); the student edition of the book is assembled here from
+nbgrader's preprocessors, since no library does that for Jupyter Book::
 
     python -m helpers.classroom assignments COURSE_DIR [--chapters 1 4 ...]
     python -m helpers.classroom grade COURSE_DIR [--out scores.csv] [--force]
     python -m helpers.classroom student-book OUT_DIR [--book .] [--repository-url URL]
 
-Grading runs the students' code with your permissions: run it in a container or a
-throwaway account.
+Bad input: one line on stderr, exit status 2; nbgrader failing or missing: exit status 1.
+Grading runs the students' code with your permissions: use a container or a throwaway account.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import importlib.util
+import logging
 import os
 import re
 import shutil
@@ -48,31 +35,13 @@ import pandas as pd
 
 from helpers import REPO_ROOT
 
-__all__ = [
-    "SOLUTION_TAG",
-    "CHECK_TAG",
-    "exercise_labels",
-    "solution_targets",
-    "strip_solution_directives",
-    "cell_role",
-    "annotate",
-    "nbgrader_source",
-    "assignments",
-    "grade",
-    "student_book",
-    "main",
-]
+__all__ = ["SOLUTION_TAG", "CHECK_TAG", "exercise_labels", "solution_targets", "strip_solution_directives",
+           "cell_role", "annotate", "nbgrader_source", "assignments", "grade", "student_book", "main"]
 
 SOLUTION_TAG = "exercise-solution"
 CHECK_TAG = "exercise-check"
-#: nbgrader's stubs (ClearSolutions.code_stub["python"] and .text_stub), for the student edition.
-CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
-TEXT_STUB = ("YOUR ANSWER HERE",)
-
 _BEGIN_SOLUTION = re.compile(r"^\s*(?:#+|<!--)?\s*BEGIN SOLUTION\b")
-_END_SOLUTION = re.compile(r"^\s*(?:#+|<!--)?\s*END SOLUTION\b")
 _BEGIN_HIDDEN = re.compile(r"^\s*#+\s*BEGIN HIDDEN TESTS\b")
-_END_HIDDEN = re.compile(r"^\s*#+\s*END HIDDEN TESTS\b")
 _POINTS = re.compile(r"^\s*#\s*points\s*[:=]\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE | re.MULTILINE)
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,}|:{3,})\s*(?P<info>.*?)\s*$")
 _DIRECTIVE = re.compile(r"^\{(?P<name>[^}\s]+)\}\s*(?P<args>.*)$")
@@ -82,7 +51,6 @@ _GLUE_DIRECTIVE = re.compile(r"^\s*(?:`{3,}|:{3,})\{glue(?::[\w-]*)?\}\s+(?P<key
 _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-# --------------------------------------------------------------------- markdown
 @dataclass
 class _Block:
     """A fenced block in MyST markdown: a directive (``{name}``) or a literal code block."""
@@ -199,29 +167,28 @@ def _glue_keys(markdown: str) -> set[str]:
     return {k for k in keys if "::" not in k}  # "doc::key" points at another page
 
 
-# --------------------------------------------------------------------- cells
-def _replace_regions(source: str, begin: re.Pattern, end: re.Pattern,
-                     stub: Sequence[str], where: str) -> tuple[str, int]:
-    """Replace each region between a ``begin`` and an ``end`` line by ``stub`` (indented
-    like the begin line); return the new source and the number of regions."""
-    out: list[str] = []
-    inside, n = False, 0
-    for line in source.split("\n"):
-        if begin.match(line):
-            if inside:
-                raise ValueError(f"{where}: nested '{line.strip()}'")
-            inside, n = True, n + 1
-            indent = re.match(r"\s*", line).group(0)
-            out.extend(indent + s for s in stub)
-        elif end.match(line):
-            if not inside:
-                raise ValueError(f"{where}: '{line.strip()}' without its BEGIN line")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise ValueError(f"{where}: BEGIN marker without its END line")
-    return "\n".join(out), n
+def _release(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """``nb`` (with nbgrader metadata) as nbgrader releases it, outputs aside: solution regions
+    replaced by nbgrader's stubs, hidden tests removed. Broken markers raise ValueError."""
+    _require_nbgrader()
+    from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
+
+    quiet = logging.getLogger(__name__)  # the error is raised in one line; no cell dump on stderr
+    quiet.setLevel(logging.CRITICAL)
+    nb = copy.deepcopy(nb)
+    for i, cell in enumerate(nb.cells):
+        one = nbformat.v4.new_notebook(cells=[cell], metadata=nb.metadata)
+        try:
+            for step in (ClearSolutions(log=quiet), ClearHiddenTests(log=quiet)):
+                step.preprocess(one, {})
+        except RuntimeError as exc:
+            raise ValueError(f"{name}: cell {i}: {exc}") from None
+    return nb
+
+
+def _require_nbgrader() -> None:
+    if importlib.util.find_spec("nbgrader") is None:
+        raise RuntimeError('nbgrader is not installed: pip install -e ".[classroom]"')
 
 
 def _tags(cell) -> list[str]:
@@ -255,13 +222,11 @@ def _points(cell) -> float | int:
 
 
 def annotate(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """Return a copy of ``nb`` whose exercise cells carry nbgrader (schema 3) metadata.
+    """A copy of ``nb`` whose exercise cells carry nbgrader (schema 3) metadata.
 
-    Solution cells get ``solution=True, grade=False``; check cells get ``grade=True,
-    locked=True`` and their points; markdown cells with BEGIN/END SOLUTION regions are
-    nbgrader's "manually graded answers". Grade ids come from the exercise label
-    above the cell (``ch01-ex2-solution``, ``ch01-ex2-check``); ids already in the
-    source's metadata are kept. ``name`` (the file) is used in error messages.
+    Grade ids come from the exercise label above the cell (``ch01-ex2-solution``,
+    ``ch01-ex2-check``); points from a ``# points: N`` line; markdown answers between
+    BEGIN/END SOLUTION are graded by hand. ``name`` (the file) goes into error messages.
 
     Introduced in the appendix (instructor guide).
     """
@@ -290,10 +255,7 @@ def annotate(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.Note
             meta = {"grade": True, "solution": False, "locked": True, "points": _points(cell)}
         meta.update(grade_id=grade_id, schema_version=3)
         cell.metadata["nbgrader"] = meta
-        # check the markers now, so that a broken cell is reported with its place
-        where = f"{name}: cell {i}"
-        _replace_regions(cell.source, _BEGIN_SOLUTION, _END_SOLUTION, (), where)
-        _replace_regions(cell.source, _BEGIN_HIDDEN, _END_HIDDEN, (), where)
+    _release(nb, name)  # check the markers now, so that a broken cell is reported with its place
     return nb
 
 
@@ -312,10 +274,9 @@ def _read(path: Path) -> nbformat.NotebookNode:
 
 
 def nbgrader_source(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The chapter ``nb`` as an nbgrader *source* notebook: solutions and hidden tests
-    kept (``nbgrader generate_assignment`` removes them), nbgrader metadata added
-    (:func:`annotate`), ``{solution}`` blocks dropped from markdown (nbgrader does not
-    know them and would hand them out) and outputs cleared. ``name`` is used in errors.
+    """The chapter as an nbgrader source notebook: metadata added (:func:`annotate`), solutions
+    and hidden tests kept for ``generate_assignment`` to remove, ``{solution}`` prose dropped
+    (nbgrader would hand it out), outputs cleared.
 
     Introduced in the appendix (instructor guide).
     """
@@ -332,23 +293,17 @@ def nbgrader_source(nb: nbformat.NotebookNode, name: str = "notebook") -> nbform
     return nb
 
 
-# --------------------------------------------------------------------- the nbgrader course
 _CONFIG = '''\
-# nbgrader's settings for this course, written once by `python -m helpers.classroom
-# assignments` and never overwritten: edit it freely. nbgrader reads it when it runs in
-# this folder (the course root).
+# nbgrader's settings for this course, written once by `python -m helpers.classroom assignments`.
 c = get_config()  # noqa: F821 (nbgrader defines get_config)
 c.CourseDirectory.course_id = "melanoma-detection"
-# Seconds a cell may run while autograding: nbgrader's default (30) is too short for
-# the chapters that compute image features on a laptop CPU.
-c.Execute.timeout = 600
+c.Execute.timeout = 600  # seconds per cell: nbgrader's 30 is too short for image features on a CPU
 '''
 _LOG = "nbgrader.log"
 
 
 def _chapters(chapters_dir: Path, wanted: Sequence[str] | None) -> list[Path]:
-    """The chapters ``wanted`` names (``4``, ``04``, ``ch04``, ``04_image_formats`` or its
-    file), in the given order; every chapter of ``chapters_dir`` if none is named."""
+    """The chapters ``wanted`` names, in that order (all of ``chapters_dir`` if none)."""
     if not chapters_dir.is_dir():
         raise ValueError(f"{chapters_dir}: no such chapters folder")
     found = sorted(chapters_dir.glob("[0-9][0-9]_*.ipynb"))
@@ -372,10 +327,8 @@ def _assignment_id(chapter: Path) -> str:
 
 
 def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``nbgrader ARGS`` (this Python's) in the course folder; its log is appended to
-    COURSE/nbgrader.log."""
-    if importlib.util.find_spec("nbgrader") is None:
-        raise RuntimeError('nbgrader is not installed: pip install -e ".[classroom]"')
+    """Run this Python's ``nbgrader ARGS`` in the course folder, logging to COURSE/nbgrader.log."""
+    _require_nbgrader()
     env = dict(os.environ)  # nbgrader runs the `alembic` command that sits beside this Python
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
@@ -406,14 +359,11 @@ def assignments(course_dir: os.PathLike | str, chapters: Sequence[str] | None = 
                 chapters_dir: os.PathLike | str = REPO_ROOT / "chapters") -> list[str]:
     """Lay out an nbgrader course in ``course_dir`` from the chapters and release them.
 
-    Writes ``nbgrader_config.py`` (once; edit it freely) and, for every chapter named in
-    ``chapters`` (``4``, ``04``, ``ch04`` or ``04_image_formats``; default: all), its
+    Writes ``nbgrader_config.py`` (once; edit it freely) and each chapter's
     :func:`nbgrader_source` as ``source/chNN/NN_name.ipynb``, then runs ``nbgrader
-    generate_assignment --force``: the student notebooks land in ``release/chNN/`` and
-    the graded cells with their points in the course's ``gradebook.db``. The chapters
-    find ``data_samples/`` and ``runs/`` through ``helpers.REPO_ROOT``, so released and
-    autograded copies run from any folder in a kernel that imports this package (an
-    editable install of the repository). Returns the assignment names (``chNN``).
+    generate_assignment``: student notebooks in ``release/chNN/``, points in ``gradebook.db``.
+    ``chapters``: ``4``, ``04``, ``ch04`` or ``04_image_formats`` (default: all). Returns the
+    assignment names.
 
     Introduced in the appendix (instructor guide).
     """
@@ -438,19 +388,12 @@ def assignments(course_dir: os.PathLike | str, chapters: Sequence[str] | None = 
 
 def grade(course_dir: os.PathLike | str, out_csv: os.PathLike | str | None = None,
           force: bool = False) -> pd.DataFrame:
-    """Autograde the submissions of a course laid out by :func:`assignments`, write their
-    feedback and export the scores; return the scores.
+    """Autograde ``COURSE/submitted/<student>/chNN/``, write feedback, export and return the scores.
 
-    Submissions sit where nbgrader looks for them, ``COURSE/submitted/<student>/chNN/
-    NN_name.ipynb`` (``nbgrader collect`` puts them there, or copy them). For every
-    assignment handed in this runs ``nbgrader autograde`` (each notebook in a fresh
-    kernel, its check cells restored from the source with their hidden tests, a time
-    limit per cell from ``nbgrader_config.py``) and ``nbgrader generate_feedback``
-    (HTML in ``COURSE/feedback/``), then ``nbgrader export`` into ``out_csv`` (default
-    ``COURSE/scores.csv``): one row per student and assignment with nbgrader's columns
-    (``assignment``, ``student_id``, ``score``, ``max_score``, ...). Submissions graded
-    before are skipped unless they changed or ``force`` is set. A submission nbgrader
-    cannot grade (say, its kernel died) is reported in a notice and scores 0.
+    Runs ``nbgrader autograde`` (fresh kernel, hidden tests restored, a time limit per cell),
+    ``generate_feedback`` (``COURSE/feedback/``) and ``export`` to ``out_csv`` (default
+    ``COURSE/scores.csv``, nbgrader's columns). Graded submissions are skipped unless changed
+    or ``force``; one nbgrader cannot grade is reported in a notice and scores 0.
 
     Introduced in the appendix (instructor guide).
     """
@@ -478,7 +421,6 @@ def grade(course_dir: os.PathLike | str, out_csv: os.PathLike | str | None = Non
     return pd.read_csv(out)
 
 
-# --------------------------------------------------------------------- student book
 _STUDENT_HEADER = "# Student edition, written by `python -m helpers.classroom student-book`.\n"
 # Left out of the student edition (it keeps helpers/ and data_samples/, so that it runs).
 _BOOK_SKIP = {".git", ".venv", "_build", "tests", "benchmarks", ".ci",
@@ -486,30 +428,19 @@ _BOOK_SKIP = {".git", ".venv", "_build", "tests", "benchmarks", ".ci",
 
 
 def _student_notebook(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
-    """A chapter as the student edition shows it: solution regions become nbgrader's stubs
-    (``# YOUR CODE HERE`` / ``raise NotImplementedError()``, indented like the BEGIN line;
-    code around the markers stays; ``YOUR ANSWER HERE`` in markdown), hidden tests and
-    ``{solution}`` blocks are removed, and exercise cells lose their outputs while every
-    other cell keeps its committed ones (figures, glued numbers)."""
-    nb = annotate(nb, name)
+    """A chapter as the student edition shows it: released by nbgrader's own preprocessors
+    (:func:`_release`), ``{solution}`` blocks removed, outputs cleared in exercise cells only,
+    so that every other cell keeps its committed figures and glued numbers."""
+    nb = _release(annotate(nb, name), name)
     cells = []
-    for i, cell in enumerate(nb.cells):
-        where, role = f"{name}: cell {i}", cell_role(cell)
+    for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = strip_solution_directives(cell.source)
-            if role == "solution":
-                cell.source, _ = _replace_regions(cell.source, _BEGIN_SOLUTION, _END_SOLUTION, TEXT_STUB, where)
             if not cell.source.strip():
                 continue
-        elif role == "solution":
-            cell.source, n = _replace_regions(cell.source, _BEGIN_SOLUTION, _END_SOLUTION, CODE_STUB, where)
-            if n == 0:  # a tagged cell without markers is all solution (as in nbgrader)
-                cell.source = "\n".join(CODE_STUB)
-        elif role == "check":
-            cell.source, _ = _replace_regions(cell.source, _BEGIN_HIDDEN, _END_HIDDEN, (), where)
-            cell.source = cell.source.rstrip("\n")
-        if role is not None:
+        if "nbgrader" in cell.metadata:
             _clear(cell)
+            cell.source = cell.source.rstrip("\n")
         cells.append(cell)
     nb.cells = cells
     return nb
@@ -522,15 +453,11 @@ def _glued(nb) -> set[str]:
 
 def student_book(out_dir: os.PathLike | str, book_dir: os.PathLike | str = REPO_ROOT,
                  repository_url: str | None = None) -> Path:
-    """Copy the book in ``book_dir`` to ``out_dir`` as its student edition and return
-    ``out_dir``; build it with ``jupyter-book build OUT_DIR -W --keep-going``.
+    """Copy the book to ``out_dir`` as its student edition; build it with ``jupyter-book build``.
 
-    Every notebook loses its solutions and hidden tests but keeps the committed outputs
-    of its ordinary cells, so figures and glued numbers still show; every ``{solution}``
-    block is dropped from notebooks and ``.md`` pages. The copied ``_config.yml`` turns
-    notebook execution off (released exercises would raise ``NotImplementedError``),
-    sets sphinx-exercise's ``hide_solutions`` and, if given, the repository URL behind
-    the launch buttons (point it at a repository that holds the student edition).
+    Notebooks lose solutions and hidden tests but keep the outputs of ordinary cells;
+    ``{solution}`` blocks go from notebooks and pages; the copied ``_config.yml`` turns
+    execution off, hides solutions and may point the launch buttons at ``repository_url``.
     Raises ValueError if visible prose shows a value glued only by a solution cell.
 
     Introduced in the appendix (instructor guide).
@@ -583,8 +510,6 @@ def student_book(out_dir: os.PathLike | str, book_dir: os.PathLike | str = REPO_
     return out
 
 
-
-# --------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m helpers.classroom assignments|grade|student-book ...``.
 

@@ -154,7 +154,7 @@ def test_annotate_writes_nbgrader_metadata_and_reports_broken_markers():
         jsonschema.validate(m, NBGRADER_V3)
     broken = tiny_source()
     broken.cells[3].source = "### BEGIN SOLUTION\nanswer = 42"
-    with pytest.raises(ValueError, match=r"broken.ipynb: cell 3: BEGIN marker without its END"):
+    with pytest.raises(ValueError, match=r"broken.ipynb: cell 3: no end solution statement found"):
         classroom.annotate(broken, "broken.ipynb")
 
 
