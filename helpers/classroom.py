@@ -26,12 +26,13 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import nbformat
 import pandas as pd
+from markdown_it import MarkdownIt
+from mdit_py_plugins.colon_fence import colon_fence_plugin
 
 from helpers import REPO_ROOT
 
@@ -43,68 +44,37 @@ CHECK_TAG = "exercise-check"
 _BEGIN_SOLUTION = re.compile(r"^\s*(?:#+|<!--)?\s*BEGIN SOLUTION\b")
 _BEGIN_HIDDEN = re.compile(r"^\s*#+\s*BEGIN HIDDEN TESTS\b")
 _POINTS = re.compile(r"^\s*#\s*points\s*[:=]\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE | re.MULTILINE)
-_FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,}|:{3,})\s*(?P<info>.*?)\s*$")
 _DIRECTIVE = re.compile(r"^\{(?P<name>[^}\s]+)\}\s*(?P<args>.*)$")
 _OPTION = re.compile(r"^\s*:(?P<key>[\w-]+):\s*(?P<value>.*?)\s*$")
 _GLUE_ROLE = re.compile(r"\{glue(?::[\w-]*)?\}`(?P<key>[^`]+)`")
 _GLUE_DIRECTIVE = re.compile(r"^\s*(?:`{3,}|:{3,})\{glue(?::[\w-]*)?\}\s+(?P<key>\S+)", re.MULTILINE)
 _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_MARKDOWN = MarkdownIt("commonmark").use(colon_fence_plugin)  # MyST fences: ``` and :::
 
 
-@dataclass
-class _Block:
-    """A fenced block in MyST markdown: a directive (``{name}``) or a literal code block."""
-
-    start: int            # index of the opening line
-    end: int              # index of the closing line (len(lines) - 1 when unclosed)
-    name: str | None      # directive name, None for a literal block
-    args: str
-    body: list[str] = field(default_factory=list)
-
-
-def _blocks(lines: list[str]) -> list[_Block]:
-    """The top-level fenced blocks of ``lines`` (CommonMark rule: a fence closes at the
-    first line made only of the same character, at least as many times)."""
-    out, i = [], 0
-    while i < len(lines):
-        m = _FENCE.match(lines[i])
-        if not m:
-            i += 1
-            continue
-        char, length = m["fence"][0], len(m["fence"])
-        if char == "`" and "`" in m["info"]:  # ``` inside the info string: inline code, not a fence
-            i += 1
-            continue
-        j = i + 1
-        closing = re.compile(rf"^\s*{re.escape(char)}{{{length},}}\s*$")
-        while j < len(lines) and not closing.match(lines[j]):
-            j += 1
-        d = _DIRECTIVE.match(m["info"])
-        out.append(_Block(i, min(j, len(lines) - 1), d["name"] if d else None,
-                          d["args"] if d else "", lines[i + 1:j]))
-        i = j + 1
-    return out
+def _directives(markdown: str, offset: int = 0) -> Iterable[tuple[str, str, str, int, int]]:
+    """(name, arguments, body, first line, line after the end) of every MyST directive in
+    ``markdown``, nested ones included, as markdown-it parses the fences (literal code blocks
+    stay opaque)."""
+    for token in _MARKDOWN.parse(markdown):
+        m = _DIRECTIVE.match(token.info) if token.type in ("fence", "colon_fence") else None
+        if m:
+            start, end = offset + token.map[0], offset + token.map[1]
+            yield m["name"], m["args"], token.content, start, end
+            yield from _directives(token.content, start + 1)
 
 
-def _walk(lines: list[str]) -> Iterable[_Block]:
-    """Every directive block in ``lines``, nested ones included (literal blocks are opaque)."""
-    for b in _blocks(lines):
-        if b.name is not None:
-            yield b
-            yield from _walk(b.body)
-
-
-def _options(body: list[str]) -> dict[str, str]:
+def _options(body: str) -> dict[str, str]:
     """A directive's options, written ``:key: value`` or as a ``---`` YAML front block."""
-    opts: dict[str, str] = {}
-    if body and body[0].strip() == "---":
-        for line in body[1:]:
+    lines, opts = body.splitlines(), {}
+    if lines and lines[0].strip() == "---":
+        for line in lines[1:]:
             if line.strip() == "---":
                 break
             key, _, value = line.partition(":")
             opts[key.strip()] = value.strip()
         return opts
-    for line in body:
+    for line in lines:
         m = _OPTION.match(line)
         if not m:
             break
@@ -117,8 +87,8 @@ def exercise_labels(markdown: str) -> list[str]:
 
     Introduced in the appendix (instructor guide).
     """
-    return [_options(b.body).get("label", "") for b in _walk(markdown.splitlines())
-            if b.name in ("exercise", "exercise-start")]
+    return [_options(body).get("label", "") for name, _, body, _, _ in _directives(markdown)
+            if name in ("exercise", "exercise-start")]
 
 
 def solution_targets(markdown: str) -> list[str]:
@@ -126,8 +96,8 @@ def solution_targets(markdown: str) -> list[str]:
 
     Introduced in the appendix (instructor guide).
     """
-    return [b.args.split()[0] if b.args.split() else ""
-            for b in _walk(markdown.splitlines()) if b.name in ("solution", "solution-start")]
+    return [(args.split() or [""])[0] for name, args, _, _, _ in _directives(markdown)
+            if name in ("solution", "solution-start")]
 
 
 def strip_solution_directives(markdown: str) -> str:
@@ -138,23 +108,16 @@ def strip_solution_directives(markdown: str) -> str:
     """
     lines = markdown.splitlines()
     keep = [True] * len(lines)
-
-    def visit(offset: int, part: list[str]) -> None:
-        gate_start: int | None = None
-        for b in _blocks(part):
-            if b.name == "solution":
-                keep[offset + b.start: offset + b.end + 1] = [False] * (b.end - b.start + 1)
-            elif b.name == "solution-start":
-                gate_start = offset + b.start
-            elif b.name == "solution-end" and gate_start is not None:
-                keep[gate_start: offset + b.end + 1] = [False] * (offset + b.end + 1 - gate_start)
-                gate_start = None
-            elif b.name is not None:
-                visit(offset + b.start + 1, b.body)
-        if gate_start is not None:  # a solution-start without its end: drop to the end
-            keep[gate_start: offset + len(part)] = [False] * (offset + len(part) - gate_start)
-
-    visit(0, lines)
+    gate = None
+    for name, _, _, start, end in _directives(markdown):
+        if name == "solution" or (name == "solution-end" and gate is not None):
+            first = start if name == "solution" else gate
+            keep[first:end] = [False] * (end - first)
+            gate = None
+        elif name == "solution-start":
+            gate = start
+    if gate is not None:  # a solution-start without its end: drop to the end
+        keep[gate:] = [False] * (len(lines) - gate)
     kept = [line for line, k in zip(lines, keep) if k]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip("\n")
     return text + ("\n" if markdown.endswith("\n") and text else "")
