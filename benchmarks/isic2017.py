@@ -113,8 +113,8 @@ def evaluate(run: Path, out: Path) -> dict:
 
 def write_embeddings(run: Path) -> None:
     """The run's penultimate features of every 2017 image, half precision, in ``run/embeddings.npz``
-    (the layout of :func:`helpers.data.cached_embeddings`, which then reads them)."""
-    from helpers.data import cached_embeddings, model_fingerprint
+    (the layout of :func:`helpers.context.cached_embeddings`, which then reads them)."""
+    from helpers.context import cached_embeddings, model_fingerprint
     from helpers.datasets import load_dataset
     from helpers.train import load_run
 

@@ -12,7 +12,8 @@ measures the trap that comes with it:
 - :func:`ugly_duckling_score` -- how far a lesion lies from the patient's
   *other* lesions (leave-one-out), by three methods;
 - :func:`per_patient_auc` -- the ROC AUC of a score inside each patient;
-- :func:`image_embeddings` -- penultimate-layer CNN features of many images;
+- :func:`image_embeddings` -- penultimate-layer CNN features of many images
+  (:func:`cached_embeddings`: computed once, cached on disk by image id);
 - :func:`leakage_experiment` -- validation AUC after a random image split vs.
   a patient-grouped split, over several seeds: images of one patient on both
   sides of a split let a model recognise the patient instead of the disease.
@@ -25,13 +26,18 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from os import PathLike
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from tqdm.std import tqdm  # text progress bars in every front end
 
+from helpers.io import write_atomically
 from helpers.vocab import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "UD_METHODS",
@@ -39,6 +45,8 @@ __all__ = [
     "ugly_duckling_score",
     "per_patient_auc",
     "image_embeddings",
+    "model_fingerprint",
+    "cached_embeddings",
     "leakage_experiment",
 ]
 
@@ -313,6 +321,63 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outputs).numpy()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights (its ``state_dict``): equal weights give equal strings.
+
+    Used to tell whether cached features still belong to the model at hand.
+
+    Not called in a chapter; used by `cached_embeddings`.
+    """
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_embeddings(model: nn.Module, frame: pd.DataFrame, cache_path: PathLike | str,
+                      size: int = 224, batch_size: int = 32) -> np.ndarray:
+    """Penultimate-layer features of ``frame``'s images, computed once and cached by ``image_id``.
+
+    ``cache_path`` is a ``.npz`` file with the arrays ``image_id``,
+    ``features`` (n, d), ``size`` and ``fingerprint``
+    (:func:`model_fingerprint`). Images already in a cache of the same model
+    and size are read from it; the others are embedded with
+    :func:`image_embeddings` (no progress bar) and added, and
+    the file is rewritten atomically. A cache of another model or size is
+    replaced. Returns a float32 array (len(frame), d), rows in ``frame``'s order.
+
+    Introduced in chapter 7 (the data pipeline).
+    """
+    if "image_id" not in frame or "path" not in frame:
+        raise ValueError("cached_embeddings: frame needs 'image_id' and 'path' columns")
+    path = Path(cache_path)
+    ids = frame["image_id"].astype(str).tolist()
+    fingerprint = model_fingerprint(model)
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                if int(cached["size"]) == size and str(cached["fingerprint"]) == fingerprint:
+                    known = dict(zip(cached["image_id"].tolist(), cached["features"]))
+        except (OSError, ValueError, KeyError):
+            known = {}
+    missing = [i for i, image_id in enumerate(ids) if image_id not in known]
+    if missing:
+        feats = image_embeddings(model, [str(frame["path"].iloc[i]) for i in missing], size=size,
+                                 batch_size=batch_size, progress=False)
+        known.update(zip((ids[i] for i in missing), feats.astype(np.float32)))
+        all_ids = sorted(known)
+        write_atomically(path, lambda tmp: np.savez(
+            tmp, image_id=np.array(all_ids), features=np.stack([known[i] for i in all_ids]),
+            size=np.array(size), fingerprint=np.array(fingerprint)))
+    if not ids:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([known[i] for i in ids]).astype(np.float32)
 
 
 # =========================================================================== leakage

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from helpers.io import check_file, image_header, read_image, write_atomically
+from helpers.io import check_file, image_header, read_image
 from helpers.vocab import CLASSES_2019, IMAGENET_MEAN, IMAGENET_STD
 from helpers.vocab import LABELS as LABELS_9, SEXES as META_SEXES, SITES as META_SITES
 
@@ -71,8 +71,6 @@ __all__ = [
     "patient_folds",
     "holdout_split",
     "label_folds",
-    "model_fingerprint",
-    "cached_embeddings",
 ]
 
 # ``LABELS_9`` (the 2019 classes plus ``UNK``) is ``target="label9"``; the vocabulary is helpers.vocab's.
@@ -876,63 +874,3 @@ def label_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, column: str = "l
     for fold, (_, val) in enumerate(splitter.split(np.zeros(len(frame)), labels.to_numpy())):
         folds[val] = fold
     return pd.Series(folds, index=frame.index, name="fold")
-
-
-# =========================================================================== embedding cache
-def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of a model's weights (its ``state_dict``): equal weights give equal strings.
-
-    Used to tell whether cached features still belong to the model at hand.
-
-    Not called in a chapter; used by `cached_embeddings`.
-    """
-    import hashlib
-
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def cached_embeddings(model: nn.Module, frame: pd.DataFrame, cache_path: os.PathLike | str,
-                      size: int = 224, batch_size: int = 32) -> np.ndarray:
-    """Penultimate-layer features of ``frame``'s images, computed once and cached by ``image_id``.
-
-    ``cache_path`` is a ``.npz`` file with the arrays ``image_id``,
-    ``features`` (n, d), ``size`` and ``fingerprint``
-    (:func:`model_fingerprint`). Images already in a cache of the same model
-    and size are read from it; the others are embedded with
-    :func:`helpers.context.image_embeddings` (no progress bar) and added, and
-    the file is rewritten atomically. A cache of another model or size is
-    replaced. Returns a float32 array (len(frame), d), rows in ``frame``'s order.
-
-    Introduced in chapter 7 (the data pipeline).
-    """
-    from helpers.context import image_embeddings  # lazy: context imports fastpath, which imports this module
-
-    if "image_id" not in frame or "path" not in frame:
-        raise ValueError("cached_embeddings: frame needs 'image_id' and 'path' columns")
-    path = Path(cache_path)
-    ids = frame["image_id"].astype(str).tolist()
-    fingerprint = model_fingerprint(model)
-    known: dict[str, np.ndarray] = {}
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as cached:
-                if int(cached["size"]) == size and str(cached["fingerprint"]) == fingerprint:
-                    known = dict(zip(cached["image_id"].tolist(), cached["features"]))
-        except (OSError, ValueError, KeyError):
-            known = {}
-    missing = [i for i, image_id in enumerate(ids) if image_id not in known]
-    if missing:
-        feats = image_embeddings(model, [str(frame["path"].iloc[i]) for i in missing], size=size,
-                                 batch_size=batch_size, progress=False)
-        known.update(zip((ids[i] for i in missing), feats.astype(np.float32)))
-        all_ids = sorted(known)
-        write_atomically(path, lambda tmp: np.savez(
-            tmp, image_id=np.array(all_ids), features=np.stack([known[i] for i in all_ids]),
-            size=np.array(size), fingerprint=np.array(fingerprint)))
-    if not ids:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.stack([known[i] for i in ids]).astype(np.float32)

@@ -114,7 +114,7 @@ def test_kept_features_are_the_networks_features():
     """embeddings.npz holds the run's penultimate features (half precision) of every 2017 image;
     a few of them recomputed from model.pt agree up to that rounding."""
     from helpers.context import image_embeddings
-    from helpers.data import model_fingerprint
+    from helpers.context import model_fingerprint
     from helpers.train import load_run
 
     kept = np.load(RUN / "embeddings.npz")

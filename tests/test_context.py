@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from support import lesion
 from torch import nn
 
 from helpers import context as C
@@ -259,3 +260,48 @@ def test_image_embeddings_of_files_use_the_backbone_not_the_head(tmp_path):
     assert rel(emb[0], emb[1]) > 1e-2                              # another colour, another embedding
     with pytest.raises(ValueError, match="shape"):
         C.image_embeddings(model, torch.rand(2, 1, 8, 8), progress=False)
+
+
+def test_cached_embeddings_reuse_and_invalidate(tmp_path, monkeypatch):
+    rows = []
+    for i in range(5):
+        path = tmp_path / f"ISIC_{i:07d}.jpg"
+        Image.fromarray(lesion(40 + 4 * i, 48, i)).save(path)
+        rows.append({"image_id": path.stem, "path": str(path)})
+    frame = pd.DataFrame(rows)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU())
+    calls = []
+    real = C.image_embeddings
+    monkeypatch.setattr(C, "image_embeddings", lambda m, paths, **kw: calls.append(len(paths)) or real(
+        m, paths, **kw))
+    cache = tmp_path / "cache" / "emb.npz"
+    first = C.cached_embeddings(net, frame.head(3), cache, size=32)
+    assert first.shape == (3, 6) and first.dtype == np.float32 and calls == [3]
+    both = C.cached_embeddings(net, frame.iloc[::-1], cache, size=32)  # two new, three cached
+    assert calls == [3, 2] and both.shape == (5, 6)
+    assert np.allclose(both[::-1][:3], first, atol=1e-6)  # rows follow the frame's order
+    again = C.cached_embeddings(net, frame, cache, size=32)
+    assert calls == [3, 2] and np.allclose(again, both[::-1])
+    with np.load(cache) as saved:
+        assert sorted(saved["image_id"].tolist()) == frame.image_id.tolist()
+        assert str(saved["fingerprint"]) == C.model_fingerprint(net)
+    C.cached_embeddings(net, frame, cache, size=24)  # another size: everything again
+    assert calls == [3, 2, 5]
+    with torch.no_grad():
+        net[0].bias += 1.0  # other weights: another fingerprint, everything again
+    C.cached_embeddings(net, frame, cache, size=24)
+    assert calls == [3, 2, 5, 5]
+    with pytest.raises(ValueError, match="image_id"):
+        C.cached_embeddings(net, frame.drop(columns="image_id"), cache)
+
+
+def test_model_fingerprint_follows_the_weights():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 2)
+    b = torch.nn.Linear(4, 2)
+    b.load_state_dict(a.state_dict())
+    assert C.model_fingerprint(a) == C.model_fingerprint(b) and len(C.model_fingerprint(a)) == 16
+    with torch.no_grad():
+        b.weight[0, 0] += 1e-3
+    assert C.model_fingerprint(a) != C.model_fingerprint(b)

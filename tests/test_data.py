@@ -281,53 +281,6 @@ def test_label_folds_on_the_real_2017_training_labels():
     assert (counts.max() - counts.min()).max() <= 1
 
 
-def test_cached_embeddings_reuse_and_invalidate(tmp_path, monkeypatch):
-    from helpers import context
-
-    rows = []
-    for i in range(5):
-        path = tmp_path / f"ISIC_{i:07d}.jpg"
-        Image.fromarray(lesion(40 + 4 * i, 48, i)).save(path)
-        rows.append({"image_id": path.stem, "path": str(path)})
-    frame = pd.DataFrame(rows)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU())
-    calls = []
-    real = context.image_embeddings
-    monkeypatch.setattr(context, "image_embeddings", lambda m, paths, **kw: calls.append(len(paths)) or real(
-        m, paths, **kw))
-    cache = tmp_path / "cache" / "emb.npz"
-    first = D.cached_embeddings(net, frame.head(3), cache, size=32)
-    assert first.shape == (3, 6) and first.dtype == np.float32 and calls == [3]
-    both = D.cached_embeddings(net, frame.iloc[::-1], cache, size=32)  # two new, three cached
-    assert calls == [3, 2] and both.shape == (5, 6)
-    assert np.allclose(both[::-1][:3], first, atol=1e-6)  # rows follow the frame's order
-    again = D.cached_embeddings(net, frame, cache, size=32)
-    assert calls == [3, 2] and np.allclose(again, both[::-1])
-    with np.load(cache) as saved:
-        assert sorted(saved["image_id"].tolist()) == frame.image_id.tolist()
-        assert str(saved["fingerprint"]) == D.model_fingerprint(net)
-    D.cached_embeddings(net, frame, cache, size=24)  # another size: everything again
-    assert calls == [3, 2, 5]
-    with torch.no_grad():
-        net[0].bias += 1.0  # other weights: another fingerprint, everything again
-    D.cached_embeddings(net, frame, cache, size=24)
-    assert calls == [3, 2, 5, 5]
-    with pytest.raises(ValueError, match="image_id"):
-        D.cached_embeddings(net, frame.drop(columns="image_id"), cache)
-
-
-def test_model_fingerprint_follows_the_weights():
-    torch.manual_seed(0)
-    a = torch.nn.Linear(4, 2)
-    b = torch.nn.Linear(4, 2)
-    b.load_state_dict(a.state_dict())
-    assert D.model_fingerprint(a) == D.model_fingerprint(b) and len(D.model_fingerprint(a)) == 16
-    with torch.no_grad():
-        b.weight[0, 0] += 1e-3
-    assert D.model_fingerprint(a) != D.model_fingerprint(b)
-
-
 def test_holdout_split_is_stratified():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"image_id": [f"ISIC_{i:07d}" for i in range(500)],
