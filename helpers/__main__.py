@@ -1,35 +1,10 @@
 """Command line of the book's helpers: ``python -m helpers <command> ...``.
 
-Commands
---------
-``train``
-    Fine-tune a CNN on any download folder :func:`helpers.datasets.load_dataset`
-    recognises (a ``data_samples/`` layout, a Kaggle or challenge download, an
-    ``isic image download`` folder)::
-
-        python -m helpers train --data-dir DIR --out RUN [--model efficientnet_lite0]
-            [--epochs 15] [--image-size 224] [--batch-size 32] [--lr 5e-4] [--seed 0]
-            [--folds K --fold F] [--val-frac 0.2] [--limit N] [--workers W]
-            [--pretrained | --no-pretrained] [--amp auto|bf16|fp16|off]
-            [--patience P] [--meta] [--resume]
-
-    :func:`helpers.runs.train_run` does the work: which images validate, what the run
-    folder ``RUN`` receives, resuming (``--resume``) and DistributedDataParallel under
-    ``torchrun --nproc_per_node=N`` (``--batch-size`` is the global batch).
-
-``predict``
-    Write a submission in the SIIM-ISIC 2020 format ``image_name,target``::
-
-        python -m helpers predict --run RUN --data-dir DIR --out preds.csv [--tta N]
-
-    :func:`helpers.runs.predict_run` does the work (``--split``, plain image folders,
-    ``--tta`` flips/rotations).
-
-Bad input (missing folder, unknown layout, malformed CSV, incompatible run,
-an output folder that cannot be written or is full) prints one line on
-stderr and exits with status 2. Every file is written to a temporary name
-and renamed when complete, so a failed or killed run never leaves a
-half-written file under its final name (``summary.json`` appears last).
+``train`` fine-tunes a CNN on a download folder (:func:`helpers.runs.train_run`; under
+``torchrun --nproc_per_node=N`` with DistributedDataParallel); ``predict`` writes a SIIM-ISIC 2020
+submission ``image_name,target`` with a trained run (:func:`helpers.runs.predict_run`).
+Bad input prints one line on stderr and exits with status 2; every file is written under a
+temporary name and renamed when complete (``summary.json`` last).
 """
 from __future__ import annotations
 
@@ -42,10 +17,6 @@ from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
-
-# ----------------------------------------------------------------------------------------
-# Argument parsing
-# ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``argparse`` parser with one sub-parser per command (other modules may add more).

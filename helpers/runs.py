@@ -1,24 +1,20 @@
 """Training runs as folders: train one from a config, predict with one.
 
-``train_run(TrainConfig(data_dir=..., out=...))`` fine-tunes a CNN (melanoma
-vs. not) on any folder :func:`helpers.datasets.load_dataset` recognises and
-writes the run folder: ``config.json``, ``split.csv`` (which image went
-where), ``last.pt`` (rewritten atomically every epoch), ``best.pt``,
-``history.csv``, ``model.pt`` (half-precision weights), ``val_predictions.csv``
-and, last, ``summary.json``. ``predict_run`` scores a folder of images with a
-run, ``predict_frame`` the images of a tidy frame. The command line ``python -m helpers train|predict`` is a thin layer over
-these two functions, and the chapters call them directly.
+:func:`train_run` fine-tunes a CNN (melanoma vs. not) on any folder
+:func:`helpers.datasets.load_dataset` recognises and writes the run folder: ``config.json``,
+``split.csv``, ``last.pt``, ``best.pt``, ``history.csv``, ``model.pt`` (half precision),
+``val_predictions.csv`` and, last, ``summary.json``. :func:`predict_run` scores a folder of images
+with a run, :func:`predict_frame` the images of a tidy frame; ``python -m helpers train|predict``
+is a thin layer over them.
 
-Validation images: the layout's own ``val`` split if it has one; with
-``folds=K, fold=F`` fold F of K patient-grouped folds
-(:func:`helpers.data.patient_folds`), cut from the training split; otherwise a
-stratified hold-out of ``val_frac`` of the labelled images, announced in one
-line. A layout's test split is never used for training or validation.
-Under ``torchrun --nproc_per_node=N`` training uses N processes with
-DistributedDataParallel (``batch_size`` is the global batch).
+Validation images: the layout's own ``val`` split if it has one; with ``folds=K, fold=F`` fold F
+of K patient-grouped folds cut from the training split; otherwise a stratified hold-out of
+``val_frac`` (announced). A layout's test split is never used. Under ``torchrun`` ``batch_size``
+is the global batch.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -39,9 +35,9 @@ import helpers
 from helpers import data
 from helpers.datasets import load_dataset
 from helpers.io import write_atomically
-from helpers.submissions import write_submission
 from helpers.models import build_model, freeze_early_blocks
 from helpers.preprocess import IMAGE_SUFFIXES
+from helpers.submissions import write_submission
 from helpers.train import fit, init_distributed, load_checkpoint, load_run, predict
 
 __all__ = ["TrainConfig", "train_run", "predict_run", "predict_frame"]
@@ -134,10 +130,8 @@ def check_writable(folder: Path) -> None:
     except OSError as err:
         raise ValueError(f"{folder}: cannot write to this folder ({reason(err)})") from None
     finally:
-        try:
+        with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def write_json(obj: Any, path: Path) -> None:
@@ -146,12 +140,9 @@ def write_json(obj: Any, path: Path) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-# ----------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------
-
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "out"}
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as CSV without its index, written atomically."""
+    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
 
 
 def _check(cfg: TrainConfig, config: dict[str, Any], world: int, resume: bool) -> None:
@@ -231,20 +222,18 @@ def _datasets(cfg: TrainConfig, train_frame, val_frame, config: dict[str, Any]):
 
 
 def _loaders(cfg: TrainConfig, train_set, val_set, world: int, n_workers: int | None):
+    """(training loader, validation loader of this rank, validation loader of every image)."""
     cuda = torch.cuda.is_available()
     per_rank = cfg.batch_size // world
-    common = dict(num_workers=workers(n_workers, cuda), collate_fn=data.collate_skip_bad,
-                  pin_memory=cuda)
+    common = dict(batch_size=per_rank, num_workers=workers(n_workers, cuda),
+                  collate_fn=data.collate_skip_bad, pin_memory=cuda)
     drop_last = len(train_set) // world > per_rank   # no 1-image batch for BatchNorm
-    if world > 1:
-        train = DataLoader(train_set, batch_size=per_rank, drop_last=drop_last,
-                           sampler=DistributedSampler(train_set, shuffle=True, seed=cfg.seed), **common)
-        val = DataLoader(val_set, batch_size=per_rank,
-                         sampler=DistributedSampler(val_set, shuffle=False), **common)
-    else:
-        train = DataLoader(train_set, batch_size=per_rank, shuffle=True, drop_last=drop_last, **common)
-        val = DataLoader(val_set, batch_size=per_rank, **common)
-    whole_val = DataLoader(val_set, batch_size=per_rank, **common)   # every image, one process
+    whole_val = DataLoader(val_set, **common)
+    if world == 1:
+        return DataLoader(train_set, shuffle=True, drop_last=drop_last, **common), whole_val, whole_val
+    train = DataLoader(train_set, drop_last=drop_last,
+                       sampler=DistributedSampler(train_set, shuffle=True, seed=cfg.seed), **common)
+    val = DataLoader(val_set, sampler=DistributedSampler(val_set, shuffle=False), **common)
     return train, val, whole_val
 
 
@@ -260,30 +249,19 @@ def pos_weight_value(value: str, train_frame: pd.DataFrame) -> float | None:
         raise ValueError(f"--pos-weight must be auto, none or a number, got {value!r}") from None
 
 
-def _write_start(run: Path, config, train_frame, val_frame, model_name: str) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(config, run / "config.json")
-    split = pd.concat([train_frame.assign(role="train"), val_frame.assign(role="val")])
-    write_atomically(run / "split.csv", lambda tmp: split[
-        ["image_id", "source_id", "target", "role"]].to_csv(tmp, index=False, lineterminator="\n"))
-    notice(f"train: {model_name} on {len(train_frame)} images "
-           f"({int(train_frame['target'].sum())} melanoma), validating on {len(val_frame)} "
-           f"({int(val_frame['target'].sum())} melanoma); run folder {helpers.display_path(run)}")
-
-
 def train_run(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
               num_workers: int | None = None) -> dict[str, Any] | None:
     """Train the run ``cfg`` describes into ``cfg.out``; return its summary (rank 0; else None).
 
-    ``resume=True`` continues an interrupted run from its ``last.pt`` (same settings
-    required); without it a folder that already holds a run is refused. Bad input
-    raises ``ValueError`` naming the folder, file or setting.
+    ``resume=True`` continues an interrupted run from its ``last.pt`` (same settings required);
+    without it a folder that already holds a run is refused. Bad input raises ``ValueError``
+    naming the folder, file or setting.
 
     Introduced in chapter 12 (scaling up).
     """
     rank, world, _local = init_distributed()
     main, run = rank == 0, Path(cfg.out)
-    config = _config_dict(cfg)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "out"}
     _check(cfg, config, world, resume)
     train_frame, val_frame, split_note = choose_split(labelled_images(cfg, main), cfg, main)
     train_frame, val_frame = train_frame.reset_index(drop=True), val_frame.reset_index(drop=True)
@@ -302,7 +280,13 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                    "n_train": len(train_frame), "n_val": len(val_frame),
                    "pos_weight_value": pos_weight, "world_size": world})
     if main:
-        _write_start(run, config, train_frame, val_frame, cfg.model)
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(config, run / "config.json")
+        split = pd.concat([train_frame.assign(role="train"), val_frame.assign(role="val")])
+        write_csv(split[["image_id", "source_id", "target", "role"]], run / "split.csv")
+        notice(f"train: {cfg.model} on {len(train_frame)} images "
+               f"({int(train_frame['target'].sum())} melanoma), validating on {len(val_frame)} "
+               f"({int(val_frame['target'].sum())} melanoma); run folder {helpers.display_path(run)}")
     started = time.perf_counter()
     try:
         history = fit(model, train_loader, val_loader, epochs=cfg.epochs, lr=cfg.lr,
@@ -319,17 +303,11 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     if not main:
         return None
     seconds = time.perf_counter() - started
-    return _finish(run, model, history, train_set, val_set, val_frame, whole_val, seconds, progress)
-
-
-def _finish(run: Path, model, history, train_set, val_set, val_frame, whole_val, seconds, progress):
-    """Write model.pt, val_predictions.csv and, last, summary.json; return the summary."""
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     write_atomically(run / "model.pt", lambda tmp: torch.save(state, tmp))
-    val_probs = predict(model, whole_val, progress=progress)
-    write_atomically(run / "val_predictions.csv", lambda tmp: pd.DataFrame(
-        {"image_id": val_frame["image_id"], "target": val_frame["target"].astype(int),
-         "prediction": val_probs}).to_csv(tmp, index=False, lineterminator="\n"))
+    write_csv(pd.DataFrame({"image_id": val_frame["image_id"], "target": val_frame["target"].astype(int),
+                            "prediction": predict(model, whole_val, progress=progress)}),
+              run / "val_predictions.csv")
     summary = _summary(history, train_set, val_set, run)
     summary["train_seconds"] = round(seconds, 1)
     write_json(summary, run / "summary.json")
@@ -356,10 +334,6 @@ def _summary(history, train_set, val_set, run: Path) -> dict[str, Any]:
         "images_skipped": {"count": len(reasons), "reasons": reasons},
     }
 
-
-# ----------------------------------------------------------------------------------------
-# Prediction
-# ----------------------------------------------------------------------------------------
 
 def images_to_predict(folder: Path, split: str = "auto") -> tuple[pd.DataFrame, str]:
     """(frame of images with a file, description): a plain image folder or a layout's split."""
@@ -398,11 +372,8 @@ def predict_frame(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int =
                   tta: int = 1) -> np.ndarray:
     """Melanoma probabilities of ``frame``'s images from a run folder's best weights.
 
-    Rebuilds the run's model from its ``config.json`` (model, image size, metadata
-    columns), loads ``best.pt`` (else ``last.pt``) and predicts with
-    :func:`helpers.train.predict` through the evaluation transform. ``frame`` is a tidy
-    frame with a ``path`` column; row ``i`` of the result belongs to row ``i`` of
-    ``frame`` (NaN for an unreadable image).
+    ``frame`` is a tidy frame with a ``path`` column; row ``i`` of the result belongs to row ``i``
+    of ``frame`` (NaN for an unreadable image).
 
     Introduced in chapter 11 (explainability and limits).
     """
@@ -415,10 +386,10 @@ def predict_run(run: os.PathLike | str, data_dir: os.PathLike | str, out: os.Pat
                 num_workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Melanoma probabilities of the images of ``data_dir`` from the run folder ``run``.
 
-    Returns a frame ``image_name,target`` (the SIIM-ISIC 2020 submission format) and,
-    when ``out`` is given, writes it there atomically. ``split`` picks a layout's
-    split (``auto``: its test split if it has one, else all images); a plain folder of
-    images is predicted whole. Unreadable images get the mean prediction (announced).
+    Returns a frame ``image_name,target`` (the SIIM-ISIC 2020 submission format), written to
+    ``out`` atomically when given. ``split`` picks a layout's split (``auto``: its test split if
+    it has one, else all); a plain image folder is predicted whole. Unreadable images get the mean
+    prediction (announced).
 
     Not called in a chapter; used by `cmd_predict`, `out_of_fold`.
     """

@@ -1,49 +1,18 @@
 """Scaling up: k-fold runs, out-of-fold scores, fold ensembles, and time and memory estimates.
 
-Two concerns of the full-data recipe live here.
-
-**Using k fold models.** :func:`resized_layout` copies a download folder at a
-smaller image size (the resize cache, with the label files beside the
-images), so that every command of the book reads it as it reads the original.
-Training once per patient-grouped fold (``python -m helpers train --folds K
---fold F``) leaves K run folders. :func:`helpers.runs.predict_frame`
-scores any tidy frame with one run's best weights; :func:`out_of_fold` collects
-every fold's predictions on its own validation images, so each labelled image
-gets exactly one prediction from a model that never saw it (the out-of-fold
-predictions, scored as one set); :func:`average_predictions` averages the K
-models' submission files into one ensemble. :func:`torchrun_command` builds
-the command line that trains one fold on N processes.
-
-**Estimating what a full run costs**, from measurements that a CPU can make:
-
-* parameters, counted;
-* forward FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode``
-  (it counts a multiply-add as 2 FLOPs, torchvision's model table counts it as 1;
-  convolutions and matrix products only: normalisation and activation functions
-  are not counted);
-* the activations a training step keeps for the backward pass, measured with
-  ``torch.autograd.graph.saved_tensors_hooks``: every tensor autograd saves is
-  recorded once per storage (a view or an in-place result shares its base's
-  storage), parameters and buffers left out. Measured at two batch sizes, the
-  difference gives the bytes *per image* and the rest the bytes that do not
-  grow with the batch (e.g. the bfloat16 copies of the weights under autocast).
-
-From these, :func:`training_memory_bytes` adds weights, gradients and the two
-AdamW moments (4 bytes each per parameter in float32: 16 bytes per parameter)
-to the batch's activations, and :func:`estimate_throughput` turns a reference
-throughput (images/s of a training step on a GPU, :data:`REFERENCE_THROUGHPUT`)
-into an estimate for another model or size by the ratio of FLOPs. Activations
-and FLOPs of a convolutional network grow with the number of pixels, so they
-are measured at a small size and scaled (:func:`scale_cost`; the test suite
-checks the scaling on ResNet-18 and EfficientNet-B0). The estimates leave out
-the CUDA context, cuDNN workspaces and allocator fragmentation: read the memory
-as a lower bound.
+The estimates start from what a CPU can measure at a small image size: parameters, forward FLOPs
+(``FlopCounterMode``: convolutions and matrix products, a multiply-add counted as 2 FLOPs, where
+torchvision's table counts 1) and the activations a training step saves for backward. FLOPs and
+activations grow with the pixel count (:func:`scale_cost`); a reference GPU throughput turns FLOPs
+into images/s. Memory leaves out the CUDA context, cuDNN workspaces and fragmentation: a lower bound.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -59,32 +28,13 @@ from helpers.preprocess import IMAGE_SUFFIXES, resize_folder
 from helpers.runs import predict_frame
 from helpers.train import run_config
 
+__all__ = ["SIIM_2020_TRAIN_IMAGES", "SIIM_2020_TEST_IMAGES", "REFERENCE_THROUGHPUT",
+           "BYTES_PER_PARAMETER_ADAMW", "ModelCost", "forward_flops", "saved_tensor_bytes",
+           "activation_bytes", "measure_cost", "scale_cost", "training_memory_bytes",
+           "estimate_throughput", "epoch_minutes", "estimate_table", "resized_layout", "out_of_fold",
+           "linear_probe_folds", "average_predictions", "torchrun_command", "cpu_ddp_env"]
 
-__all__ = [
-    "SIIM_2020_TRAIN_IMAGES",
-    "SIIM_2020_TEST_IMAGES",
-    "REFERENCE_THROUGHPUT",
-    "BYTES_PER_PARAMETER_ADAMW",
-    "ModelCost",
-    "forward_flops",
-    "saved_tensor_bytes",
-    "activation_bytes",
-    "measure_cost",
-    "scale_cost",
-    "training_memory_bytes",
-    "estimate_throughput",
-    "epoch_minutes",
-    "estimate_table",
-    "resized_layout",
-    "out_of_fold",
-    "linear_probe_folds",
-    "average_predictions",
-    "torchrun_command",
-    "cpu_ddp_env",
-]
-
-#: Training images of SIIM-ISIC 2020 (the published count; ``ISIC_2020_Training_GroundTruth.csv``
-#: in ``data_samples/challenge-ground-truth/`` has one row per image).
+#: Training images of SIIM-ISIC 2020 (one row each in ``ISIC_2020_Training_GroundTruth.csv``).
 SIIM_2020_TRAIN_IMAGES = 33_126
 #: Test images of SIIM-ISIC 2020 (Kaggle ``test.csv``).
 SIIM_2020_TEST_IMAGES = 10_982
@@ -107,12 +57,9 @@ BYTES_PER_PARAMETER_ADAMW = 16
 class ModelCost:
     """What one model costs at one image size (per image unless said otherwise).
 
-    ``gflops``: forward GFLOPs per image (FlopCounterMode, 2 FLOPs per
-    multiply-add). ``act_bytes``: bytes saved for the backward pass per image;
-    ``const_bytes``: saved bytes that do not grow with the batch. ``amp``:
-    ``"bf16"`` (measured under bfloat16 autocast) or ``"fp32"``.
-    ``measured_at``: the image size of the measurement (``image_size`` differs
-    when the cost was scaled by :func:`scale_cost`).
+    ``gflops``: forward GFLOPs; ``act_bytes``: bytes saved for backward; ``const_bytes``: saved
+    bytes that do not grow with the batch; ``amp``: ``"bf16"`` or ``"fp32"``; ``measured_at``:
+    the image size measured (``image_size`` differs after :func:`scale_cost`).
 
     Not called in a chapter; used by `measure_cost`, `scale_cost`.
     """
@@ -133,35 +80,35 @@ def _images(batch: int, image_size: int) -> torch.Tensor:
     return torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
 
 
-def forward_flops(model: nn.Module, image_size: int, batch: int = 1) -> float:
-    """Forward FLOPs per image of ``model`` on ``image_size`` px RGB images (FlopCounterMode).
+@contextlib.contextmanager
+def _mode(model: nn.Module, training: bool):
+    """``model`` in training or eval mode for the block, its own mode restored afterwards."""
+    was_training = model.training
+    model.train(training)
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
-    Counts convolutions and matrix products (a multiply-add is 2 FLOPs); runs
-    the model in eval mode without gradients, on the CPU.
+
+def forward_flops(model: nn.Module, image_size: int, batch: int = 1) -> float:
+    """Forward FLOPs per image of ``model`` on ``image_size`` px RGB images (eval mode, CPU).
 
     Not called in a chapter; used by `measure_cost`.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(_images(batch, image_size))
-    finally:
-        model.train(was_training)
+    with _mode(model, False), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(_images(batch, image_size))
     return counter.get_total_flops() / batch
 
 
 def saved_tensor_bytes(model: nn.Module, image_size: int, batch: int, amp: str = "bf16") -> int:
     """Bytes of the tensors autograd saves for backward in one training-mode forward pass.
 
-    Every tensor passed to the ``saved_tensors_hooks`` pack hook is counted
-    once per storage (views and in-place results share their base's storage);
-    storages of the model's parameters and buffers are left out (they exist
-    anyway). ``amp="bf16"`` runs the forward under CPU bfloat16 autocast (which,
-    like CUDA autocast, runs convolutions and linear layers in bfloat16),
-    ``"fp32"`` in float32.
+    Counted once per storage (views and in-place results share their base's), leaving out the
+    model's parameters and buffers. ``amp="bf16"`` runs under CPU bfloat16 autocast (convolutions
+    and linear layers in bfloat16, as CUDA autocast does), ``"fp32"`` in float32.
 
     Not called in a chapter; used by `activation_bytes`.
     """
@@ -176,17 +123,12 @@ def saved_tensor_bytes(model: nn.Module, image_size: int, batch: int, amp: str =
             seen[storage.data_ptr()] = storage.nbytes()
         return t    # the graph keeps t alive: no other saved tensor can reuse its address
 
-    was_training = model.training
-    model.train()
     x = _images(batch, image_size)
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-                out = model(x)
-        total = sum(seen.values())
-        del out
-    finally:
-        model.train(was_training)
+    with _mode(model, True), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            out = model(x)
+    total = sum(seen.values())
+    del out
     return total
 
 
@@ -194,10 +136,8 @@ def activation_bytes(model: nn.Module, image_size: int, amp: str = "bf16",
                      batches: tuple[int, int] = (2, 4)) -> tuple[float, float]:
     """Saved-for-backward bytes ``(per image, independent of the batch)``, from two batch sizes.
 
-    Measures :func:`saved_tensor_bytes` at ``batches[0]`` and ``batches[1]``
-    images: the slope is the per-image part, the intercept the part that does
-    not grow with the batch. (Two images at least: BatchNorm refuses to train
-    on one value per channel.)
+    The slope between the two sizes is the per-image part, the intercept the rest (at least two
+    images: BatchNorm refuses to train on one value per channel).
 
     Not called in a chapter; used by `measure_cost`.
     """
@@ -213,9 +153,7 @@ def activation_bytes(model: nn.Module, image_size: int, amp: str = "bf16",
 def measure_cost(name: str, image_size: int = 64, amp: str = "bf16") -> ModelCost:
     """Measure parameters, forward FLOPs and saved activations of ``name`` at ``image_size``.
 
-    ``name`` is one of :data:`helpers.models.ARCHITECTURES`; the model is built
-    with one output and random weights (nothing is downloaded). Takes a few
-    seconds on a CPU at 64 px.
+    The model is built with one output and random weights (nothing is downloaded).
 
     Introduced in chapter 12 (scaling up).
     """
@@ -230,11 +168,8 @@ def measure_cost(name: str, image_size: int = 64, amp: str = "bf16") -> ModelCos
 def scale_cost(cost: ModelCost, image_size: int) -> ModelCost:
     """The cost at another image size: FLOPs and per-image activations scaled by the pixel count.
 
-    Exact for the convolutional feature maps when both sizes are multiples of
-    the network's total stride (32 for the book's models); the layers after
-    global pooling (the head, EfficientNet's squeeze-and-excitation), which
-    do not grow, make the scaled figure a slight over-estimate (a few per cent
-    at most from 64 px to 224 px for the book's models).
+    Exact for the feature maps when both sizes are multiples of the total stride (32); the layers
+    after global pooling do not grow, so the figure is a slight over-estimate.
 
     Introduced in chapter 12 (scaling up).
     """
@@ -248,11 +183,7 @@ def scale_cost(cost: ModelCost, image_size: int) -> ModelCost:
 def training_memory_bytes(params: int, act_bytes_per_image: float, batch: int,
                           const_bytes: float = 0.0,
                           bytes_per_param: int = BYTES_PER_PARAMETER_ADAMW) -> float:
-    """Memory of a training step: parameter states + batch activations + batch-independent part.
-
-    ``params * bytes_per_param`` (16: float32 weights, gradients and AdamW's
-    two moments) ``+ batch * act_bytes_per_image + const_bytes``. Leaves out
-    the CUDA context, cuDNN workspaces and allocator fragmentation (a lower bound).
+    """Memory of a training step: ``params * bytes_per_param + batch * act_bytes_per_image + const_bytes``.
 
     Not called in a chapter; used by `estimate_table`.
     """
@@ -271,14 +202,10 @@ def estimate_throughput(name: str, image_size: int, gflops: float,
                         ) -> tuple[float, str]:
     """Estimate training images/s as a reference rate times the ratio of FLOPs.
 
-    ``rate = ref_rate * ref_gflops / gflops``, with the reference of the same
-    family (resnet, efficientnet, convnext) whose image size is closest in
-    pixel count; a family without a reference (ConvNeXt here) is scaled from
-    the densest-convolution reference (ResNet-18) and the source says so: such
-    a figure is an optimistic bound. ``reference_gflops`` gives the forward
-    GFLOPs per image of each reference (``(model, size)``, as in
-    ``references``, default :data:`REFERENCE_THROUGHPUT`). Returns
-    ``(images per second, a note naming the reference)``.
+    ``rate = ref_rate * ref_gflops / gflops``, with the reference of the same family closest in
+    pixel count; a family without one is scaled from ResNet (an optimistic bound, and the note
+    says so). ``reference_gflops``: forward GFLOPs of each ``(model, size)`` of ``references``
+    (default :data:`REFERENCE_THROUGHPUT`). Returns ``(images per second, note)``.
 
     Not called in a chapter; used by `estimate_table`.
     """
@@ -288,13 +215,9 @@ def estimate_throughput(name: str, image_size: int, gflops: float,
     if (name, image_size) in references:
         return float(references[name, image_size]), "reference"
     same = [k for k in references if _family(k[0]) == _family(name)]
-    if same:
-        key = min(same, key=lambda k: abs(math.log(k[1] ** 2 / image_size ** 2)))
-        note = f"scaled from {key[0]}@{key[1]}"
-    else:
-        dense = [k for k in references if _family(k[0]) == "resnet"] or list(references)
-        key = min(dense, key=lambda k: abs(math.log(k[1] ** 2 / image_size ** 2)))
-        note = f"scaled from {key[0]}@{key[1]} (other family: optimistic)"
+    pool = same or [k for k in references if _family(k[0]) == "resnet"] or list(references)
+    key = min(pool, key=lambda k: abs(math.log(k[1] ** 2 / image_size ** 2)))
+    note = f"scaled from {key[0]}@{key[1]}" + ("" if same else " (other family: optimistic)")
     if key not in reference_gflops:
         raise ValueError(f"reference_gflops has no entry for {key[0]}@{key[1]}")
     return references[key] * reference_gflops[key] / gflops, note
@@ -316,13 +239,10 @@ def estimate_table(models: Sequence[str], sizes: Sequence[int], batch: int = 64,
                    references: dict[tuple[str, int], float] | None = None) -> pd.DataFrame:
     """One row per (model, size): measured and estimated costs of training it on ``n_images``.
 
-    Each model (and each reference model of ``references``) is measured once,
-    in one CPU thread, at ``measure_size`` (:func:`measure_cost`) and scaled to every size
-    (:func:`scale_cost`). Columns: ``model``, ``size``, ``params_M``,
-    ``gflops`` (forward, per image), ``act_MB`` (saved activations per image,
-    MB = 1e6 bytes), ``const_MB`` (saved bytes that do not grow with the
-    batch), ``mem_GB`` (:func:`training_memory_bytes` at ``batch``),
-    ``img_per_s`` and ``source`` (:func:`estimate_throughput`), ``min_per_epoch``.
+    Each model and reference model is measured once, in one CPU thread, at ``measure_size`` and
+    scaled to every size. Columns: ``model``, ``size``, ``params_M``, ``gflops``, ``act_MB`` and
+    ``const_MB`` (MB = 1e6 bytes), ``mem_GB`` (at ``batch``), ``img_per_s``, ``source``,
+    ``min_per_epoch``.
 
     Introduced in chapter 12 (scaling up).
     """
@@ -349,28 +269,18 @@ def estimate_table(models: Sequence[str], sizes: Sequence[int], batch: int = 64,
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------------------
-# k fold models: predictions, out-of-fold scores, ensembles
-# ----------------------------------------------------------------------------------------
-
 def resized_layout(src: os.PathLike | str, dst: os.PathLike | str, size: int,
                    workers: int | None = None, progress: bool = False) -> pd.DataFrame:
     """A download folder copied at ``size`` px: every image resized, every other file copied.
 
-    Images (``.jpg``, ``.png``, ``.dcm``) go through
-    :func:`helpers.preprocess.resize_folder` (shorter side to ``size``, centre
-    crop, JPEG; a rerun only does new files); every other file (the label and
-    metadata CSVs, ``attribution.txt``, ``licenses/``) is copied to the same
-    relative path when it is missing or older than its source, so
-    :func:`helpers.datasets.load_dataset` reads ``dst`` as it reads ``src``.
-    Hidden files are left out. Returns ``resize_folder``'s report (one row per
-    image) with one row per other file added (``status`` ``copied`` or
-    ``skipped``). Raises ``ValueError`` when ``dst`` lies inside ``src``.
+    Images go through :func:`helpers.preprocess.resize_folder`; every other file (label CSVs,
+    ``licenses/``, ...) is copied when missing or older than its source, so ``load_dataset``
+    reads ``dst`` as it reads ``src``. Hidden files are left out. Returns ``resize_folder``'s
+    report plus one row per other file (``status`` ``copied`` or ``skipped``). Raises
+    ``ValueError`` when ``dst`` lies inside ``src``.
 
     Introduced in chapter 12 (scaling up).
     """
-    import shutil
-
     src_root, dst_root = Path(src), Path(dst)
     if not src_root.is_dir():
         raise ValueError(f"{src_root}: source folder not found")
@@ -396,14 +306,10 @@ def resized_layout(src: os.PathLike | str, dst: os.PathLike | str, size: int,
 def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.DataFrame:
     """Each fold model's predictions on its own validation images, stacked into one frame.
 
-    ``runs`` are run folders trained with ``--folds K --fold F`` on the data
-    ``frame`` was loaded from (a tidy frame with ``image_id``, ``path``,
-    ``target``, and ``patient_id`` where the data has one); each run's
-    ``split.csv`` names its validation images. A run's predictions come from
-    its ``val_predictions.csv`` (written by ``train`` with the best epoch's
-    weights) when it has one, else from :func:`helpers.runs.predict_frame`. Returns one row
-    per validation image: ``image_id``, ``patient_id`` (missing where the data
-    has none), ``target``, ``fold``, ``prob``. Raises ``ValueError`` when an
+    ``runs``: run folders trained with ``--folds K --fold F`` on the data of ``frame`` (a tidy
+    frame); each run's ``split.csv`` names its validation images, predicted from its
+    ``val_predictions.csv`` when complete, else with :func:`helpers.runs.predict_frame`. Columns:
+    ``image_id``, ``patient_id``, ``target``, ``fold``, ``prob``. Raises ``ValueError`` when an
     image is validated by two runs or a validation image is not in ``frame``.
 
     Introduced in chapter 12 (scaling up).
@@ -420,19 +326,16 @@ def out_of_fold(runs: Sequence[os.PathLike | str], frame: pd.DataFrame) -> pd.Da
             raise ValueError(f"{run / 'split.csv'}: validation image {ids[missing].iloc[0]} "
                              "is not in the frame")
         rows = indexed.loc[ids.to_numpy()].reset_index()
-        saved = run / "val_predictions.csv"
+        saved, prob = run / "val_predictions.csv", None
         if saved.is_file():
             preds = pd.read_csv(saved, dtype={"image_id": str}).drop_duplicates("image_id")
             prob = preds.set_index("image_id")["prediction"].reindex(rows["image_id"]).to_numpy(float)
-            if np.isnan(prob).any():           # an older file or one image short: predict again
-                prob = predict_frame(run, rows)
-        else:
+        if prob is None or np.isnan(prob).any():    # no file, an older one or one image short
             prob = predict_frame(run, rows)
-        patients = rows["patient_id"].to_numpy() if "patient_id" in rows else pd.NA
         parts.append(pd.DataFrame({
-            "image_id": rows["image_id"].to_numpy(), "patient_id": patients,
-            "target": rows["target"].astype(float).to_numpy(),
-            "fold": config.get("fold"), "prob": prob}))
+            "image_id": rows["image_id"].to_numpy(),
+            "patient_id": rows["patient_id"].to_numpy() if "patient_id" in rows else pd.NA,
+            "target": rows["target"].astype(float).to_numpy(), "fold": config.get("fold"), "prob": prob}))
     if not parts:
         raise ValueError("out_of_fold: no run folders given")
     oof = pd.concat(parts, ignore_index=True)
@@ -448,16 +351,11 @@ def linear_probe_folds(features: np.ndarray, target: Sequence[float], folds: Seq
                        ) -> tuple[np.ndarray, np.ndarray]:
     """K-fold logistic regression on fixed features: out-of-fold and per-fold test probabilities.
 
-    The cheap stand-in for fine-tuning one network per fold: for each fold
-    ``f`` (the values of ``folds``, e.g. :func:`helpers.data.patient_folds`),
-    standardise the features of the other folds' rows, fit scikit-learn's
-    ``LogisticRegression(C=C, class_weight="balanced")`` on them, and predict
-    the melanoma probability of fold ``f``'s rows (out of fold) and of every
-    row of ``test_features``. Returns ``(oof, test)``: ``oof`` of shape (n,)
-    in the rows' order, ``test`` of shape (n_test, K), one column per fold in
-    sorted fold order (empty (0, K) without ``test_features``). Raises
-    ``ValueError`` on mismatched lengths or a fold whose training rows hold one
-    class only.
+    For each fold, ``StandardScaler`` + ``LogisticRegression(C=C, class_weight="balanced")`` fit
+    on the other folds' rows predict the fold's rows and every row of ``test_features``. Returns
+    ``(oof, test)``: ``oof`` of shape (n,), ``test`` of shape (n_test, K) in sorted fold order
+    ((0, K) without ``test_features``). Raises ``ValueError`` on mismatched lengths or a fold
+    whose training rows hold one class only.
 
     Introduced in chapter 12 (scaling up).
     """
@@ -492,10 +390,8 @@ def average_predictions(frames: Sequence[pd.DataFrame], id_col: str = "image_nam
                         value_col: str = "target") -> pd.DataFrame:
     """The ensemble: the mean of several models' predictions, image by image.
 
-    Every frame must hold the same ids in ``id_col`` (in any order); the
-    result keeps the first frame's order and has the columns
-    ``id_col, value_col``. Raises ``ValueError`` naming the frame (0-based)
-    whose ids differ.
+    Every frame must hold the same ids in ``id_col`` (in any order); the result keeps the first
+    frame's order. Raises ``ValueError`` naming the frame (0-based) whose ids differ.
 
     Introduced in chapter 12 (scaling up).
     """
@@ -511,21 +407,15 @@ def average_predictions(frames: Sequence[pd.DataFrame], id_col: str = "image_nam
             extra = sorted(set(ids) ^ set(first))
             raise ValueError(f"frame {i}, column {id_col}: ids differ from frame 0 "
                              f"(e.g. {extra[0] if extra else 'a duplicate'})")
-        stacked.append(pd.Series(f[value_col].to_numpy(float), index=ids).loc[first.to_numpy()])
-    mean = np.mean([s.to_numpy() for s in stacked], axis=0)
-    return pd.DataFrame({id_col: first.to_numpy(), value_col: mean})
+        stacked.append(pd.Series(f[value_col].to_numpy(float), index=ids).loc[first.to_numpy()].to_numpy())
+    return pd.DataFrame({id_col: first.to_numpy(), value_col: np.mean(stacked, axis=0)})
 
-
-# ----------------------------------------------------------------------------------------
-# torchrun
-# ----------------------------------------------------------------------------------------
 
 def torchrun_command(cli_args: Sequence[str], nproc: int = 2) -> list[str]:
     """The argument list of ``torchrun --standalone --nproc_per_node=N -m helpers <cli_args>``.
 
-    Uses ``python -m torch.distributed.run`` (what the ``torchrun`` script
-    runs) with this interpreter, so it works inside a virtual environment
-    whose ``bin`` is not on ``PATH``.
+    Runs ``python -m torch.distributed.run`` with this interpreter, so it works in a virtual
+    environment whose ``bin`` is not on ``PATH``.
 
     Introduced in chapter 12 (scaling up).
     """
@@ -538,10 +428,8 @@ def torchrun_command(cli_args: Sequence[str], nproc: int = 2) -> list[str]:
 def cpu_ddp_env(threads_per_process: int = 1) -> dict[str, str]:
     """Environment for CPU processes of ``torchrun`` (Gloo): threads per process, loopback.
 
-    Copies ``os.environ``, sets ``OMP_NUM_THREADS`` (N processes share the
-    cores), points Gloo at the loopback interface where there is one named
-    ``lo`` (Linux), and drops ``RANK``/``WORLD_SIZE``/... left over from an
-    enclosing launcher.
+    A copy of ``os.environ`` with ``OMP_NUM_THREADS`` set, Gloo on the ``lo`` interface where
+    there is one, and ``RANK``/``WORLD_SIZE``/... of an enclosing launcher dropped.
 
     Introduced in chapter 12 (scaling up).
     """

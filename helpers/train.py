@@ -1,32 +1,16 @@
 """Train, checkpoint, resume and evaluate an image classifier, on one device or several.
 
-:func:`fit` is the whole training loop of the book in one function:
-
-* **optimiser and schedule**: AdamW, learning rate warmed up linearly for
-  ``warmup_epochs`` and then decayed along a cosine to zero, updated every step;
-* **speed on a GPU**: mixed precision (bfloat16 where the GPU supports it,
-  float16 with a gradient scaler otherwise), ``channels_last`` memory layout,
-  optional ``torch.compile``; on a CPU everything stays float32, so runs are
-  bit-for-bit repeatable;
-* **safety**: after every epoch a checkpoint ``last.pt`` is written
-  *atomically* (to a temporary file in the same folder, flushed to disk, then
-  renamed over the old one), so a crash or a killed job never leaves a
-  half-written checkpoint; ``resume=True`` continues exactly where the run
-  stopped. The best epoch by validation AUC is kept in ``best.pt`` and, with
-  ``patience``, training stops early when the AUC stops improving;
-* **several GPUs**: started by ``torchrun``, the same call trains with
-  ``DistributedDataParallel``; only rank 0 writes files, and validation
-  predictions of all ranks are gathered so the AUC is over the whole
-  validation set.
-
-Checkpoints hold only tensors and plain Python containers, and are read back
-with ``torch.load(..., weights_only=True)``: loading one never runs code.
+:func:`fit` is the book's training loop: AdamW with a warm-up then cosine schedule, mixed precision
+on a GPU (float32 on a CPU, so runs repeat bit for bit), atomic checkpoints after every epoch, exact
+resume, early stopping on the validation AUC, and ``DistributedDataParallel`` under ``torchrun``.
+Checkpoints hold only tensors and plain containers and are read with ``weights_only=True``.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import pickle
 import random
 import re
 import time
@@ -56,10 +40,6 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds"
 CHECKPOINT_FORMAT = "helpers.train/1"
 
 
-# ----------------------------------------------------------------------------------------
-# Distributed helpers
-# ----------------------------------------------------------------------------------------
-
 def distributed_context() -> tuple[int, int]:
     """Return ``(rank, world_size)``: ``(0, 1)`` unless a process group is running.
 
@@ -73,9 +53,8 @@ def distributed_context() -> tuple[int, int]:
 def init_distributed() -> tuple[int, int, int]:
     """Start the process group when launched by ``torchrun`` (``WORLD_SIZE > 1``).
 
-    Uses NCCL on CUDA (one GPU per process, chosen by ``LOCAL_RANK``) and
-    Gloo on CPU. Returns ``(rank, world_size, local_rank)``; without
-    ``torchrun`` it does nothing and returns ``(0, 1, 0)``.
+    NCCL on CUDA (one GPU per process, chosen by ``LOCAL_RANK``), Gloo on CPU. Returns
+    ``(rank, world_size, local_rank)``; ``(0, 1, 0)`` without ``torchrun``.
 
     Not called in a chapter; used by `train_run`.
     """
@@ -92,42 +71,26 @@ def init_distributed() -> tuple[int, int, int]:
     return rank, world, local_rank
 
 
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
 def _all_sum(values: list[float], device: torch.device, world: int) -> list[float]:
     if world == 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64,
-                     device=device if device.type == "cuda" else "cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
     torch.distributed.all_reduce(t)
     return t.tolist()
 
 
-# ----------------------------------------------------------------------------------------
-# Batches, losses, metrics
-# ----------------------------------------------------------------------------------------
-
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None,
                                  torch.Tensor | None] | None:
-    """(images, targets, meta, index) from a dict batch (helpers.data) or an (x, y[, meta]) tuple."""
+    """(images, targets, meta, index) of a dict batch (helpers.data) or an (x, y[, meta]) tuple."""
     if batch is None:
         return None
     if isinstance(batch, dict):
         if batch.get("image") is None or len(batch["image"]) == 0:
             return None
         return batch["image"], batch.get("target"), batch.get("meta"), batch.get("index")
-    if isinstance(batch, (list, tuple)):
-        images = batch[0]
-        targets = batch[1] if len(batch) > 1 else None
-        meta = batch[2] if len(batch) > 2 else None
-        return images, targets, meta, None
-    return batch, None, None, None
+    parts = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    images, targets, meta = (parts + [None, None])[:3]
+    return images, targets, meta, None
 
 
 def _forward(net: nn.Module, images: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
@@ -136,9 +99,9 @@ def _forward(net: nn.Module, images: torch.Tensor, meta: torch.Tensor | None) ->
 
 def _make_criterion(kind: str, pos_weight: float | torch.Tensor | None,
                     device: torch.device) -> nn.Module:
-    pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32,
-                                                            device=device).reshape(-1)
     if kind == "bce":
+        pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32,
+                                                                device=device).reshape(-1)
         return nn.BCEWithLogitsLoss(pos_weight=pw)
     if kind == "ce":
         return nn.CrossEntropyLoss()
@@ -166,9 +129,8 @@ def _probabilities(logits: torch.Tensor) -> torch.Tensor:
 def auc_score(targets: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC: binary (``scores`` 1-D) or macro one-vs-rest (``scores`` ``(n, K)``).
 
-    Returns NaN instead of raising when it is undefined (one class only);
-    in the multi-class case classes absent from ``targets`` are left out of
-    the macro average.
+    NaN instead of an error when undefined (one class only); in the multi-class case classes
+    absent from ``targets`` are left out of the macro average.
 
     Not called in a chapter; used by `_evaluate`.
     """
@@ -176,41 +138,26 @@ def auc_score(targets: np.ndarray, scores: np.ndarray) -> float:
 
     targets = np.asarray(targets).astype(int)
     scores = np.asarray(scores, dtype=float)
-    if len(targets) == 0:
-        return float("nan")
     if scores.ndim == 1:
-        if len(np.unique(targets)) < 2:
-            return float("nan")
-        return float(roc_auc_score(targets, scores))
+        return float("nan") if len(np.unique(targets)) < 2 else float(roc_auc_score(targets, scores))
     aucs = [roc_auc_score(targets == k, scores[:, k]) for k in range(scores.shape[1])
             if 0 < (targets == k).sum() < len(targets)]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-# ----------------------------------------------------------------------------------------
-# Mixed precision, data order
-# ----------------------------------------------------------------------------------------
-
 def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``amp`` on ``device``, or ``None`` for float32.
 
-    ``"auto"``: bfloat16 on a CUDA GPU that supports it, else float16 (with a
-    gradient scaler); float32 on CPU and Apple GPUs (repeatable runs).
-    ``"bf16"`` / ``"fp16"`` force a type, ``"off"`` / ``False`` disable.
+    ``"auto"``: bfloat16 on a CUDA GPU that supports it, else float16 (with a gradient scaler);
+    float32 on CPU and Apple GPUs (repeatable runs). ``"bf16"`` / ``"fp16"`` force a type,
+    ``"off"`` / ``False`` disable.
 
     Introduced in chapter 8 (training a CNN).
     """
-    if amp is True:
-        key = "auto"
-    elif amp is False or amp is None:
-        key = "off"
-    else:
-        key = str(amp).lower()
-    if key in ("off", "no", "none", "fp32", "float32"):
+    key = "auto" if amp is True else "off" if amp is False or amp is None else str(amp).lower()
+    if key in ("off", "no", "none", "fp32", "float32") or (key == "auto" and device.type != "cuda"):
         return None
     if key == "auto":
-        if device.type != "cuda":
-            return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if key in ("bf16", "bfloat16"):
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -226,11 +173,9 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
 def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> None:
     """Make ``loader``'s shuffling and worker seeds depend on ``seed`` and ``epoch`` only.
 
-    A ``DistributedSampler`` gets ``set_epoch``; a random sampler (``shuffle=True``,
-    ``WeightedRandomSampler``) gets a fresh generator seeded from
-    ``(seed, epoch)``; the loader's own generator (which seeds its workers)
-    likewise. That is what makes a resumed run see the same batches as an
-    uninterrupted one.
+    A ``DistributedSampler`` gets ``set_epoch``; a random sampler and the loader's own generator
+    (which seeds its workers) get fresh generators seeded from ``(seed, epoch)``, so a resumed run
+    sees the same batches as an uninterrupted one.
 
     Not called in a chapter; used by `fit`.
     """
@@ -239,9 +184,8 @@ def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> None:
     sampler = getattr(loader, "sampler", None)
     if sampler is None:
         return
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is not None and getattr(batch_sampler, "sampler", None) is not None:
-        sampler = batch_sampler.sampler
+    inner = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    sampler = sampler if inner is None else inner
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
     elif hasattr(sampler, "generator"):
@@ -250,19 +194,15 @@ def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> None:
         loader.generator = torch.Generator().manual_seed(base + 1 + rank)
 
 
-def _expected_samples(loader: Any) -> int | None:
-    """How many samples one pass over ``loader`` should yield on this rank."""
+def _skipped(loader: Any, seen: int) -> int:
+    """Samples one pass over ``loader`` should have yielded on this rank, less the ``seen`` ones."""
     try:
         if getattr(loader, "batch_size", None) and getattr(loader, "drop_last", False):
-            return len(loader) * loader.batch_size
-        return len(loader.sampler)
+            return max(0, len(loader) * loader.batch_size - seen)
+        return max(0, len(loader.sampler) - seen)
     except (TypeError, AttributeError):
-        return None
+        return 0
 
-
-# ----------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------
 
 def _rng_state() -> dict[str, Any]:
     version, state, gauss = random.getstate()
@@ -293,33 +233,26 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(obj: dict[str, Any], path: os.PathLike | str) -> Path:
     """Write ``obj`` with ``torch.save`` through :func:`helpers.io.write_atomically`, durably.
 
-    The temporary file lives in the same folder (a rename is only atomic
-    within one file system); if anything fails before the rename, the old
-    file at ``path`` is untouched and the temporary file is removed.
+    If anything fails before the rename, the old file at ``path`` is untouched.
 
     Not called in a chapter; used by `fit`.
     """
-    path = Path(path)
-
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             torch.save(obj, handle)
 
-    write_atomically(path, save, durable=True)
-    return path
+    write_atomically(Path(path), save, durable=True)
+    return Path(path)
 
 
 def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``.
 
-    A file that carries pickled Python objects beyond tensors and plain
-    containers is refused with a ``ValueError`` naming the file (loading it
-    could run arbitrary code); so is a file that is not a checkpoint at all.
+    Raises ``ValueError`` naming the file when it holds pickled Python objects beyond tensors and
+    plain containers (loading it could run code) or is not a checkpoint at all.
 
     Introduced in chapter 8 (training a CNN).
     """
-    import pickle
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint")
@@ -335,23 +268,12 @@ def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[
 
 
 def _plain(value: Any) -> Any:
-    """Config values as JSON/weights_only-safe plain types."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
+    """Config values as JSON/weights_only-safe plain types (tensors and numpy scalars as numbers)."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside ``torch.compile`` and DDP wrappers."""
     while True:
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod
@@ -365,16 +287,11 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-# ----------------------------------------------------------------------------------------
-# The loop
-# ----------------------------------------------------------------------------------------
-
 def warmup_cosine(warmup_steps: int, total_steps: int):
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / span)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return factor
 
@@ -411,49 +328,46 @@ class _Step:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
 
+    def forward(self, net: nn.Module, images: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+        """``net`` on a batch moved to the device, under autocast when mixed precision is on."""
+        images = _to_device(images, self.device, self.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return _forward(net, images, _to_device(meta, self.device))
+
 
 def _evaluate(net: nn.Module, loader: Iterable, step: _Step, progress: bool,
               desc: str) -> tuple[float, float, int]:
     """(loss, AUC, skipped) over the whole validation set, gathered across ranks."""
-    device, amp_dtype, channels_last, world = step.device, step.amp_dtype, step.channels_last, step.world
-
     net.eval()
     logits_l, targets_l, index_l = [], [], []
-    seen = 0
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
             parts = _unpack(batch)
             if parts is None:
                 continue
             images, targets, meta, index = parts
-            images = _to_device(images, device, channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = _forward(net, images, _to_device(meta, device))
-            logits_l.append(out.float().cpu())
+            logits_l.append(step.forward(net, images, meta).float().cpu())
             targets_l.append(targets.cpu())
             index_l.append(index.cpu() if index is not None else None)
-            seen += len(images)
-    expected = _expected_samples(loader)
-    skipped = max(0, expected - seen) if expected is not None else 0
+    skipped = _skipped(loader, sum(len(t) for t in targets_l))
     logits = torch.cat(logits_l) if logits_l else torch.empty(0, 1)
     targets = torch.cat(targets_l) if targets_l else torch.empty(0)
-    index = (torch.cat(index_l) if index_l and all(i is not None for i in index_l) else None)
-    if world > 1:
-        parts = _gather((logits, targets, index, skipped), world)
+    index = torch.cat(index_l) if index_l and all(i is not None for i in index_l) else None
+    if step.world > 1:
+        parts = [None] * step.world
+        torch.distributed.all_gather_object(parts, (logits, targets, index, skipped))
         logits = torch.cat([p[0] for p in parts])
         targets = torch.cat([p[1] for p in parts])
         skipped = sum(p[3] for p in parts)
         if all(p[2] is not None for p in parts):
             # DistributedSampler pads the last round with repeats: keep each index once
-            index = torch.cat([p[2] for p in parts])
-            _, first = np.unique(index.numpy(), return_index=True)
+            _, first = np.unique(torch.cat([p[2] for p in parts]).numpy(), return_index=True)
             keep = torch.from_numpy(np.sort(first))
             logits, targets = logits[keep], targets[keep]
     if len(targets) == 0:
         return float("nan"), float("nan"), skipped
-    loss = float(_loss(step.criterion, step.loss, logits.to(device), targets.to(device)).item())
-    probs = _probabilities(logits).numpy()
-    return loss, auc_score(targets.numpy(), probs), skipped
+    loss = float(_loss(step.criterion, step.loss, logits.to(step.device), targets.to(step.device)).item())
+    return loss, auc_score(targets.numpy(), _probabilities(logits).numpy()), skipped
 
 
 def _train_epoch(net: nn.Module, loader: Iterable, step: _Step, progress: bool, desc: str) -> tuple[float, int]:
@@ -470,20 +384,16 @@ def _train_epoch(net: nn.Module, loader: Iterable, step: _Step, progress: bool, 
             parts, weight = last_parts, 0.0
         last_parts = parts
         images, targets, meta, _ = parts
-        images = _to_device(images, step.device, step.channels_last)
-        targets = _to_device(targets, step.device)
-        with torch.autocast(step.device.type, dtype=step.amp_dtype, enabled=step.amp_dtype is not None):
-            logits = _forward(net, images, _to_device(meta, step.device))
-        batch_loss = _loss(step.criterion, step.loss, logits, targets) * weight
-        if weight == 0.0:
-            images = images[:0]
+        logits = step.forward(net, images, meta)
+        batch_loss = _loss(step.criterion, step.loss, logits, _to_device(targets, step.device)) * weight
+        n = len(images) if weight else 0
         step.optimizer.zero_grad(set_to_none=True)
         step.scaler.scale(batch_loss).backward()
         step.scaler.step(step.optimizer)
         step.scaler.update()
         step.scheduler.step()
-        loss_sum += float(batch_loss.detach()) * len(images)
-        seen += len(images)
+        loss_sum += float(batch_loss.detach()) * n
+        seen += n
     return loss_sum, seen
 
 
@@ -492,17 +402,16 @@ def _epoch(net: nn.Module, model: nn.Module, train_loader: Iterable, val_loader:
     """Train one epoch, evaluate, and return the epoch's history row (:data:`HISTORY_COLUMNS`)."""
     t0 = time.perf_counter()
     loss_sum, seen = _train_epoch(net, train_loader, step, progress, f"train {epoch + 1}")
-    expected = _expected_samples(train_loader)
-    train_skipped = max(0, expected - seen) if expected is not None else 0
-    loss_sum, seen_all, train_skipped = _all_sum([loss_sum, seen, train_skipped], step.device, step.world)
+    loss_sum, seen, train_skipped = _all_sum([loss_sum, seen, _skipped(train_loader, seen)],
+                                             step.device, step.world)
     train_seconds = time.perf_counter() - t0
     val_loss, val_auc, val_skipped = float("nan"), float("nan"), 0
     if val_loader is not None:   # the plain module: no DDP collectives
         val_loss, val_auc, val_skipped = _evaluate(model, val_loader, step, progress, f"val {epoch + 1}")
-    return {"epoch": epoch + 1, "train_loss": loss_sum / seen_all if seen_all else float("nan"),
+    return {"epoch": epoch + 1, "train_loss": loss_sum / seen if seen else float("nan"),
             "val_loss": val_loss, "val_auc": val_auc, "lr": step.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
-            "images_per_s": seen_all / train_seconds if train_seconds > 0 else float("nan"),
+            "images_per_s": seen / train_seconds if train_seconds > 0 else float("nan"),
             "skipped": int(train_skipped + val_skipped)}
 
 
@@ -571,8 +480,7 @@ def _finish(model: nn.Module, out: Path | None, best_state: dict[str, torch.Tens
         model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
     elif best_state is not None:
         model.load_state_dict(best_state)
-    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    return frame.astype({"epoch": int, "skipped": int})
+    return pd.DataFrame(history, columns=HISTORY_COLUMNS).astype({"epoch": int, "skipped": int})
 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *,
@@ -585,30 +493,18 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
         config: dict[str, Any] | None = None) -> pd.DataFrame:
     """Train ``model`` for ``epochs`` epochs and return the history, one row per epoch.
 
-    Batches are ``helpers.data`` dicts (``image``, ``target``, optional
-    ``meta``, ``index``; a batch of only unreadable images may be ``None``) or
-    ``(images, targets[, meta])`` tuples. ``loss``: ``"bce"`` (one output;
-    ``pos_weight`` up-weights melanomas), ``"ce"`` (K outputs) or ``"focal"``.
-    The learning rate warms up linearly over ``warmup_epochs`` and then follows
-    a cosine to zero (AdamW, per-step schedule). ``amp``: see
-    :func:`resolve_amp`. The shuffling of each epoch depends on ``seed`` and
-    the epoch number only (:func:`set_loader_epoch`).
+    Batches are ``helpers.data`` dicts (``image``, ``target``, optional ``meta``, ``index``; an
+    all-unreadable batch may be ``None``) or ``(images, targets[, meta])`` tuples. ``loss``:
+    ``"bce"`` (one output; ``pos_weight`` up-weights melanomas), ``"ce"`` (K outputs) or ``"focal"``.
+    The learning rate warms up linearly over ``warmup_epochs``, then follows a cosine to zero (AdamW,
+    per step). The shuffling of each epoch depends on ``seed`` and the epoch only.
 
-    With ``out_dir``, every epoch atomically rewrites ``out_dir/last.pt`` (model,
-    optimiser, scheduler, gradient scaler, RNG states, history, early-stopping
-    state, ``config``) and ``history.csv``, and the best epoch by validation AUC
-    goes to ``best.pt``; ``resume=True`` reloads ``last.pt`` and carries on as
-    if never interrupted. ``patience``: stop after that many epochs without a
-    better validation AUC. At the end the model holds the best epoch's weights.
-
-    History columns: :data:`HISTORY_COLUMNS` (``skipped`` counts unreadable
-    images in that epoch). Under ``torchrun`` the model is wrapped in
-    ``DistributedDataParallel``, only rank 0 writes files and draws progress
-    bars, and validation predictions from every rank are pooled.
-
-    The loop is chapter 8's (forward, loss, backward, step, then evaluate: :func:`_train_epoch`,
-    :func:`_evaluate`), grown by what later needs: mixed precision, checkpoints and exact resume,
-    early stopping, DDP.
+    With ``out_dir``, every epoch atomically rewrites ``last.pt`` (everything an exact resume needs,
+    plus ``config``) and ``history.csv``; the best epoch by validation AUC goes to ``best.pt``.
+    ``resume=True`` carries on from ``last.pt`` as if never interrupted. ``patience``: stop after
+    that many epochs without a better validation AUC. At the end the model holds the best epoch's
+    weights. ``skipped`` counts unreadable images per epoch. Under ``torchrun`` only rank 0 writes
+    files and draws progress bars, and validation predictions of every rank are pooled.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -638,8 +534,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
                   "pos_weight": pos_weight, "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
                   "channels_last": channels_last, "compile": compile, "patience": patience,
                   "seed": seed, "world_size": world, **(config or {})})
-    last = out / "last.pt" if out is not None else None
-    history, best, start = _start(last, resume, model, step, seed, epochs, main)
+    history, best, start = _start(out / "last.pt" if out else None, resume, model, step, seed, epochs, main)
 
     net, best_state = _parallel(model, device, world, compile), None
     epoch_bar = tqdm(range(start, epochs), desc="epochs", initial=start, total=epochs,
@@ -648,8 +543,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
         if best["stopped"]:
             break
         set_loader_epoch(train_loader, seed, epoch)
-        history.append(_epoch(net, model, train_loader, val_loader, step, epoch, progress and main))
-        row = history[-1]
+        row = _epoch(net, model, train_loader, val_loader, step, epoch, progress and main)
+        history.append(row)
         epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_auc=f"{row['val_auc']:.3f}")
         if _keep_best(best, row, patience, epochs):
             if out is None:
@@ -675,10 +570,6 @@ def write_history(frame: pd.DataFrame, path: Path) -> None:
     write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
 
 
-# ----------------------------------------------------------------------------------------
-# Prediction with test-time augmentation
-# ----------------------------------------------------------------------------------------
-
 def tta_variants(images: torch.Tensor, n: int) -> list[torch.Tensor]:
     """The first ``n`` (1-8) of the 8 flips/rotations of a batch of images (``n=1``: as is).
 
@@ -695,9 +586,7 @@ def tta_variants(images: torch.Tensor, n: int) -> list[torch.Tensor]:
 
 
 def run_config(run: os.PathLike | str) -> dict[str, Any]:
-    """The settings of a run folder: its ``config.json`` as a dict.
-
-    Raises ``ValueError`` naming the file when the folder has none.
+    """The settings of a run folder: its ``config.json`` as a dict (``ValueError`` when missing).
 
     Not called in a chapter; used by `out_of_fold`, `load_run`.
     """
@@ -710,11 +599,10 @@ def run_config(run: os.PathLike | str) -> dict[str, Any]:
 def load_run(run: os.PathLike | str) -> tuple[nn.Module, dict[str, Any], Path, int]:
     """Rebuild the trained model of a run folder written by ``python -m helpers train``.
 
-    Reads ``config.json`` (architecture, number of outputs, metadata inputs),
-    builds the model without downloading anything and loads ``best.pt``
-    (else ``last.pt``, else the half-precision ``model.pt`` of a kept run) with :func:`load_checkpoint`. Returns ``(model, config,
-    weights path, epoch of those weights)``. A missing config or weights that
-    do not fit the architecture raise ``ValueError`` naming the file.
+    Builds the model of ``config.json`` without downloading anything and loads ``best.pt`` (else
+    ``last.pt``, else the half-precision ``model.pt`` of a kept run). Returns ``(model, config,
+    weights path, epoch of those weights)``. A missing config or weights that do not fit the
+    architecture raise ``ValueError`` naming the file.
 
     Introduced in chapter 8 (training a CNN).
     """
@@ -742,10 +630,9 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
             tta: int = 1, progress: bool = False) -> np.ndarray:
     """Predicted probabilities: shape ``(n,)`` for one output (sigmoid), ``(n, K)`` otherwise (softmax).
 
-    ``tta > 1`` averages the probabilities over that many flipped/rotated
-    copies of each image (:func:`tta_variants`). When batches carry an
-    ``index`` (``helpers.data`` datasets), row ``i`` belongs to dataset item
-    ``i`` and an unreadable image gets NaN; otherwise rows follow the loader.
+    ``tta > 1`` averages over that many flipped/rotated copies (:func:`tta_variants`). When batches
+    carry an ``index``, row ``i`` belongs to dataset item ``i`` and an unreadable image gets NaN;
+    otherwise rows follow the loader.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -758,19 +645,16 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
             if parts is None:
                 continue
             images, _, meta, index = parts
-            images = _to_device(images, device)
-            meta = _to_device(meta, device)
-            p = torch.stack([_probabilities(_forward(model, v, meta).float())
-                             for v in tta_variants(images, tta)]).mean(0)
-            probs_l.append(p.cpu())
+            images, meta = _to_device(images, device), _to_device(meta, device)
+            p = torch.stack([_probabilities(_forward(model, v, meta)) for v in tta_variants(images, tta)])
+            probs_l.append(p.mean(0).cpu())
             index_l.append(index)
     if not probs_l:
         return np.empty(0)
     probs = torch.cat(probs_l).numpy()
     if all(i is not None for i in index_l) and hasattr(loader, "dataset"):
-        index = torch.cat(index_l).numpy()
         full = np.full((len(loader.dataset),) + probs.shape[1:], np.nan)
-        full[index] = probs
+        full[torch.cat(index_l).numpy()] = probs
         return full
     return probs
 
@@ -778,8 +662,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
 def plot_history(history: pd.DataFrame, ax=None):
     """Plot training/validation loss and validation AUC against the epoch (two panels).
 
-    The epoch axes get whole-number ticks only. ``ax``: two existing axes to draw
-    into (e.g. one row of a larger figure); by default a new 9 x 3 inch figure.
+    ``ax``: two existing axes to draw into; by default a new 9 x 3 inch figure.
 
     Introduced in chapter 8 (training a CNN).
     """
@@ -788,8 +671,7 @@ def plot_history(history: pd.DataFrame, ax=None):
 
     if ax is None:
         fig, ax = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
-    else:
-        fig = ax[0].figure
+    fig = ax[0].figure
     ax[0].plot(history["epoch"], history["train_loss"], marker="o", label="train")
     ax[0].plot(history["epoch"], history["val_loss"], marker="o", label="validation")
     ax[0].set(xlabel="epoch", ylabel="loss", title="loss")
