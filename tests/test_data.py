@@ -1,4 +1,4 @@
-"""Tests of helpers/data.py: transforms, dataset, imbalance, folds, the embedding cache.
+"""Tests of helpers/data.py: transforms, dataset, imbalance, folds.
 
 Bad images skipped during an epoch are tested in test_reliability_images.py,
 property tests of patient_folds live in test_datasets_properties.py.
