@@ -1,69 +1,12 @@
 """Read every official ISIC label and metadata file into one tidy table.
 
-Three layers, each usable on its own:
-
-1. :func:`read_labels` reads ONE official CSV (any challenge year, the Kaggle
-   SIIM-ISIC files, HAM10000, an ``isic image download`` ``metadata.csv``).
-   It recognises the file from its header through :data:`FORMATS`, a small
-   registry a student can read, validates every value and returns the
-   *official* frame: the original columns with proper dtypes.
-   :func:`to_tidy` (or ``read_labels(path, tidy=True)``) turns it into the
-   tidy schema below.
-2. ``load_<layout>(root)`` reads one official download folder (the layouts of
-   ``data_samples/``: ``siim-isic-2020``, ``isic-2019``, ``isic-2018-task3``,
-   ``isic-2017``, ``isic-2016``, ``isic-archive``, ``isic-2024``, plus ``ham10000``), every
-   split present, and attaches image paths. :func:`load_dataset` recognises
-   the layout; :func:`load_all` loads every layout in a folder of layouts.
-3. :func:`combine` merges sources, keeps one row per image and flags the
-   SIIM-ISIC 2020 duplicates.
-
-The tidy schema (:data:`TIDY_COLUMNS`)
---------------------------------------
-=====================  =========  ==============================================
-column                 dtype      meaning
-=====================  =========  ==============================================
-image_id               string     ISIC id; a 2019 ``_downsampled`` suffix removed
-source_id              string     the id exactly as the source file wrote it
-dataset                string     one of :data:`DATASETS`
-split                  string     ``train`` / ``val`` / ``test``
-patient_id             string     ``IP_...`` (2020, 2024, archive) or <NA>
-lesion_id              string     ``IL_``/``HAM_``/``BCN_``... or <NA>
-sex                    string     ``male`` / ``female`` / <NA>
-age_approx             float64    years (5-year bins), NaN when unknown
-anatom_site            string     one of :data:`SITES` or <NA>
-anatom_site_original   string     the site as the source wrote it
-diagnosis              string     harmonised lower-case diagnosis name or <NA>
-label                  string     ISIC 2019 code (:data:`LABELS`) or <NA>
-target                 Int8       1 melanoma, 0 not melanoma, <NA> unknown
-                                  (isic2024: the challenge's 1 = malignant)
-path                   string     image file, <NA> when not found
-=====================  =========  ==============================================
-
-ISIC 2024 rows keep their measurements after these columns (:data:`ISIC2024_FEATURES`).
-
-Choices made here (and why)
----------------------------
-* **Sites** use the SIIM-ISIC 2020 vocabulary :data:`SITES`; the 2019 /
-  archive ``anterior|posterior|lateral torso`` become ``torso`` and the
-  HAM10000 localisations are mapped by :data:`HAM10000_SITES` (scalp, ear,
-  face, neck -> head/neck; back, trunk, chest, abdomen -> torso; hand ->
-  upper extremity; foot -> lower extremity; acral -> palms/soles;
-  genital -> oral/genital). The finer original stays in
-  ``anatom_site_original``.
-* **Labels** are the ISIC 2019 codes. 2018/HAM10000 ``AKIEC`` -> ``AK``;
-  2017 melanoma / seborrheic keratosis / neither -> ``MEL`` / ``BKL`` /
-  ``NV``; 2016 is benign-vs-malignant only: its malignant lesions are the
-  melanomas of that melanoma-detection task (``MEL``, target 1) while a
-  benign lesion gets target 0 and **no** label, because its class is unknown.
-  Likewise a SIIM-ISIC 2020 ``diagnosis`` of ``unknown`` gives target 0 and
-  label <NA>; ``UNK`` is kept for a *known* diagnosis outside the eight
-  classes (e.g. cafe-au-lait macule).
-* **Missing markers** (blank, and ``unknown`` in the 2017 metadata and in
-  HAM10000) become <NA> already in the official frame.
-* The isic-2018-task3 layout gives its HAM10000 rows ``dataset == "isic2018"``
-  (they are the challenge's training split, with its validation and test
-  splits beside them); ``ham10000`` is for a HAM10000-only download read by
-  :func:`load_ham10000`.
+:func:`read_labels` reads one official CSV (any challenge year, the Kaggle SIIM-ISIC files,
+HAM10000, an ``isic image download`` ``metadata.csv``), recognised from its header through the
+registry :data:`FORMATS`; it checks every value and returns the file's own columns, typed.
+:func:`to_tidy` maps that onto :data:`TIDY_COLUMNS`. :func:`load_dataset` reads one official
+download folder (a layout of ``data_samples/``) and attaches image paths, :func:`load_all` a
+folder of such folders, and :func:`combine` keeps one row per image and flags the SIIM-ISIC 2020
+duplicates. How each dataset maps onto the tidy schema: appendix/datasets.md.
 
 Introduced in chapter 3 (the ISIC Archive and its challenges).
 """
@@ -83,58 +26,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from isic_metadata import FIELD_REGISTRY
+from isic_metadata.anatom_site_hierarchical import AnatomSiteEnum
 from isic_metadata.diagnosis_hierarchical import DiagnosisEnum
 from isic_metadata.fields import AnatomSiteGeneralEnum, LegacyDxEnum
 from isic_metadata.metadata import MetadataRow
-from isic_metadata.anatom_site_hierarchical import AnatomSiteEnum
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from helpers import display_path
 from helpers.io import hdf5_keys
 from helpers.vocab import CLASSES_2018, LABELS, SITES
 
 __all__ = [
-    "TIDY_COLUMNS",
-    "DATASETS",
-    "LABELS",
-    "SITES",
-    "FORMATS",
-    "LAYOUTS",
-    "DERMAMNIST_LABELS",
-    "PREFERENCE",
-    "SEXES",
-    "GENERAL_SITES",
-    "HAM10000_SITES",
-    "LEGACY_LABELS",
-    "HIERARCHY_LABELS",
-    "VOCABULARIES",
-    "TBP_COLUMNS",
-    "ISIC2024_FEATURES",
-    "HEADER_ALIASES",
-    "LabelFormat",
-    "MissingImagesWarning",
-    "detect_format",
-    "read_labels",
-    "to_tidy",
-    "detect_layout",
-    "load_dataset",
-    "load_all",
-    "load_siim_isic_2020",
-    "load_isic_2019",
-    "load_isic_2018_task3",
-    "load_isic_2017",
-    "load_isic_2016",
-    "load_isic_archive",
-    "load_isic_2024",
-    "load_ham10000",
-    "combine",
-    "read_dermamnist",
+    "TIDY_COLUMNS", "DATASETS", "LABELS", "SITES", "FORMATS", "LAYOUTS", "DERMAMNIST_LABELS",
+    "PREFERENCE", "SEXES", "GENERAL_SITES", "HAM10000_SITES", "LEGACY_LABELS", "HIERARCHY_LABELS",
+    "VOCABULARIES", "TBP_COLUMNS", "ISIC2024_FEATURES", "HEADER_ALIASES", "LabelFormat",
+    "MissingImagesWarning", "detect_format", "read_labels", "to_tidy", "detect_layout",
+    "load_dataset", "load_all", "load_isic_2024", "combine", "read_dermamnist",
 ]
 
-# --------------------------------------------------------------------------
-# Vocabularies
-# --------------------------------------------------------------------------
-
-#: Columns of the tidy frame, in order (``combine`` appends ``duplicate``).
+#: Columns of the tidy frame, in order (``combine`` appends ``duplicate``; ISIC 2024 rows keep
+#: :data:`ISIC2024_FEATURES` after them). ``image_id`` drops the ``_downsampled`` suffix of some
+#: 2019 ids that ``source_id`` keeps; ``anatom_site`` is one of :data:`SITES` (the source's word
+#: stays in ``anatom_site_original``); ``label`` an ISIC 2019 code (:data:`LABELS`); ``target``
+#: (Int8) 1 for melanoma, 0 not, <NA> unknown (isic2024: the challenge's 1 = malignant);
+#: ``age_approx`` float64 years; every other column is a string (<NA> when missing).
 TIDY_COLUMNS: tuple[str, ...] = (
     "image_id", "source_id", "dataset", "split", "patient_id", "lesion_id",
     "sex", "age_approx", "anatom_site", "anatom_site_original",
@@ -146,7 +62,6 @@ DATASETS: tuple[str, ...] = (
     "isic2016", "isic2017", "isic2018", "ham10000", "isic2019",
     "siim-isic-2020", "isic-archive", "isic2024",
 )
-
 
 #: Harmonised name of each class, used as ``diagnosis`` when a source only
 #: gives the class (2017-2019 ground truth, HAM10000 ``dx``).
@@ -160,7 +75,6 @@ LABEL_DIAGNOSIS: dict[str, str] = {
 SEXES: tuple[str, ...] = typing.get_args(
     typing.get_args(MetadataRow.model_fields["sex"].annotation)[0]
 )
-
 
 #: 2019 / archive ``anatom_site_general`` (isic-metadata) -> harmonised site.
 GENERAL_SITES: dict[str, str] = {
@@ -243,19 +157,11 @@ DIAGNOSIS_1: tuple[str, ...] = tuple(e.value for e in DiagnosisEnum if ":" not i
 #: 5 melanocytic nevi, 6 vascular lesions).
 DERMAMNIST_LABELS: tuple[str, ...] = ("AK", "BCC", "BKL", "DF", "MEL", "NV", "VASC")
 
-# --------------------------------------------------------------------------
-# The registry of official file formats
-# --------------------------------------------------------------------------
-
-#: Column kinds used in the registry: how a cell is checked and typed.
-#:   id      non-empty string, unique in the file        -> string
-#:   str     free text, blank is missing                 -> string
-#:   float   number, blank is missing                    -> Float64
-#:   int     whole number, blank is missing              -> Int64
-#:   bool    True/False, blank is missing                -> boolean
-#:   onehot  0 or 1 (``0``/``1`` or ``0.0``/``1.0``)      -> Int8
-#:   sex     male/female, blank is missing               -> string
-#:   vocab:NAME  value from VOCABULARIES[NAME]           -> string
+# The registry of official file formats. A column's kind says how a cell is checked and typed:
+# ``id`` non-empty, unique, a plain file name (string); ``str`` free text; ``float`` (Float64),
+# ``int`` (Int64) numbers; ``bool`` True/False (boolean); ``onehot`` 0 or 1, also written 0.0/1.0,
+# never blank (Int8); ``sex`` male/female, any case; ``vocab:NAME`` a value of VOCABULARIES[NAME].
+# Blank (and the format's other ``na_values``) is missing unless said otherwise.
 VOCABULARIES: dict[str, tuple[str, ...]] = {
     "sex": SEXES,
     "site2020": SITES,
@@ -294,10 +200,6 @@ class LabelFormat:
     @property
     def id_column(self) -> str:
         return next((c for c in self.columns if self.kinds.get(c) == "id"), self.columns[0])
-
-
-def _onehot(cols: Iterable[str]) -> dict[str, str]:
-    return {c: "onehot" for c in cols}
 
 
 _ID = "id"
@@ -362,17 +264,15 @@ FORMATS: tuple[LabelFormat, ...] = (
                 note="ISBI2016_ISIC_Part3_Test_GroundTruth.csv: no header, 0.0/1.0",
                 detect=lambda row: len(row) == 2 and row[1].strip() not in ("benign", "malignant")),
     LabelFormat("isic2017_ground_truth", "isic2017", ("image_id", "melanoma", "seborrheic_keratosis"),
-                {"image_id": _ID, **_onehot(("melanoma", "seborrheic_keratosis"))},
+                {"image_id": _ID, **dict.fromkeys(("melanoma", "seborrheic_keratosis"), "onehot")},
                 split=None, onehot="at_most_one",
                 note="ISIC-2017_{Training,Validation,Test_v2}_Part3_GroundTruth.csv"),
     LabelFormat("isic2017_metadata", "isic2017", ("image_id", "age_approximate", "sex"),
                 {"image_id": _ID, "age_approximate": "float", "sex": "sex"},
                 split=None, na_values=("", "unknown"),
                 note="ISIC-2017_*_Data_metadata.csv; 'unknown' is missing"),
-    LabelFormat("isic2018_task3_ground_truth", "isic2018",
-                ("image", *CLASSES_2018),
-                {"image": _ID, **_onehot(CLASSES_2018)},
-                split=None, onehot="one",
+    LabelFormat("isic2018_task3_ground_truth", "isic2018", ("image", *CLASSES_2018),
+                {"image": _ID, **dict.fromkeys(CLASSES_2018, "onehot")}, split=None, onehot="one",
                 note="ISIC2018_Task3_{Training,Validation,Test}_GroundTruth.csv"),
     LabelFormat("isic2018_task3_lesion_groupings", "isic2018",
                 ("image", "lesion_id", "diagnosis_confirm_type"),
@@ -386,7 +286,7 @@ FORMATS: tuple[LabelFormat, ...] = (
                 optional=("dataset",), na_values=("", "unknown"),
                 note="HAM10000_metadata.csv, with or without the trailing 'dataset' column"),
     LabelFormat("isic2019_ground_truth", "isic2019", ("image", *LABELS),
-                {"image": _ID, **_onehot(LABELS)}, onehot="one",
+                {"image": _ID, **dict.fromkeys(LABELS, "onehot")}, onehot="one",
                 note="ISIC_2019_Training_GroundTruth.csv (0/1 or 0.0/1.0)"),
     LabelFormat("isic2019_metadata", "isic2019",
                 ("image", "age_approx", "anatom_site_general", "lesion_id", "sex"),
@@ -422,42 +322,29 @@ FORMATS: tuple[LabelFormat, ...] = (
     LabelFormat("isic2024_submission", "isic2024", ("isic_id", "target"),
                 {"isic_id": _ID, "target": "float"}, split="test",
                 note="ISIC 2024 sample_submission.csv: predictions, not labels"),
+    # An archive file holds no ISIC 2024 measurement (an incomplete 2024 file is refused).
     LabelFormat("isic_archive_legacy", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS,
                 open_ended=True,
                 note="isic image download metadata.csv, legacy benign_malignant/diagnosis",
-                detect=lambda cols: _archive(cols) and "diagnosis_1" not in cols
-                and any(c in cols for c in _ARCHIVE_LEGACY)),
+                detect=lambda cols: not any(c.startswith("tbp_lv_") for c in cols)
+                and "diagnosis_1" not in cols and any(c in cols for c in _ARCHIVE_LEGACY)),
     LabelFormat("isic_archive", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS, open_ended=True,
                 note="isic image download metadata.csv, today's diagnosis_1..diagnosis_5",
-                detect=lambda cols: _archive(cols) and ("diagnosis_1" in cols
-                or not any(c in cols for c in _ARCHIVE_LEGACY))),
+                detect=lambda cols: not any(c.startswith("tbp_lv_") for c in cols)
+                and ("diagnosis_1" in cols or not any(c in cols for c in _ARCHIVE_LEGACY))),
 )
 _FORMATS_BY_NAME = {f.name: f for f in FORMATS}
+_KNOWN_FORMATS = ", ".join(_FORMATS_BY_NAME)
 
-
-def _archive(columns: list[str]) -> bool:
-    """An archive file holds no ISIC 2024 measurement (an incomplete 2024 file is refused)."""
-    return not any(c.startswith("tbp_lv_") for c in columns)
-
-
-# --------------------------------------------------------------------------
-# Reading one file
-# --------------------------------------------------------------------------
 
 def _read_text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _split_row(line: str) -> list[str]:
-    return next(csv.reader([line]), [])
 
 
 def _header(cells: Iterable[str]) -> list[str]:
@@ -465,21 +352,13 @@ def _header(cells: Iterable[str]) -> list[str]:
     return [HEADER_ALIASES.get(str(c).strip(), str(c).strip()) for c in cells]
 
 
-def _formats_list() -> str:
-    return ", ".join(f.name for f in FORMATS)
-
-
 def _match_columns(columns: list[str]) -> LabelFormat | None:
     """The headered format whose columns are exactly ``columns`` (any order)."""
     cols = set(columns)
     for fmt in FORMATS:
-        if not fmt.header:
-            continue
         required = set(fmt.columns) - set(fmt.optional)
-        allowed = set(fmt.columns) | set(fmt.optional)
-        if not required <= cols or (not fmt.open_ended and not cols <= allowed):
-            continue
-        if fmt.detect is None or fmt.detect(columns):
+        if (fmt.header and required <= cols and (fmt.open_ended or cols <= set(fmt.columns))
+                and (fmt.detect is None or fmt.detect(columns))):
             return fmt
     return None
 
@@ -492,11 +371,10 @@ def _near_miss(columns: list[str]) -> tuple[LabelFormat, str] | None:
         if not fmt.header or fmt.open_ended:
             continue
         required = [c for c in fmt.columns if c not in fmt.optional]
-        allowed = set(fmt.columns) | set(fmt.optional)
         present = [c for c in required if c in cols]
         rank = (len(required) - len(present), -len(present))  # fewest missing, then most present
-        if (cols <= allowed and fmt.id_column in cols and len(present) >= max(2, len(required) / 2)
-                and (best is None or rank < best[0])):
+        if (cols <= set(fmt.columns) and fmt.id_column in cols
+                and len(present) >= max(2, len(required) / 2) and (best is None or rank < best[0])):
             best = (rank, fmt, next(c for c in required if c not in cols))
     return None if best is None else (best[1], best[2])
 
@@ -510,40 +388,44 @@ def detect_format(path: os.PathLike | str) -> LabelFormat:
 
     Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
-    path = Path(path)
-    text = _read_text(path)
-    return _detect(path, text)
+    return _detect(Path(path), _read_text(Path(path)))
 
 
 def _detect(path: Path, text: str) -> LabelFormat:
     first = next((line for line in text.split("\n") if line.strip()), None)
     if first is None:
-        raise ValueError(f"{path}: empty file; known formats: {_formats_list()}")
-    row = _header(_split_row(first))
+        raise ValueError(f"{path}: empty file; known formats: {_KNOWN_FORMATS}")
+    row = _header(next(csv.reader([first]), []))
     if row and re.fullmatch(r"ISIC_\d+\w*", row[0]):  # header-less: a data row comes first
-        for fmt in FORMATS:
-            if not fmt.header and fmt.detect is not None and fmt.detect(row):
-                return fmt
+        fmt = next((f for f in FORMATS if not f.header and f.detect(row)), None)
     else:
-        if len(set(row)) != len(row):
-            dup = next(c for c in row if row.count(c) > 1)
+        dup = next((c for c in row if row.count(c) > 1), None)
+        if dup is not None:
             raise ValueError(f"{path}: row 1, column {dup!r}: column name repeated")
         fmt = _match_columns(row)
-        if fmt is not None:
-            return fmt
-        near = _near_miss(row)
+        near = _near_miss(row) if fmt is None else None
         if near is not None:
             raise ValueError(f"{path}: row 1, column {near[1]!r}: required column missing "
                              f"(header looks like format {near[0].name})")
+    if fmt is not None:
+        return fmt
     known = {c for fmt in FORMATS if fmt.header for c in (*fmt.columns, *fmt.optional)}
     unknown = next((c for c in row if c not in known), None)
     where = f"row 1, column {unknown!r}: unknown column; " if unknown is not None else "row 1: "
     raise ValueError(f"{path}: {where}unrecognised label file; header {','.join(row)!r}; "
-                     f"known formats: {_formats_list()}")
+                     f"known formats: {_KNOWN_FORMATS}")
 
 
 def _fail(path: Path, line: int, column: str, message: str) -> typing.NoReturn:
     raise ValueError(f"{path}: row {line}, column {column!r}: {message}")
+
+
+def _fail_first(mask: pd.Series | np.ndarray, path: Path, lines: np.ndarray, column: str,
+                message: str | Callable[[int], str]) -> None:
+    """Raise for the first True of ``mask``; a callable ``message`` gets that row's position."""
+    hits = np.flatnonzero(np.asarray(mask, dtype=bool))
+    if hits.size:
+        _fail(path, int(lines[hits[0]]), column, message(hits[0]) if callable(message) else message)
 
 
 def _plain_name(value: str) -> bool:
@@ -551,28 +433,22 @@ def _plain_name(value: str) -> bool:
     return not (value in (".", "..") or any(ch in value for ch in "/\\:\0") or value.startswith("~"))
 
 
-def _parse_column(values: pd.Series, kind: str, fmt: LabelFormat, column: str,
-                  path: Path, lines: np.ndarray) -> pd.Series:
+def _parse_column(values: pd.Series, kind: str, column: str, path: Path,
+                  lines: np.ndarray) -> pd.Series:
     """Check and type one column of raw strings (missing already <NA>)."""
     present = values.notna()
 
     def bad(mask: pd.Series, message: str) -> None:
-        if mask.any():
-            i = int(np.flatnonzero(mask.to_numpy())[0])
-            _fail(path, int(lines[i]), column, f"{message} (got {values.iloc[i]!r})")
+        _fail_first(mask, path, lines, column, lambda i: f"{message} (got {values.iloc[i]!r})")
 
     if kind == "id":
         bad(~present, "missing image id")
         bad(present & ~values.fillna("").map(_plain_name).astype(bool),
             "image id is not a plain file name (a path would reach outside the data folder)")
-        dup = values.duplicated()
-        if dup.any():
-            i = int(np.flatnonzero(dup.to_numpy())[0])
-            first = int(lines[int(np.flatnonzero((values == values.iloc[i]).to_numpy())[0])])
-            _fail(path, int(lines[i]), column,
-                  f"duplicated image id {values.iloc[i]!r} (first on row {first})")
-        return values.astype("string")
-    if kind in ("float", "int", "onehot"):
+        _fail_first(values.duplicated(), path, lines, column, lambda i: (
+            f"duplicated image id {values.iloc[i]!r} "
+            f"(first on row {lines[np.argmax((values == values.iloc[i]).to_numpy(bool))]})"))
+    elif kind in ("float", "int", "onehot"):
         numbers = pd.to_numeric(values, errors="coerce")
         bad(present & numbers.isna(), "not a number")
         if kind == "float":
@@ -583,19 +459,17 @@ def _parse_column(values: pd.Series, kind: str, fmt: LabelFormat, column: str,
         bad(~present, "missing label")
         bad(~numbers.isin([0, 1]), "label must be 0 or 1")
         return numbers.astype("Int8")
-    if kind == "bool":
+    elif kind == "bool":
         lowered = values.str.lower()
         bad(present & ~lowered.isin(["true", "false"]), "not True/False")
         return lowered.map({"true": True, "false": False}).astype("boolean")
-    if kind == "sex":
+    elif kind == "sex":
         lowered = values.str.lower()
         bad(present & ~lowered.isin(SEXES), f"unknown sex; expected one of {SEXES}")
         return lowered.astype("string")
-    if kind.startswith("vocab:"):
+    elif kind.startswith("vocab:"):
         vocab = VOCABULARIES[kind[6:]]
-        bad(present & ~values.isin(vocab),
-            f"unknown value; expected one of {', '.join(vocab)}")
-        return values.astype("string")
+        bad(present & ~values.isin(vocab), f"unknown value; expected one of {', '.join(vocab)}")
     return values.astype("string")
 
 
@@ -604,59 +478,44 @@ def _parse(strings: pd.DataFrame, fmt: LabelFormat, path: Path, lines: np.ndarra
     out = {}
     for column in strings.columns:
         values = strings[column].str.strip()
-        values = values.mask(values.isin(fmt.na_values))
-        kind = fmt.kinds.get(column, "str")
-        out[column] = _parse_column(values, kind, fmt, column, path, lines)
+        out[column] = _parse_column(values.mask(values.isin(fmt.na_values)),
+                                    fmt.kinds.get(column, "str"), column, path, lines)
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(strings)))
     onehot = [c for c in fmt.columns if fmt.kinds.get(c) == "onehot"]
-    if fmt.onehot and onehot:
-        total = frame[onehot].sum(axis=1)
-        wrong = (total != 1) if fmt.onehot == "one" else (total > 1)
-        if wrong.any():
-            i = int(np.flatnonzero(wrong.to_numpy())[0])
-            ones = [c for c in onehot if frame[c].iloc[i] == 1]
-            column = ones[1] if len(ones) > 1 else onehot[0]
+    if fmt.onehot:
+        ones = frame[onehot].to_numpy() == 1
+        total = ones.sum(axis=1)
+        wrong = np.flatnonzero((total != 1) if fmt.onehot == "one" else (total > 1))
+        if wrong.size:
+            i = wrong[0]  # reported at its second 1, else at the first class
+            column = onehot[np.flatnonzero(ones[i])[1]] if total[i] > 1 else onehot[0]
             expect = "exactly one" if fmt.onehot == "one" else "at most one"
             _fail(path, int(lines[i]), column,
-                  f"labels are not one-hot: {expect} 1 expected, got {len(ones)}")
+                  f"labels are not one-hot: {expect} 1 expected, got {total[i]}")
     if fmt.name.startswith("siim2020_") and "benign_malignant" in frame and "target" in frame:
         wrong = (frame["benign_malignant"] == "malignant").astype("Int8") != frame["target"]
         if wrong.any():
-            i = int(np.flatnonzero(wrong.fillna(True).to_numpy())[0])
-            _fail(path, int(lines[i]), "target", "target disagrees with benign_malignant")
-    if fmt.open_ended:
-        _check_archive_diagnosis(frame, path, lines)
+            _fail_first(wrong.fillna(True), path, lines, "target", "target disagrees with benign_malignant")
     if not fmt.open_ended:  # official order, optional columns where they belong
-        frame = frame[[c for c in fmt.columns if c in frame.columns]]
-    return frame
-
-
-def _check_archive_diagnosis(frame: pd.DataFrame, path: Path, lines: np.ndarray) -> None:
+        return frame[[c for c in fmt.columns if c in frame.columns]]
     levels = [f"diagnosis_{i}" for i in range(1, 6) if f"diagnosis_{i}" in frame]
     for deeper, shallower in zip(levels[1:], levels[:-1]):
-        gap = frame[deeper].notna() & frame[shallower].isna()
-        if gap.any():
-            i = int(np.flatnonzero(gap.to_numpy())[0])
-            _fail(path, int(lines[i]), deeper, f"set while {shallower} is blank")
+        _fail_first(frame[deeper].notna() & frame[shallower].isna(), path, lines, deeper,
+                    f"set while {shallower} is blank")
+    return frame
 
 
 def read_labels(path: os.PathLike | str, *, tidy: bool = False,
                 split: str | None = None) -> pd.DataFrame:
     """Read any official ISIC label or metadata CSV into its official frame.
 
-    The format is recognised from the header (see :data:`FORMATS`); CRLF or
-    LF line endings, a missing final newline and a UTF-8 BOM are accepted.
-    Every value is checked: an unknown or missing required column, a
-    repeated image id, an image id that is not a plain file name (``..``,
-    ``/``, ``\\``, ``:``), a label other than 0/1, labels that are not
-    one-hot, a missing target, an unknown sex / site / diagnosis value raise
-    ``ValueError`` naming the file, the row (1-based line number in the file)
-    and the column.
-
-    The returned frame keeps the official columns (in official order) with
-    nullable dtypes; missing markers are <NA>. ``frame.attrs`` holds
-    ``format`` (the :class:`LabelFormat` name) and ``source`` (the path).
-    With ``tidy=True`` the result is ``to_tidy(frame, split=split)``.
+    CRLF or LF line endings, a missing final newline and a UTF-8 BOM are accepted.
+    Any defect (an unknown or missing required column, a repeated image id, an id that
+    is not a plain file name, a label other than 0/1, labels that are not one-hot, a
+    missing target, an unknown sex / site / diagnosis) raises ``ValueError`` naming the
+    file, the row (1-based line number) and the column. The frame keeps the official
+    columns in official order with nullable dtypes; ``frame.attrs`` holds ``format``
+    and ``source`` (the path). ``tidy=True`` returns ``to_tidy(frame, split=split)``.
 
     Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
@@ -671,53 +530,35 @@ def read_labels(path: os.PathLike | str, *, tidy: bool = False,
         raise ValueError(f"{path}: {str(exc).strip()}") from exc
     strings.columns = _header(strings.columns)
     nonblank = np.array([i + 1 for i, line in enumerate(text.split("\n")) if line != ""])
-    offset = 1 if fmt.header else 0
-    lines = nonblank[offset:]
+    lines = nonblank[int(fmt.header):]
     if len(lines) != len(strings):  # quoted newlines: fall back to row arithmetic
-        lines = np.arange(len(strings)) + 1 + offset
+        lines = np.arange(len(strings)) + 1 + int(fmt.header)
     frame = _parse(strings, fmt, path, lines)
     frame.attrs.update(format=fmt.name, source=str(path))
     return to_tidy(frame, split=split) if tidy else frame
 
 
-# --------------------------------------------------------------------------
-# Official frame -> tidy frame
-# --------------------------------------------------------------------------
-
 def _split_from_name(source: str | None) -> str:
     words = set(re.split(r"[_\-. ]+", Path(source or "").name.lower()))
-    if words & {"validation", "val"}:
-        return "val"
-    if "test" in words:
-        return "test"
-    return "train"
+    return "val" if words & {"validation", "val"} else "test" if "test" in words else "train"
 
 
 def _harmonise_site(original: pd.Series) -> pd.Series:
     return original.map(SITE_MAP).astype("string")
 
 
-def _empty_tidy(n: int) -> dict[str, pd.Series]:
-    return {c: pd.Series(pd.NA, index=range(n), dtype="string") for c in TIDY_COLUMNS}
-
-
-def _finish(parts: dict[str, object], n: int) -> pd.DataFrame:
-    """Assemble tidy columns, fill the rest with <NA>, fix dtypes and order."""
-    cols = _empty_tidy(n)
-    for key, value in parts.items():
-        cols[key] = pd.Series(value, index=range(n)) if np.ndim(value) == 0 else \
-            pd.Series(np.asarray(value, dtype=object), index=range(n))
-    frame = pd.DataFrame(cols, index=pd.RangeIndex(n))
+def _finish(parts: Mapping[str, object], n: int) -> pd.DataFrame:
+    """Assemble tidy columns (a scalar, a column or None each), missing ones <NA>, typed."""
+    frame = pd.DataFrame(index=pd.RangeIndex(n))
     for column in TIDY_COLUMNS:
-        if column == "age_approx":
-            frame[column] = pd.to_numeric(frame[column].astype("Float64"),
-                                          errors="coerce").astype("float64")
-        elif column == "target":
-            frame[column] = frame[column].astype("Float64").astype("Int8")
-        else:
-            frame[column] = frame[column].astype("string")
+        value = parts.get(column)
+        value = pd.Series(pd.NA if value is None else value if np.ndim(value) == 0
+                          else np.asarray(value, dtype=object), index=frame.index)
+        frame[column] = (value.astype("Float64").astype("float64") if column == "age_approx"
+                         else value.astype("Float64").astype("Int8") if column == "target"
+                         else value.astype("string"))
     frame["image_id"] = frame["source_id"].str.replace(r"_downsampled$", "", regex=True)
-    return frame[list(TIDY_COLUMNS)]
+    return frame
 
 
 def _labels_from_onehot(frame: pd.DataFrame, columns: dict[str, str]) -> pd.Series:
@@ -728,23 +569,13 @@ def _labels_from_onehot(frame: pd.DataFrame, columns: dict[str, str]) -> pd.Seri
 
 
 def _legacy_target(diagnosis: pd.Series, benign_malignant: pd.Series | None) -> pd.Series:
+    """1 for a melanoma diagnosis, 0 for any other known one or, without one, a benign lesion."""
     mel = diagnosis.isin([_L.melanoma.value, _L.melanoma_metastasis.value])
     known = diagnosis.notna() & (diagnosis != "unknown")
     target = pd.Series(pd.NA, index=diagnosis.index, dtype="Float64")
     if benign_malignant is not None:
         target = target.mask(benign_malignant.isin(["benign", "indeterminate/benign"]), 0)
-    target = target.mask(known, mel.astype(float))
-    return target.astype("Int8")
-
-
-def _hierarchy_columns(frame: pd.DataFrame, prefix: str = "diagnosis_") -> pd.Series:
-    levels = [frame[c] for c in (f"{prefix}{i}" for i in range(1, 6)) if c in frame]
-    if not levels:
-        return pd.Series(pd.NA, index=frame.index, dtype="string")
-    path = levels[0].astype("string")
-    for level in levels[1:]:
-        path = path.mask(level.notna(), path + ":" + level.astype("string"))
-    return path
+    return target.mask(known, mel.astype(float)).astype("Int8")
 
 
 @functools.lru_cache(maxsize=None)
@@ -753,80 +584,67 @@ def _hierarchy_label(path: str) -> object:
                key=len, default=None)
     if best is not None:
         return HIERARCHY_LABELS[best]
-    if any(node.startswith(path + ":") for node in HIERARCHY_LABELS):
-        return pd.NA
-    return "UNK"
+    return pd.NA if any(node.startswith(path + ":") for node in HIERARCHY_LABELS) else "UNK"
 
 
 @functools.lru_cache(maxsize=None)
 def _hierarchy_target(path: str) -> object:
     if path == _MELANOMA_NODE or path.startswith(_MELANOMA_NODE + ":"):
         return 1
-    if _MELANOMA_NODE.startswith(path + ":"):  # e.g. just "Malignant": unknown
-        return pd.NA
-    return 0
+    return pd.NA if _MELANOMA_NODE.startswith(path + ":") else 0  # e.g. just "Malignant": unknown
 
 
-def _tidy_archive(frame: pd.DataFrame, legacy: bool, prefix: str = "diagnosis_") -> dict[str, object]:
-    parts: dict[str, object] = {"source_id": frame["isic_id"]}
-    for column in ("patient_id", "lesion_id", "sex"):
-        if column in frame:
-            parts[column] = frame[column]
-    if "age_approx" in frame:
-        parts["age_approx"] = frame["age_approx"]
-    for site in ("anatom_site_general", "anatom_site_1"):
-        if site in frame:
-            original = frame[site] if "anatom_site_original" not in parts else \
-                parts["anatom_site_original"].fillna(frame[site])
-            parts["anatom_site_original"] = original
-    if "anatom_site_original" in parts:
+def _tidy_archive(frame: pd.DataFrame, legacy: bool = False, prefix: str = "diagnosis_") -> dict[str, object]:
+    """An archive download (legacy ``diagnosis`` or today's hierarchy ``<prefix>1..5``) or ISIC 2024."""
+    parts: dict[str, object] = {c: frame[c] for c in ("patient_id", "lesion_id", "sex", "age_approx")
+                                if c in frame}
+    parts["source_id"] = frame["isic_id"]
+    sites = [frame[c] for c in ("anatom_site_general", "anatom_site_1") if c in frame]
+    if sites:
+        parts["anatom_site_original"] = sites[0].fillna(sites[-1])
         parts["anatom_site"] = _harmonise_site(parts["anatom_site_original"])
     if legacy:
-        diagnosis = frame["diagnosis"] if "diagnosis" in frame else \
-            pd.Series(pd.NA, index=frame.index, dtype="string")
-        bm = frame["benign_malignant"] if "benign_malignant" in frame else None
-        parts["diagnosis"] = diagnosis.str.lower()
-        parts["label"] = diagnosis.map(LEGACY_LABELS)
-        parts["target"] = _legacy_target(diagnosis, bm)
-    else:
-        path = _hierarchy_columns(frame, prefix)
-        deepest = path.str.rsplit(":", n=1).str[-1]
-        parts["diagnosis"] = deepest.str.lower()
-        parts["label"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_label(p))
-        parts["target"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_target(p))
+        diagnosis = frame.get("diagnosis", pd.Series(pd.NA, index=frame.index, dtype="string"))
+        return {**parts, "diagnosis": diagnosis.str.lower(), "label": diagnosis.map(LEGACY_LABELS),
+                "target": _legacy_target(diagnosis, frame.get("benign_malignant"))}
+    levels = [frame[c].astype("string") for c in (f"{prefix}{i}" for i in range(1, 6)) if c in frame]
+    path = levels[0] if levels else pd.Series(pd.NA, index=frame.index, dtype="string")
+    for level in levels[1:]:
+        path = path.mask(level.notna(), path + ":" + level)
+    parts["diagnosis"] = path.str.rsplit(":", n=1).str[-1].str.lower()
+    parts["label"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_label(p))
+    parts["target"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_target(p))
     return parts
 
 
-def _tidy_2016(frame: pd.DataFrame, name: str) -> dict[str, object]:
-    """ISIC 2016 Part 3: melanoma or not (training: benign/malignant words, test: 0/1)."""
-    mel = frame["benign_malignant"] == "malignant" if name == "isic2016_train" else frame["melanoma"] == 1
-    return dict(source_id=frame["image_id"],
-                target=mel.astype("Int8") if name == "isic2016_train" else frame["melanoma"],
+def _tidy_2016(frame: pd.DataFrame) -> dict[str, object]:
+    """ISIC 2016 Part 3, melanoma or not: a benign lesion gets target 0 and no label (class unknown)."""
+    test = "melanoma" in frame  # the test file has 0/1, the training file benign/malignant
+    mel = frame["melanoma"] == 1 if test else frame["benign_malignant"] == "malignant"
+    return dict(source_id=frame["image_id"], target=frame["melanoma"] if test else mel.astype("Int8"),
                 label=pd.Series("MEL", index=frame.index).where(mel),
                 diagnosis=pd.Series("melanoma", index=frame.index).where(mel))
 
 
-def _tidy_2017(frame: pd.DataFrame, name: str) -> dict[str, object]:
+def _tidy_2017(frame: pd.DataFrame) -> dict[str, object]:
     """ISIC 2017 Part 3: ground truth (melanoma, seborrheic keratosis, else nevus) or metadata."""
-    if name == "isic2017_metadata":
+    if "sex" in frame:
         return dict(source_id=frame["image_id"], sex=frame["sex"], age_approx=frame["age_approximate"])
     label = _labels_from_onehot(frame, {"melanoma": "MEL", "seborrheic_keratosis": "BKL"}).fillna("NV")
     diagnosis = label.map({"MEL": "melanoma", "BKL": "seborrheic keratosis", "NV": "nevus"})
     return dict(source_id=frame["image_id"], label=label, diagnosis=diagnosis, target=frame["melanoma"])
 
 
-def _tidy_onehot(frame: pd.DataFrame, name: str) -> dict[str, object]:
+def _tidy_onehot(frame: pd.DataFrame) -> dict[str, object]:
     """ISIC 2018 Task 3 and 2019 ground truth: one column per class (2018's AKIEC read as AK)."""
-    codes = {c: ("AK" if c == "AKIEC" else c) for c in _FORMATS_BY_NAME[name].columns[1:]}
-    label = _labels_from_onehot(frame, codes)
+    label = _labels_from_onehot(frame, {c: "AK" if c == "AKIEC" else c for c in frame.columns.drop("image")})
     diagnosis = label.map(LABEL_DIAGNOSIS)
     if "AKIEC" in frame:
         diagnosis = diagnosis.mask(label == "AK", AKIEC_DIAGNOSIS)
     return dict(source_id=frame["image"], label=label, diagnosis=diagnosis, target=frame["MEL"])
 
 
-def _tidy_ham10000(frame: pd.DataFrame, name: str) -> dict[str, object]:
-    """HAM10000_metadata.csv: diagnosis words, lesion ids, finer body sites."""
+def _tidy_ham10000(frame: pd.DataFrame) -> dict[str, object]:
     label = frame["dx"].map(HAM10000_DX)
     diagnosis = label.map(LABEL_DIAGNOSIS).mask(label == "AK", AKIEC_DIAGNOSIS)
     return dict(source_id=frame["image_id"], lesion_id=frame["lesion_id"], sex=frame["sex"],
@@ -835,15 +653,19 @@ def _tidy_ham10000(frame: pd.DataFrame, name: str) -> dict[str, object]:
                 diagnosis=diagnosis, target=(label == "MEL").astype("Int8"))
 
 
-def _tidy_2019_metadata(frame: pd.DataFrame, name: str) -> dict[str, object]:
+def _tidy_2019_metadata(frame: pd.DataFrame) -> dict[str, object]:
     """ISIC 2019 training and test metadata (the test file has no lesion_id)."""
     return dict(source_id=frame["image"], sex=frame["sex"], age_approx=frame["age_approx"],
                 lesion_id=frame.get("lesion_id"), anatom_site_original=frame["anatom_site_general"],
                 anatom_site=_harmonise_site(frame["anatom_site_general"]))
 
 
-def _tidy_2020(frame: pd.DataFrame, name: str) -> dict[str, object]:
-    """SIIM-ISIC 2020 train.csv, ground truth v1/v2 and test.csv."""
+def _tidy_2020(frame: pd.DataFrame) -> dict[str, object]:
+    """SIIM-ISIC 2020 train.csv, ground truth v1/v2 and test.csv.
+
+    A ``diagnosis`` of ``unknown`` gives target 0 and label <NA>; ``UNK`` is kept for a known
+    diagnosis outside the eight classes (e.g. cafe-au-lait macule).
+    """
     site = frame["anatom_site_general_challenge"]
     parts = dict(source_id=frame["image_name"], patient_id=frame["patient_id"],
                  lesion_id=frame.get("lesion_id"), sex=frame["sex"], age_approx=frame["age_approx"],
@@ -855,30 +677,24 @@ def _tidy_2020(frame: pd.DataFrame, name: str) -> dict[str, object]:
     return parts
 
 
-def _tidy_2024(frame: pd.DataFrame, name: str) -> dict[str, object]:
+def _tidy_2024(frame: pd.DataFrame) -> dict[str, object]:
     """ISIC 2024 metadata: iddx_1..5 are the archive's diagnosis hierarchy; test rows have no target."""
-    parts = _tidy_archive(frame, legacy=False, prefix="iddx_")
-    parts["target"] = frame.get("target", pd.Series(pd.NA, index=frame.index, dtype="Int8"))
-    return parts
-
-
-def _tidy_submission(frame: pd.DataFrame, name: str) -> dict[str, object]:
-    """A sample submission: its target is a prediction and is dropped."""
-    return dict(source_id=frame[_FORMATS_BY_NAME[name].columns[0]])
+    return {**_tidy_archive(frame, prefix="iddx_"), "target": frame.get("target")}
 
 
 #: format name -> the function that maps its columns to the tidy ones.
-_TIDY = {
+_TIDY: dict[str, Callable[[pd.DataFrame], dict[str, object]]] = {
     "isic2016_train": _tidy_2016, "isic2016_test": _tidy_2016,
     "isic2017_ground_truth": _tidy_2017, "isic2017_metadata": _tidy_2017,
     "isic2018_task3_ground_truth": _tidy_onehot, "isic2019_ground_truth": _tidy_onehot,
-    "isic2018_task3_lesion_groupings": lambda f, name: dict(source_id=f["image"], lesion_id=f["lesion_id"]),
+    "isic2018_task3_lesion_groupings": lambda f: dict(source_id=f["image"], lesion_id=f["lesion_id"]),
     "ham10000_metadata": _tidy_ham10000,
     "isic2019_metadata": _tidy_2019_metadata, "isic2019_test_metadata": _tidy_2019_metadata,
     "siim2020_train": _tidy_2020, "siim2020_ground_truth_v2": _tidy_2020, "siim2020_test": _tidy_2020,
-    "siim2020_submission": _tidy_submission, "isic2024_submission": _tidy_submission,
-    "isic_archive": lambda f, name: _tidy_archive(f, legacy=False),
-    "isic_archive_legacy": lambda f, name: _tidy_archive(f, legacy=True),
+    # a sample submission's target is a prediction and is dropped
+    "siim2020_submission": lambda f: dict(source_id=f["image_name"]),
+    "isic2024_submission": lambda f: dict(source_id=f["isic_id"]),
+    "isic_archive": _tidy_archive, "isic_archive_legacy": lambda f: _tidy_archive(f, legacy=True),
     "isic2024_train": _tidy_2024, "isic2024_test": _tidy_2024,
 }
 
@@ -887,12 +703,9 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
             dataset: str | None = None) -> pd.DataFrame:
     """Turn an official frame from :func:`read_labels` into the tidy schema.
 
-    The format comes from ``frame.attrs["format"]`` (or, for a frame built
-    by hand, from its columns). ``split`` defaults to the format's split, or
-    for the 2017 / 2018 files to the one named in the file name
-    (``Validation`` -> ``val``, ``Test`` -> ``test``, else ``train``).
-    ``dataset`` overrides the format's dataset name. ``path`` is left <NA>:
-    the ``load_*`` functions attach image paths.
+    The format comes from ``frame.attrs["format"]`` (or, for a frame built by hand, from its
+    columns). ``split`` defaults to the format's split, else to the one the file name says
+    (``Validation`` -> ``val``, ``Test`` -> ``test``, else ``train``). ``path`` is left <NA>.
 
     Not called in a chapter; used by `read_labels`.
     """
@@ -900,28 +713,21 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
     fmt = _FORMATS_BY_NAME.get(name) if name else _match_columns(list(frame.columns))
     if fmt is None:
         raise ValueError(f"to_tidy: columns {list(frame.columns)} match no known format; "
-                         f"known formats: {_formats_list()}")
+                         f"known formats: {_KNOWN_FORMATS}")
     if fmt.name == "siim2020_duplicates":
         raise ValueError(f"{frame.attrs.get('source', 'frame')}: the duplicates file holds image "
                          "pairs, not images; pass it to combine(..., duplicates=...)")
-    source = frame.attrs.get("source")
-    split = split or fmt.split or _split_from_name(source)
     frame = frame.reset_index(drop=True)
-    n = len(frame)
-    parts: dict[str, object] = {"dataset": dataset or fmt.dataset, "split": split}
-    parts.update(_TIDY[fmt.name](frame, fmt.name))
-    out = _finish({k: v for k, v in parts.items() if v is not None}, n)
-    for column in ISIC2024_FEATURES if fmt.name.startswith("isic2024_") else ():
+    split = split or fmt.split or _split_from_name(frame.attrs.get("source"))
+    out = _finish({"dataset": dataset or fmt.dataset, "split": split, **_TIDY[fmt.name](frame)},
+                  len(frame))
+    for column in ISIC2024_FEATURES if fmt.dataset == "isic2024" else ():
         if column in frame:  # measurements as float64 (NaN), words as strings
             values = frame[column]
             out[column] = (values.to_numpy("float64", na_value=np.nan)
                            if values.dtype == "Float64" else values)
     return out
 
-
-# --------------------------------------------------------------------------
-# Download layouts
-# --------------------------------------------------------------------------
 
 class MissingImagesWarning(UserWarning):
     """Some rows of a label file have no image file in the layout.
@@ -931,23 +737,20 @@ class MissingImagesWarning(UserWarning):
 
 
 def _index_images(folder: Path, suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png")) -> dict[str, Path]:
-    """Map image id (file stem) -> path for every image below ``folder``."""
+    """Map image id (file stem) -> path for every image below ``folder`` (none if it is missing)."""
     found: dict[str, Path] = {}
-    if not folder.is_dir():
-        return found
     for dirpath, _dirs, files in os.walk(folder):
         for name in files:
             stem, suffix = os.path.splitext(name)
-            if suffix.lower() in suffixes and stem not in found:
-                found[stem] = Path(dirpath) / name
+            if suffix.lower() in suffixes:
+                found.setdefault(stem, Path(dirpath) / name)
     return found
 
 
 def _find(root: Path, name: str) -> Path | None:
     """``root/name`` or ``root/*/name`` (archives often unpack into a folder)."""
-    direct = root / name
-    if direct.is_file():
-        return direct
+    if (root / name).is_file():
+        return root / name
     return next(iter(sorted(root.glob(f"*/{name}"))), None)
 
 
@@ -959,88 +762,70 @@ def _shown(path: Path) -> str:
         return Path(path).name
 
 
-def _refuse_outside(paths: pd.Series, ids: pd.Series, root: Path) -> None:
-    """Raise ``ValueError`` for the first image file that resolves outside ``root``.
+def _attach_paths(frame: pd.DataFrame, index: Mapping[str, Path], *, root: Path, layout: str,
+                  strict: bool) -> pd.DataFrame:
+    """Fill ``path``; refuse an image file that resolves outside ``root``, report missing ones.
 
-    A symlink inside a download folder may point anywhere; following it would
-    read (and show, and train on) a file outside the data. Folders are resolved
-    once each, files only when they are symlinks themselves.
+    A symlink inside a download folder may point anywhere; following it would read (and show,
+    and train on) a file outside the data. Folders are resolved once each, files only when they
+    are symlinks themselves.
     """
-    real_root = os.path.realpath(root)
-    folders: dict[str, str] = {}
-    for image_id, path in zip(ids, paths):
+    frame = frame.copy()
+    paths = frame["source_id"].map(lambda i: index.get(i))
+    real_root, folders = os.path.realpath(root), {}
+    for image_id, path in zip(frame["source_id"], paths):
         if path is None:
             continue
-        text = os.fspath(path)
-        folder = os.path.dirname(text)
+        folder = os.path.dirname(path)
         if folder not in folders:
             folders[folder] = os.path.realpath(folder)
-        real = (os.path.realpath(text) if os.path.islink(text)
-                else os.path.join(folders[folder], os.path.basename(text)))
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[folder], path.name)
         if not Path(real).is_relative_to(real_root):
             raise ValueError(f"{path}: image {image_id!r} resolves to {real}, outside the data "
                              f"folder {root}; refused (a symlink must stay inside the folder: "
                              "link the whole download folder instead)")
-
-
-def _attach_paths(frame: pd.DataFrame, index: Mapping[str, Path], *, root: Path, layout: str,
-                  strict: bool) -> pd.DataFrame:
-    frame = frame.copy()
-    paths = frame["source_id"].map(lambda i: index.get(i))
-    _refuse_outside(paths, frame["source_id"], root)
     frame["path"] = paths.map(lambda p: None if p is None else p.as_posix()).astype("string")
     missing = frame.loc[frame["path"].isna(), "source_id"]
     if len(missing):
-        examples = ", ".join(missing.head(3))
         message = (f"{_shown(root)}: {len(missing):,} of {len(frame):,} images of layout {layout} "
-                   f"not found (e.g. {examples}); their path is <NA>")
+                   f"not found (e.g. {', '.join(missing.head(3))}); their path is <NA>")
         if strict:
             raise ValueError(message)
-        warnings.warn(message, MissingImagesWarning, stacklevel=3)
+        warnings.warn(message, MissingImagesWarning, stacklevel=4)
     return frame
 
 
 def _merge_metadata(labels: pd.DataFrame, metadata: pd.DataFrame,
-                    columns: Iterable[str]) -> pd.DataFrame:
+                    columns: Iterable[str] = ("sex", "age_approx")) -> pd.DataFrame:
     """Fill ``columns`` of tidy ``labels`` from tidy ``metadata`` (by source_id)."""
     meta = metadata.set_index("source_id")
     out = labels.copy()
     for column in columns:
-        values = out["source_id"].map(meta[column])
-        out[column] = out[column].fillna(values).astype(labels[column].dtype) \
-            if column != "age_approx" else out[column].fillna(values.astype("float64"))
+        out[column] = out[column].fillna(out["source_id"].map(meta[column])).astype(labels[column].dtype)
     return out
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
+_SITE_COLUMNS = ("sex", "age_approx", "anatom_site", "anatom_site_original")
+
+
+def _concat(frames: list[pd.DataFrame], root: Path, layout: str) -> pd.DataFrame:
+    """The tidy frames one after another (tidy columns first, then 2024's kept ones)."""
     if not frames:
-        return _finish({}, 0)
-    out = pd.concat(frames, ignore_index=True)  # tidy columns first, then kept ones (2024)
+        raise ValueError(f"{root}: no label file of layout {layout} found")
+    out = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     return out[[*TIDY_COLUMNS, *(c for c in out.columns if c not in TIDY_COLUMNS)]]
 
 
-def _no_labels(root: Path, layout: str) -> typing.NoReturn:
-    raise ValueError(f"{root}: no label file of layout {layout} found")
+# Each reader of a download layout returns its tidy frame and the image index {source_id: path}.
+# The paths of SIIM-ISIC 2020 are ``jpeg/<split>/<id>.jpg``, else the DICOM ``<split>/<id>.dcm``.
+def _read_siim_isic_2020(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Training rows: train.csv, else the v2 ground truth (lesion_id is taken from it), else v1.
 
-
-def load_siim_isic_2020(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load a SIIM-ISIC 2020 folder (Kaggle download and/or ISIC archive copies).
-
-    Training rows come from ``train.csv``, else ``ISIC_2020_Training_GroundTruth_v2.csv``,
-    else the v1 ``ISIC_2020_Training_GroundTruth.csv``; ``lesion_id`` comes
-    from the v2 file when present. Test rows from ``test.csv`` (else
-    ``sample_submission.csv``). Paths point at ``jpeg/<split>/<id>.jpg``, else
-    the DICOM ``<split>/<id>.dcm``. The pairs of
-    ``ISIC_2020_Training_Duplicates.csv`` are kept in
-    ``frame.attrs["duplicate_pairs"]`` for :func:`combine`.
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
+    Test rows: test.csv, else sample_submission.csv. The pairs of
+    ``ISIC_2020_Training_Duplicates.csv`` go to ``frame.attrs["duplicate_pairs"]`` for combine.
     """
-    root = Path(root)
     v2 = _find(root, "ISIC_2020_Training_GroundTruth_v2.csv")
-    train_file = next((p for p in (_find(root, "train.csv"), v2,
-                                   _find(root, "ISIC_2020_Training_GroundTruth.csv")) if p), None)
+    train_file = _find(root, "train.csv") or v2 or _find(root, "ISIC_2020_Training_GroundTruth.csv")
     frames = []
     if train_file is not None:
         train = read_labels(train_file, tidy=True, split="train")
@@ -1050,232 +835,152 @@ def load_siim_isic_2020(root: os.PathLike | str, strict: bool = False) -> pd.Dat
     test_file = _find(root, "test.csv") or _find(root, "sample_submission.csv")
     if test_file is not None:
         frames.append(read_labels(test_file, tidy=True, split="test"))
-    if not frames:
-        _no_labels(root, "siim-isic-2020")
-    frame = _concat(frames)
+    frame = _concat(frames, root, "siim-isic-2020")
     index: dict[str, Path] = {}
     for split in ("train", "test"):
-        jpegs = _index_images(root / "jpeg" / split)
-        dicoms = _index_images(root / split, (".dcm",))
-        index.update({**dicoms, **jpegs})
-    frame = _attach_paths(frame, index, root=root, layout="siim-isic-2020", strict=strict)
+        index.update({**_index_images(root / split, (".dcm",)), **_index_images(root / "jpeg" / split)})
     duplicates = _find(root, "ISIC_2020_Training_Duplicates.csv")
     if duplicates is not None:
         pairs = read_labels(duplicates)
         frame.attrs["duplicate_pairs"] = list(zip(pairs["image_name_1"], pairs["image_name_2"]))
-    return frame
+    return frame, index
 
 
-def load_isic_2019(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load an ISIC 2019 folder: training ground truth + metadata, test metadata.
-
-    ``image_id`` drops the ``_downsampled`` suffix of some training ids;
-    ``source_id`` and the image path keep it.
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
-    """
-    root = Path(root)
+def _read_isic_2019(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Training ground truth + metadata, test ground truth (if any) + metadata."""
     frames = []
-    gt = _find(root, "ISIC_2019_Training_GroundTruth.csv")
-    meta = _find(root, "ISIC_2019_Training_Metadata.csv")
-    if gt is not None:
-        train = read_labels(gt, tidy=True, split="train")
-        if meta is not None:
-            train = _merge_metadata(train, read_labels(meta, tidy=True), (
-                "lesion_id", "sex", "age_approx", "anatom_site", "anatom_site_original"))
-        frames.append(train)
-    test_gt = _find(root, "ISIC_2019_Test_GroundTruth.csv")
-    test_meta = _find(root, "ISIC_2019_Test_Metadata.csv")
-    if test_gt is not None:
-        test = read_labels(test_gt, tidy=True, split="test")
-        if test_meta is not None:
-            test = _merge_metadata(test, read_labels(test_meta, tidy=True, split="test"), (
-                "sex", "age_approx", "anatom_site", "anatom_site_original"))
-        frames.append(test)
-    elif test_meta is not None:
-        frames.append(read_labels(test_meta, tidy=True, split="test"))
-    if not frames:
-        _no_labels(root, "isic-2019")
-    index = {**_index_images(root / "ISIC_2019_Test_Input"),
-             **_index_images(root / "ISIC_2019_Training_Input")}
-    return _attach_paths(_concat(frames), index, root=root, layout="isic-2019", strict=strict)
-
-
-_SPLITS_2018 = {"train": "Training", "val": "Validation", "test": "Test"}
-
-
-def load_isic_2018_task3(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load an ISIC 2018 Task 3 folder: the three ground truths plus HAM10000 metadata.
-
-    Training rows get ``lesion_id``, ``sex``, ``age_approx`` and the site from
-    ``HAM10000_metadata.csv`` (or ``lesion_id`` from the lesion groupings
-    file) and keep ``dataset == "isic2018"``.
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
-    """
-    root = Path(root)
-    frames, index = [], {}
-    for split, word in _SPLITS_2018.items():
-        gt = _find(root, f"ISIC2018_Task3_{word}_GroundTruth.csv")
+    for split, word, meta_columns in (("train", "Training", ("lesion_id", *_SITE_COLUMNS)),
+                                      ("test", "Test", _SITE_COLUMNS)):
+        gt = _find(root, f"ISIC_2019_{word}_GroundTruth.csv")
+        meta = _find(root, f"ISIC_2019_{word}_Metadata.csv")
         if gt is not None:
-            frames.append(read_labels(gt, tidy=True, split=split))
-        index.update(_index_images(root / f"ISIC2018_Task3_{word}_Input"))
-    if not frames:
-        _no_labels(root, "isic-2018-task3")
-    frame = _concat(frames)
+            part = read_labels(gt, tidy=True, split=split)
+            if meta is not None:
+                part = _merge_metadata(part, read_labels(meta, tidy=True, split=split), meta_columns)
+            frames.append(part)
+        elif meta is not None and split == "test":
+            frames.append(read_labels(meta, tidy=True, split=split))
+    return _concat(frames, root, "isic-2019"), {**_index_images(root / "ISIC_2019_Test_Input"),
+                                                **_index_images(root / "ISIC_2019_Training_Input")}
+
+
+def _read_splits(root: Path, layout: str, splits: dict[str, str], gt: str, data: str,
+                 meta: str | None = None, suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png"),
+                 ) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Ground truth ``gt`` (and sex and age from ``meta``, in the data folder or beside it) and the
+    images in folder ``data`` of each split; ``{}`` in a name stands for the split's word."""
+    frames, index = [], {}
+    for split, word in splits.items():
+        folder = root / data.format(word)
+        index.update(_index_images(folder, suffixes))
+        gt_file = _find(root, gt.format(word))
+        if gt_file is None:
+            continue
+        part = read_labels(gt_file, tidy=True, split=split)
+        meta_file = meta and (_find(folder, meta.format(word)) or _find(root, meta.format(word)))
+        if meta_file:
+            part = _merge_metadata(part, read_labels(meta_file, tidy=True, split=split))
+        frames.append(part)
+    return _concat(frames, root, layout), index
+
+
+def _read_isic_2018_task3(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """The three ground truths; training rows (``dataset == "isic2018"``) get lesion_id, sex, age and
+    site from HAM10000_metadata.csv, else lesion_id from the lesion groupings file."""
+    frame, index = _read_splits(root, "isic-2018-task3",
+                                {"train": "Training", "val": "Validation", "test": "Test"},
+                                "ISIC2018_Task3_{}_GroundTruth.csv", "ISIC2018_Task3_{}_Input")
     ham = _find(root, "HAM10000_metadata.csv")
     if ham is not None:
-        frame = _merge_metadata(frame, read_labels(ham, tidy=True), (
-            "lesion_id", "sex", "age_approx", "anatom_site", "anatom_site_original"))
+        frame = _merge_metadata(frame, read_labels(ham, tidy=True), ("lesion_id", *_SITE_COLUMNS))
     groupings = _find(root, "ISIC2018_Task3_Training_LesionGroupings.csv")
     if groupings is not None:
         frame = _merge_metadata(frame, read_labels(groupings, tidy=True), ("lesion_id",))
-    return _attach_paths(frame, index, root=root, layout="isic-2018-task3", strict=strict)
+    return frame, index
 
 
-_SPLITS_2017 = {"train": "Training", "val": "Validation", "test": "Test_v2"}
+_read_isic_2017 = functools.partial(
+    _read_splits, layout="isic-2017", splits={"train": "Training", "val": "Validation", "test": "Test_v2"},
+    gt="ISIC-2017_{}_Part3_GroundTruth.csv", data="ISIC-2017_{}_Data",
+    meta="ISIC-2017_{}_Data_metadata.csv", suffixes=(".jpg", ".jpeg"))
+_read_isic_2016 = functools.partial(
+    _read_splits, layout="isic-2016", splits={"train": "Training", "test": "Test"},
+    gt="ISBI2016_ISIC_Part3_{}_GroundTruth.csv", data="ISBI2016_ISIC_Part3_{}_Data")
 
 
-def load_isic_2017(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load an ISIC 2017 folder: Part 3 ground truth and metadata of each split.
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
-    """
-    root = Path(root)
-    frames, index = [], {}
-    for split, word in _SPLITS_2017.items():
-        gt = _find(root, f"ISIC-2017_{word}_Part3_GroundTruth.csv")
-        data = root / f"ISIC-2017_{word}_Data"
-        if gt is None:
-            continue
-        part = read_labels(gt, tidy=True, split=split)
-        meta = _find(data, f"ISIC-2017_{word}_Data_metadata.csv") if data.is_dir() else None
-        meta = meta or _find(root, f"ISIC-2017_{word}_Data_metadata.csv")
-        if meta is not None:
-            part = _merge_metadata(part, read_labels(meta, tidy=True, split=split),
-                                   ("sex", "age_approx"))
-        frames.append(part)
-        index.update(_index_images(data, (".jpg", ".jpeg")))
-    if not frames:
-        _no_labels(root, "isic-2017")
-    return _attach_paths(_concat(frames), index, root=root, layout="isic-2017", strict=strict)
+def _read_ham10000(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """A HAM10000-only download (``dataset == "ham10000"``), every row ``train``."""
+    frame = read_labels(root / "HAM10000_metadata.csv", tidy=True, split="train")
+    return frame, {**_index_images(root / "HAM10000_images_part_2"),
+                   **_index_images(root / "HAM10000_images_part_1")}
 
 
-def load_isic_2016(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load an ISIC 2016 (ISBI 2016 Part 3) folder: training and test ground truth.
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
-    """
-    root = Path(root)
-    frames, index = [], {}
-    for split, word in (("train", "Training"), ("test", "Test")):
-        gt = _find(root, f"ISBI2016_ISIC_Part3_{word}_GroundTruth.csv")
-        if gt is not None:
-            frames.append(read_labels(gt, tidy=True, split=split))
-        index.update(_index_images(root / f"ISBI2016_ISIC_Part3_{word}_Data"))
-    if not frames:
-        _no_labels(root, "isic-2016")
-    return _attach_paths(_concat(frames), index, root=root, layout="isic-2016", strict=strict)
+def _read_isic_archive(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """An ``isic image download`` folder: metadata.csv beside the images; no split (all ``train``)."""
+    return read_labels(root / "metadata.csv", tidy=True, split="train"), _index_images(root)
 
 
-def load_isic_archive(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load an ``isic image download`` folder (``metadata.csv`` beside ``ISIC_*.jpg``).
-
-    Both the legacy (``benign_malignant``, ``diagnosis``) and today's
-    (``diagnosis_1`` ... ``diagnosis_5``) metadata are read. An archive
-    download has no official split: every row is ``train``.
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
-    """
-    root = Path(root)
-    meta = root / "metadata.csv"
-    if not meta.is_file():
-        _no_labels(root, "isic-archive")
-    frame = read_labels(meta, tidy=True, split="train")
-    return _attach_paths(frame, _index_images(root), root=root, layout="isic-archive",
-                         strict=strict)
-
-
-def load_ham10000(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load a HAM10000-only download: ``HAM10000_metadata.csv`` + ``HAM10000_images_part_1/2``.
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
-    """
-    root = Path(root)
-    meta = _find(root, "HAM10000_metadata.csv")
-    if meta is None:
-        _no_labels(root, "ham10000")
-    frame = read_labels(meta, tidy=True, split="train")
-    index = {**_index_images(root / "HAM10000_images_part_2"),
-             **_index_images(root / "HAM10000_images_part_1")}
-    return _attach_paths(frame, index, root=root, layout="ham10000", strict=strict)
-
-
-def load_isic_2024(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
-    """Load an ISIC 2024 (SLICE-3D, Kaggle ``isic-2024-challenge``) folder.
-
-    Rows: ``train-metadata.csv`` (split ``train``) and ``test-metadata.csv`` (else
-    ``sample_submission.csv``; split ``test``), in the tidy schema followed by
-    :data:`ISIC2024_FEATURES` (``clin_size_long_diam_mm``, ``tbp_tile_type`` and every
-    ``tbp_lv_*`` measurement, as float64 or strings). ``target`` is the challenge's:
-    1 = malignant (melanoma, basal or squamous cell carcinoma...), 0 = benign; ``label``
-    says which (from ``iddx_1``...``iddx_5``; <NA> for the untested "Benign" lesions).
-    Paths point at ``train-image/image/<isic_id>.jpg`` when that folder is there, else
-    at the image inside ``train-image.hdf5`` / ``test-image.hdf5``, written
-    ``<root>/train-image.hdf5/<isic_id>``: :func:`helpers.io.read_image` reads such a
-    path from the HDF5 file (a bad or missing key: ``ValueError`` naming file and key).
-
-    Not called in a chapter; `load_dataset` calls it for its layout.
-    """
-    root = Path(root)
+def _read_isic_2024(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """train-metadata.csv and test-metadata.csv (else sample_submission.csv); images from
+    ``train-image/`` when there, else ``<root>/train-image.hdf5/<isic_id>`` (helpers.io reads it)."""
     files = (_find(root, "train-metadata.csv"),
              _find(root, "test-metadata.csv") or _find(root, "sample_submission.csv"))
-    frames = [read_labels(f, tidy=True) for f in files if f is not None]
-    if not frames:
-        _no_labels(root, "isic-2024")
+    frame = _concat([read_labels(f, tidy=True) for f in files if f is not None], root, "isic-2024")
     index: dict[str, Path] = {}
     for store in (_find(root, "test-image.hdf5"), _find(root, "train-image.hdf5")):
         index.update({key: store / key for key in hdf5_keys(store)} if store else {})
     index.update(_index_images(root / "train-image", (".jpg", ".jpeg")))
-    return _attach_paths(_concat(frames), index, root=root, layout="isic-2024", strict=strict)
+    return frame, index
 
 
 def _has(root: Path, pattern: str) -> bool:
     return any(root.glob(pattern))
 
 
-def _is_archive(root: Path) -> bool:
-    meta = root / "metadata.csv"
-    if not meta.is_file():
-        return False
-    with meta.open(encoding="utf-8-sig", errors="replace") as handle:
-        return handle.readline().startswith("isic_id")
+def _first_line(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
+        return handle.readline()
 
 
 def _is_siim(root: Path) -> bool:
-    if _has(root, "ISIC_2020_*") or (root / "tfrecords").is_dir() or (root / "jpeg").is_dir():
-        return True
-    for name in ("train.csv", "test.csv"):
-        if (root / name).is_file():
-            with (root / name).open(encoding="utf-8-sig", errors="replace") as handle:
-                if handle.readline().startswith("image_name,"):
-                    return True
-    return False
+    return (_has(root, "ISIC_2020_*") or (root / "tfrecords").is_dir() or (root / "jpeg").is_dir()
+            or any(_first_line(root / n).startswith("image_name,") for n in ("train.csv", "test.csv")))
 
 
-#: Layout name -> (recogniser of a folder, loader), in recognition order.
-LAYOUTS: dict[str, tuple[Callable[[Path], bool], Callable[..., pd.DataFrame]]] = {
-    "siim-isic-2020": (_is_siim, load_siim_isic_2020),
-    "isic-2019": (lambda r: _has(r, "ISIC_2019_*"), load_isic_2019),
-    "isic-2018-task3": (lambda r: _has(r, "ISIC2018_Task3_*"), load_isic_2018_task3),
+_Reader = Callable[[Path], tuple[pd.DataFrame, dict[str, Path]]]
+#: Layout name -> (recogniser of a folder, reader of its frame and image index), in recognition order.
+LAYOUTS: dict[str, tuple[Callable[[Path], bool], _Reader]] = {
+    "siim-isic-2020": (_is_siim, _read_siim_isic_2020),
+    "isic-2019": (lambda r: _has(r, "ISIC_2019_*"), _read_isic_2019),
+    "isic-2018-task3": (lambda r: _has(r, "ISIC2018_Task3_*"), _read_isic_2018_task3),
     "ham10000": (lambda r: not _has(r, "ISIC2018_Task3_*") and _has(r, "HAM10000_metadata.csv"),
-                 load_ham10000),
-    "isic-2017": (lambda r: _has(r, "ISIC-2017_*"), load_isic_2017),
-    "isic-2016": (lambda r: _has(r, "ISBI2016_ISIC_Part3_*"), load_isic_2016),
-    "isic-archive": (_is_archive, load_isic_archive),
-    "isic-2024": (lambda r: any(_has(r, n) for n in ("t*-metadata.csv", "t*-image.hdf5")),
-                  load_isic_2024),
+                 _read_ham10000),
+    "isic-2017": (lambda r: _has(r, "ISIC-2017_*"), _read_isic_2017),
+    "isic-2016": (lambda r: _has(r, "ISBI2016_ISIC_Part3_*"), _read_isic_2016),
+    "isic-archive": (lambda r: _first_line(r / "metadata.csv").startswith("isic_id"), _read_isic_archive),
+    "isic-2024": (lambda r: _has(r, "t*-metadata.csv") or _has(r, "t*-image.hdf5"), _read_isic_2024),
 }
+
+
+def _load(root: os.PathLike | str, layout: str, strict: bool) -> pd.DataFrame:
+    frame, index = LAYOUTS[layout][1](Path(root))
+    return _attach_paths(frame, index, root=Path(root), layout=layout, strict=strict)
+
+
+def load_isic_2024(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
+    """Load an ISIC 2024 (SLICE-3D, Kaggle ``isic-2024-challenge``) folder.
+
+    The tidy schema followed by :data:`ISIC2024_FEATURES` (float64 or strings). ``target`` is the
+    challenge's: 1 = malignant (melanoma, basal or squamous cell carcinoma...); ``label`` says which
+    (from ``iddx_1``...``iddx_5``; <NA> for the untested "Benign" lesions). An image inside
+    ``train-image.hdf5`` has the path ``<root>/train-image.hdf5/<isic_id>``, which
+    :func:`helpers.io.read_image` reads.
+
+    Not called in a chapter; `load_dataset` reads an isic-2024 folder the same way.
+    """
+    return _load(root, "isic-2024", strict)
 
 
 def detect_layout(root: os.PathLike | str) -> str:
@@ -1286,7 +991,7 @@ def detect_layout(root: os.PathLike | str) -> str:
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder")
-    found = [name for name, (recognise, _load) in LAYOUTS.items() if recognise(root)]
+    found = [name for name, (recognise, _read) in LAYOUTS.items() if recognise(root)]
     if not found:
         raise ValueError(f"{root}: not a known download layout; known layouts: "
                          f"{', '.join(LAYOUTS)} (a folder of layouts: use load_all)")
@@ -1299,25 +1004,21 @@ def detect_layout(root: os.PathLike | str) -> str:
 def load_dataset(root: os.PathLike | str, strict: bool = False) -> pd.DataFrame:
     """Recognise the layout of one download folder and load it as a tidy frame.
 
-    Missing images are reported in one :class:`MissingImagesWarning` (count
-    and examples; their ``path`` is <NA>), or raise ``ValueError`` with
-    ``strict=True``. Image ids are plain file names (an id with a path part,
-    such as ``../../etc/passwd``, is refused by :func:`read_labels`), and an
-    image file that resolves outside ``root`` (a symlink pointing out of the
-    download folder) is refused with a ``ValueError`` naming it: link the
-    whole download folder, not folders inside it.
+    Missing images are reported in one :class:`MissingImagesWarning` (count and examples; their
+    ``path`` is <NA>), or raise ``ValueError`` with ``strict=True``. An image file that resolves
+    outside ``root`` (a symlink pointing out of the download folder) is refused with a
+    ``ValueError`` naming it: link the whole download folder, not folders inside it.
 
     Introduced in chapter 1 (skin disease and melanoma).
     """
-    return LAYOUTS[detect_layout(root)][1](root, strict=strict)
+    return _load(root, detect_layout(root), strict)
 
 
 def load_all(root: os.PathLike | str, strict: bool = False) -> dict[str, pd.DataFrame]:
     """Load every layout folder directly inside ``root`` (e.g. ``data_samples/``).
 
-    Returns ``{folder name: tidy frame}`` in folder-name order; folders that
-    are no known layout are skipped. ``combine(load_all(root).values())``
-    gives one table.
+    Returns ``{folder name: tidy frame}`` in folder-name order; folders of no known layout
+    are skipped.
 
     Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
@@ -1328,15 +1029,11 @@ def load_all(root: os.PathLike | str, strict: bool = False) -> dict[str, pd.Data
             layout = detect_layout(sub)
         except ValueError:
             continue
-        out[sub.name] = LAYOUTS[layout][1](sub, strict=strict)
+        out[sub.name] = _load(sub, layout, strict)
     if not out:
         raise ValueError(f"{root}: no folder of a known layout ({', '.join(LAYOUTS)})")
     return out
 
-
-# --------------------------------------------------------------------------
-# Combining sources
-# --------------------------------------------------------------------------
 
 #: combine() keeps, for an image found in several sources, the row of the
 #: first dataset here: the archive's full diagnosis hierarchy, then the nine
@@ -1346,53 +1043,39 @@ PREFERENCE: tuple[str, ...] = (
     "isic-archive", "isic2019", "isic2018", "ham10000", "siim-isic-2020", "isic2017", "isic2016",
     "isic2024",
 )
-_FILLED = ("patient_id", "lesion_id", "sex", "age_approx", "anatom_site", "anatom_site_original")
+_FILLED = ("patient_id", "lesion_id", *_SITE_COLUMNS)
 
 
 def _duplicate_flags(frame: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> pd.Series:
-    """True for every SIIM-ISIC 2020 image that repeats an earlier image of its group."""
-    parent: dict[str, str] = {}
+    """True for every SIIM-ISIC 2020 image that repeats an earlier image of its group.
 
-    def find(x: str) -> str:
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    def union(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[rb] = ra
-
-    siim = frame[frame["dataset"] == "siim-isic-2020"]
-    with_lesion = siim[siim["lesion_id"].notna()]
-    for _lesion, ids in with_lesion.groupby("lesion_id", sort=False)["image_id"]:
-        ids = list(ids)
-        for other in ids[1:]:
-            union(ids[0], other)
-    for a, b in pairs:
-        union(re.sub(r"_downsampled$", "", a), re.sub(r"_downsampled$", "", b))
-    roots = frame["image_id"].map(lambda i: find(i) if i in parent else i)
-    is_siim = frame["dataset"] == "siim-isic-2020"
-    return (roots.duplicated() & is_siim & roots.isin(set(parent.values()) | set(parent))).astype(
-        "boolean")
+    A group is a connected component of the graph whose edges join the images of one
+    ``lesion_id`` and the pairs of the duplicates file.
+    """
+    siim = frame["dataset"] == "siim-isic-2020"
+    with_lesion = frame[siim & frame["lesion_id"].notna()]
+    first = with_lesion.groupby("lesion_id", sort=False)["image_id"].transform("first")
+    edges = [*zip(first, with_lesion["image_id"]),
+             *((re.sub(r"_downsampled$", "", a), re.sub(r"_downsampled$", "", b)) for a, b in pairs)]
+    edges = [(a, b) for a, b in edges if a != b]
+    nodes = pd.Index(sorted({image for edge in edges for image in edge}))
+    ends = [nodes.get_indexer([edge[k] for edge in edges]) for k in (0, 1)]
+    graph = coo_matrix((np.ones(len(edges)), tuple(ends)), shape=(len(nodes), len(nodes)))
+    group = frame["image_id"].map(pd.Series(connected_components(graph, directed=False)[1], index=nodes))
+    return (group.notna() & group.duplicated() & siim).astype("boolean")
 
 
 def combine(frames: Iterable[pd.DataFrame],
             duplicates: os.PathLike | str | pd.DataFrame | None = None) -> pd.DataFrame:
     """Merge tidy frames into one row per image and flag SIIM-ISIC 2020 duplicates.
 
-    Images found in several sources (ISIC 2019 contains HAM10000 and the
-    2017 training set; ``_downsampled`` ids compare equal after stripping)
-    keep the row of the most specific source in :data:`PREFERENCE` (ties:
-    the first frame given); missing ``patient_id``, ``lesion_id``, ``sex``,
-    ``age_approx`` and site are filled in from the dropped rows.
-
-    The added boolean column ``duplicate`` is True for a SIIM-ISIC 2020
-    image that shows the same lesion as an earlier row: images sharing a v2
-    ``lesion_id``, or pairs from the duplicates file (``duplicates``, or
-    ``frame.attrs["duplicate_pairs"]`` set by :func:`load_siim_isic_2020`).
-    The first image of each group stays ``False``; drop the others with
-    ``frame[~frame.duplicate]``.
+    An image found in several sources (ISIC 2019 contains HAM10000 and the 2017 training set;
+    ``_downsampled`` ids compare equal) keeps the row of the first source in :data:`PREFERENCE`
+    (ties: the first frame given); its missing patient, lesion, sex, age and site are filled in
+    from the dropped rows. The added boolean ``duplicate`` is True for a SIIM-ISIC 2020 image
+    that shows the same lesion as an earlier row: images sharing a v2 ``lesion_id``, or pairs
+    from the duplicates file (``duplicates``, or ``frame.attrs["duplicate_pairs"]`` that
+    load_dataset sets); the first image of each group stays False.
 
     Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
@@ -1407,13 +1090,10 @@ def combine(frames: Iterable[pd.DataFrame],
         table = duplicates if isinstance(duplicates, pd.DataFrame) else read_labels(duplicates)
         pairs.extend(zip(table["image_name_1"], table["image_name_2"]))
     if not frames:
-        out = _finish({}, 0)
-        out["duplicate"] = pd.Series(dtype="boolean")
-        return out
+        return _finish({}, 0).assign(duplicate=pd.Series(dtype="boolean"))
     data = pd.concat([f[list(TIDY_COLUMNS)] for f in frames], ignore_index=True)
     rank = data["dataset"].map({d: i for i, d in enumerate(PREFERENCE)}).fillna(len(PREFERENCE))
-    order = np.lexsort((np.arange(len(data)), rank.to_numpy()))
-    ranked = data.iloc[order]
+    ranked = data.iloc[np.lexsort((np.arange(len(data)), rank.to_numpy()))]
     filled = ranked.groupby("image_id", sort=False)[list(_FILLED)].first()
     keep = ranked.drop_duplicates("image_id", keep="first").sort_index()
     for column in _FILLED:
@@ -1424,17 +1104,11 @@ def combine(frames: Iterable[pd.DataFrame],
     return keep
 
 
-# --------------------------------------------------------------------------
-# DermaMNIST
-# --------------------------------------------------------------------------
-
 def read_dermamnist(path: os.PathLike | str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read a MedMNIST ``dermamnist*.npz``: ``{split: (images, labels)}``.
+    """Read a MedMNIST ``dermamnist*.npz``: ``{split: (images, labels)}`` for train, val, test.
 
-    Splits are ``train``, ``val``, ``test``; images are uint8
-    ``(N, H, W, 3)``; labels a 1-D int64 array of class indices 0-6 in
-    MedMNIST order (:data:`DERMAMNIST_LABELS` gives each its ISIC 2019 code,
-    e.g. 4 -> ``MEL``).
+    Images are uint8 ``(N, H, W, 3)``; labels a 1-D int64 array of class indices 0-6 in
+    MedMNIST order (:data:`DERMAMNIST_LABELS` gives each its ISIC 2019 code).
 
     Not called in a chapter.
     """
@@ -1449,8 +1123,7 @@ def read_dermamnist(path: os.PathLike | str) -> dict[str, tuple[np.ndarray, np.n
         for split in ("train", "val", "test"):
             need = {f"{split}_images", f"{split}_labels"}
             if not need <= keys:
-                raise ValueError(f"{path}: missing arrays {sorted(need - keys)}; "
-                                 f"found {sorted(keys)}")
+                raise ValueError(f"{path}: missing arrays {sorted(need - keys)}; found {sorted(keys)}")
             images = archive[f"{split}_images"]
             labels = archive[f"{split}_labels"].reshape(-1).astype(np.int64)
             if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
