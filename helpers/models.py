@@ -138,18 +138,14 @@ class LesionClassifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int,
-                 n_meta: int = 0, meta_hidden: int = 64, meta_out: int = 32,
-                 name: str = "") -> None:
+                 n_meta: int = 0, name: str = "") -> None:
         super().__init__()
-        self.name = name
-        self.backbone = backbone
-        self.n_meta = n_meta
-        self.meta = None
-        if n_meta > 0:
+        self.name, self.backbone, self.n_meta, self.meta = name, backbone, n_meta, None
+        if n_meta > 0:     # 64 hidden units, 32 outputs concatenated with the image features
             self.meta = nn.Sequential(
-                nn.Linear(n_meta, meta_hidden), nn.BatchNorm1d(meta_hidden), nn.ReLU(inplace=True),
-                nn.Dropout(0.2), nn.Linear(meta_hidden, meta_out), nn.ReLU(inplace=True))
-        self.head = nn.Linear(num_features + (meta_out if n_meta > 0 else 0), num_classes)
+                nn.Linear(n_meta, 64), nn.BatchNorm1d(64), nn.ReLU(inplace=True),
+                nn.Dropout(0.2), nn.Linear(64, 32), nn.ReLU(inplace=True))
+        self.head = nn.Linear(num_features + (32 if n_meta > 0 else 0), num_classes)
 
     def forward(self, images: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
         features = self.backbone(images)

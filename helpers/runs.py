@@ -294,7 +294,7 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                       loss="bce", pos_weight=pos_weight, amp=cfg.amp, compile=cfg.compile,
                       out_dir=run, resume=resume, patience=cfg.patience, seed=cfg.seed,
                       progress=progress, config=config)
-    except (OSError, RuntimeError, ValueError) as err:   # checkpoints are written atomically: old ones stay whole
+    except (OSError, RuntimeError, ValueError) as err:   # atomic checkpoints: the old ones stay whole
         cause = write_error(err)
         if cause is None:
             raise
@@ -322,14 +322,13 @@ def _summary(history, train_set, val_set, run: Path) -> dict[str, Any]:
                for dataset in (train_set, val_set) for path, why in dataset.skipped}
     last = load_checkpoint(run / "last.pt")
     aucs = history["val_auc"]
-    best_epoch = int(history.loc[aucs.idxmax(), "epoch"]) if aucs.notna().any() else int(last["best"]["epoch"])
-    best_auc = float(aucs.max()) if aucs.notna().any() else float("nan")
+    any_auc = aucs.notna().any()
     return {
         "epochs_done": int(history["epoch"].max()) if len(history) else 0,
         "epochs_planned": int(last["config"]["epochs"]),
         "stopped_early": bool(last["best"]["stopped"]),
-        "best_epoch": best_epoch,
-        "best_val_auc": best_auc if math.isfinite(best_auc) else None,
+        "best_epoch": int(history.loc[aucs.idxmax(), "epoch"] if any_auc else last["best"]["epoch"]),
+        "best_val_auc": float(aucs.max()) if any_auc else None,
         "last_val_auc": float(aucs.iloc[-1]) if len(aucs) and math.isfinite(aucs.iloc[-1]) else None,
         "images_skipped": {"count": len(reasons), "reasons": reasons},
     }
@@ -363,9 +362,11 @@ def images_to_predict(folder: Path, split: str = "auto") -> tuple[pd.DataFrame, 
 def frame_loader(config: dict[str, Any], frame: pd.DataFrame, batch_size: int = 64,
                  num_workers: int = 0) -> DataLoader:
     """Batches of ``frame``'s images as a run's ``config`` expects them (size, metadata)."""
-    dataset = data.LesionDataset(frame.reset_index(drop=True), data.eval_transforms(int(config["image_size"])),
-                                 target=None, meta=config.get("meta_columns"), age_mean=config.get("age_mean"))
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=data.collate_skip_bad, num_workers=num_workers)
+    transform = data.eval_transforms(int(config["image_size"]))
+    dataset = data.LesionDataset(frame.reset_index(drop=True), transform, target=None,
+                                 meta=config.get("meta_columns"), age_mean=config.get("age_mean"))
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=data.collate_skip_bad,
+                      num_workers=num_workers)
 
 
 def predict_frame(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int = 64,
@@ -378,7 +379,8 @@ def predict_frame(run: os.PathLike | str, frame: pd.DataFrame, batch_size: int =
     Introduced in chapter 11 (explainability and limits).
     """
     model, config, _, _ = load_run(run)
-    return predict(model, frame_loader(config, frame, batch_size), device=helpers.device(verbose=False), tta=tta)
+    loader = frame_loader(config, frame, batch_size)
+    return predict(model, loader, device=helpers.device(verbose=False), tta=tta)
 
 
 def predict_run(run: os.PathLike | str, data_dir: os.PathLike | str, out: os.PathLike | str | None = None,

@@ -367,7 +367,8 @@ def linear_probe_folds(features: np.ndarray, target: Sequence[float], folds: Seq
     y = np.asarray(target, dtype=float)
     f = np.asarray(folds)
     if X.ndim != 2 or len(X) != len(y) or len(y) != len(f):
-        raise ValueError(f"features {X.shape}, target ({len(y)},) and folds ({len(f)},) must have one row each")
+        raise ValueError(f"features {X.shape}, target ({len(y)},) and folds ({len(f)},) "
+                         "must have one row each")
     T = np.zeros((0, X.shape[1])) if test_features is None else np.asarray(test_features, dtype=np.float64)
     if T.ndim != 2 or T.shape[1] != X.shape[1]:
         raise ValueError(f"test_features {T.shape} must have {X.shape[1]} columns")
@@ -378,7 +379,8 @@ def linear_probe_folds(features: np.ndarray, target: Sequence[float], folds: Seq
         train = f != fold
         if np.unique(y[train]).size < 2:
             raise ValueError(f"linear_probe_folds: the rows outside fold {fold} hold one class only")
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
+        probe = make_pipeline(StandardScaler(),
+                              LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
         probe.fit(X[train], y[train].astype(int))
         oof[~train] = probe.predict_proba(X[~train])[:, 1]
         if len(T):
@@ -386,29 +388,28 @@ def linear_probe_folds(features: np.ndarray, target: Sequence[float], folds: Seq
     return oof, test
 
 
-def average_predictions(frames: Sequence[pd.DataFrame], id_col: str = "image_name",
-                        value_col: str = "target") -> pd.DataFrame:
-    """The ensemble: the mean of several models' predictions, image by image.
+def average_predictions(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The ensemble: the mean ``target`` of several submission frames, image by image.
 
-    Every frame must hold the same ids in ``id_col`` (in any order); the result keeps the first
+    Every frame must hold the same ``image_name`` ids (in any order); the result keeps the first
     frame's order. Raises ``ValueError`` naming the frame (0-based) whose ids differ.
 
     Introduced in chapter 12 (scaling up).
     """
     if not frames:
         raise ValueError("average_predictions: no frames given")
-    first = frames[0][id_col].astype(str)
+    first = frames[0]["image_name"].astype(str)
     if first.duplicated().any():
-        raise ValueError(f"frame 0, column {id_col}: id {first[first.duplicated()].iloc[0]} appears twice")
+        raise ValueError(f"frame 0, column image_name: id {first[first.duplicated()].iloc[0]} appears twice")
     stacked = []
     for i, f in enumerate(frames):
-        ids = f[id_col].astype(str)
+        ids = f["image_name"].astype(str)
         if len(ids) != len(first) or set(ids) != set(first) or ids.duplicated().any():
             extra = sorted(set(ids) ^ set(first))
-            raise ValueError(f"frame {i}, column {id_col}: ids differ from frame 0 "
+            raise ValueError(f"frame {i}, column image_name: ids differ from frame 0 "
                              f"(e.g. {extra[0] if extra else 'a duplicate'})")
-        stacked.append(pd.Series(f[value_col].to_numpy(float), index=ids).loc[first.to_numpy()].to_numpy())
-    return pd.DataFrame({id_col: first.to_numpy(), value_col: np.mean(stacked, axis=0)})
+        stacked.append(pd.Series(f["target"].to_numpy(float), index=ids).loc[first.to_numpy()].to_numpy())
+    return pd.DataFrame({"image_name": first.to_numpy(), "target": np.mean(stacked, axis=0)})
 
 
 def torchrun_command(cli_args: Sequence[str], nproc: int = 2) -> list[str]:

@@ -245,8 +245,8 @@ def save_checkpoint(obj: dict[str, Any], path: os.PathLike | str) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)``.
+def load_checkpoint(path: os.PathLike | str) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU with ``torch.load(weights_only=True)``.
 
     Raises ``ValueError`` naming the file when it holds pickled Python objects beyond tensors and
     plain containers (loading it could run code) or is not a checkpoint at all.
@@ -257,7 +257,7 @@ def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         what = f" such as {found.group(1)}" if found else ""
@@ -370,7 +370,8 @@ def _evaluate(net: nn.Module, loader: Iterable, step: _Step, progress: bool,
     return loss, auc_score(targets.numpy(), _probabilities(logits).numpy()), skipped
 
 
-def _train_epoch(net: nn.Module, loader: Iterable, step: _Step, progress: bool, desc: str) -> tuple[float, int]:
+def _train_epoch(net: nn.Module, loader: Iterable, step: _Step, progress: bool,
+                 desc: str) -> tuple[float, int]:
     """One pass over the training batches, the loop of chapter 8 with AMP: (summed loss, images seen)."""
     net.train()
     loss_sum, seen, last_parts = 0.0, 0, None
@@ -440,7 +441,8 @@ def _keep_best(best: dict[str, float], row: dict[str, float], patience: int | No
     """Update the early-stopping state with an epoch's row; True when the epoch is the best so far."""
     # the score to keep the best epoch by: AUC, or -loss where AUC is undefined
     val_auc, val_loss = row["val_auc"], row["val_loss"]
-    score = val_auc if math.isfinite(val_auc) else (-val_loss if math.isfinite(val_loss) else row["epoch"] - 1)
+    score = (val_auc if math.isfinite(val_auc)
+             else -val_loss if math.isfinite(val_loss) else row["epoch"] - 1)
     improved = score > best["score"]
     if improved:
         best.update(score=score, epoch=row["epoch"], bad_epochs=0)
@@ -493,18 +495,16 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
         config: dict[str, Any] | None = None) -> pd.DataFrame:
     """Train ``model`` for ``epochs`` epochs and return the history, one row per epoch.
 
-    Batches are ``helpers.data`` dicts (``image``, ``target``, optional ``meta``, ``index``; an
-    all-unreadable batch may be ``None``) or ``(images, targets[, meta])`` tuples. ``loss``:
-    ``"bce"`` (one output; ``pos_weight`` up-weights melanomas), ``"ce"`` (K outputs) or ``"focal"``.
-    The learning rate warms up linearly over ``warmup_epochs``, then follows a cosine to zero (AdamW,
-    per step). The shuffling of each epoch depends on ``seed`` and the epoch only.
+    Batches are ``helpers.data`` dicts (an all-unreadable batch may be ``None``) or
+    ``(images, targets[, meta])`` tuples. ``loss``: ``"bce"`` (one output; ``pos_weight``
+    up-weights melanomas), ``"ce"`` (K outputs) or ``"focal"``. The learning rate warms up
+    linearly over ``warmup_epochs``, then follows a cosine to zero (per step).
 
-    With ``out_dir``, every epoch atomically rewrites ``last.pt`` (everything an exact resume needs,
-    plus ``config``) and ``history.csv``; the best epoch by validation AUC goes to ``best.pt``.
-    ``resume=True`` carries on from ``last.pt`` as if never interrupted. ``patience``: stop after
-    that many epochs without a better validation AUC. At the end the model holds the best epoch's
-    weights. ``skipped`` counts unreadable images per epoch. Under ``torchrun`` only rank 0 writes
-    files and draws progress bars, and validation predictions of every rank are pooled.
+    With ``out_dir``, every epoch atomically rewrites ``last.pt`` (all an exact resume needs, plus
+    ``config``) and ``history.csv``, and the best epoch by validation AUC goes to ``best.pt``;
+    ``resume=True`` carries on from ``last.pt`` as if never interrupted. ``patience``: epochs
+    without a better AUC before stopping. The model ends with the best epoch's weights. Under
+    ``torchrun`` only rank 0 writes files and validation predictions of all ranks are pooled.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -530,8 +530,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, *
                  torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                  _make_criterion(loss, pos_weight, device), loss, device, amp_dtype, channels_last, world)
     cfg = _plain({"epochs": epochs, "lr": lr, "weight_decay": weight_decay,
-                  "warmup_epochs": warmup_epochs, "loss": loss,
-                  "pos_weight": pos_weight, "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+                  "warmup_epochs": warmup_epochs, "loss": loss, "pos_weight": pos_weight,
+                  "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
                   "channels_last": channels_last, "compile": compile, "patience": patience,
                   "seed": seed, "world_size": world, **(config or {})})
     history, best, start = _start(out / "last.pt" if out else None, resume, model, step, seed, epochs, main)
