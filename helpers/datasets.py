@@ -543,10 +543,6 @@ def _split_from_name(source: str | None) -> str:
     return "val" if words & {"validation", "val"} else "test" if "test" in words else "train"
 
 
-def _harmonise_site(original: pd.Series) -> pd.Series:
-    return original.map(SITE_MAP).astype("string")
-
-
 def _finish(parts: Mapping[str, object], n: int) -> pd.DataFrame:
     """Assemble tidy columns (a scalar, a column or None each), missing ones <NA>, typed."""
     frame = pd.DataFrame(index=pd.RangeIndex(n))
@@ -559,13 +555,6 @@ def _finish(parts: Mapping[str, object], n: int) -> pd.DataFrame:
                          else value.astype("string"))
     frame["image_id"] = frame["source_id"].str.replace(r"_downsampled$", "", regex=True)
     return frame
-
-
-def _labels_from_onehot(frame: pd.DataFrame, columns: dict[str, str]) -> pd.Series:
-    label = pd.Series(pd.NA, index=frame.index, dtype="string")
-    for column, code in columns.items():
-        label = label.mask(frame[column] == 1, code)
-    return label
 
 
 def _legacy_target(diagnosis: pd.Series, benign_malignant: pd.Series | None) -> pd.Series:
@@ -594,109 +583,78 @@ def _hierarchy_target(path: str) -> object:
     return pd.NA if _MELANOMA_NODE.startswith(path + ":") else 0  # e.g. just "Malignant": unknown
 
 
-def _tidy_archive(frame: pd.DataFrame, legacy: bool = False, prefix: str = "diagnosis_") -> dict[str, object]:
-    """An archive download (legacy ``diagnosis`` or today's hierarchy ``<prefix>1..5``) or ISIC 2024."""
-    parts: dict[str, object] = {c: frame[c] for c in ("patient_id", "lesion_id", "sex", "age_approx")
-                                if c in frame}
-    parts["source_id"] = frame["isic_id"]
-    sites = [frame[c] for c in ("anatom_site_general", "anatom_site_1") if c in frame]
-    if sites:
-        parts["anatom_site_original"] = sites[0].fillna(sites[-1])
-        parts["anatom_site"] = _harmonise_site(parts["anatom_site_original"])
-    if legacy:
-        diagnosis = frame.get("diagnosis", pd.Series(pd.NA, index=frame.index, dtype="string"))
-        return {**parts, "diagnosis": diagnosis.str.lower(), "label": diagnosis.map(LEGACY_LABELS),
-                "target": _legacy_target(diagnosis, frame.get("benign_malignant"))}
+def _labels_hierarchy(frame: pd.DataFrame, prefix: str = "diagnosis_") -> dict[str, object]:
+    """Today's archive diagnosis hierarchy, ``<prefix>1`` ... ``<prefix>5``."""
     levels = [frame[c].astype("string") for c in (f"{prefix}{i}" for i in range(1, 6)) if c in frame]
     path = levels[0] if levels else pd.Series(pd.NA, index=frame.index, dtype="string")
     for level in levels[1:]:
         path = path.mask(level.notna(), path + ":" + level)
-    parts["diagnosis"] = path.str.rsplit(":", n=1).str[-1].str.lower()
-    parts["label"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_label(p))
-    parts["target"] = path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_target(p))
-    return parts
+    return dict(diagnosis=path.str.rsplit(":", n=1).str[-1].str.lower(),
+                label=path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_label(p)),
+                target=path.map(lambda p: pd.NA if pd.isna(p) else _hierarchy_target(p)))
 
 
-def _tidy_2016(frame: pd.DataFrame) -> dict[str, object]:
+def _labels_legacy(frame: pd.DataFrame) -> dict[str, object]:
+    """A legacy archive download: ``diagnosis`` and ``benign_malignant``."""
+    diagnosis = frame.get("diagnosis", pd.Series(pd.NA, index=frame.index, dtype="string"))
+    return dict(diagnosis=diagnosis.str.lower(), label=diagnosis.map(LEGACY_LABELS),
+                target=_legacy_target(diagnosis, frame.get("benign_malignant")))
+
+
+def _labels_2016(frame: pd.DataFrame) -> dict[str, object]:
     """ISIC 2016 Part 3, melanoma or not: a benign lesion gets target 0 and no label (class unknown)."""
     test = "melanoma" in frame  # the test file has 0/1, the training file benign/malignant
     mel = frame["melanoma"] == 1 if test else frame["benign_malignant"] == "malignant"
-    return dict(source_id=frame["image_id"], target=frame["melanoma"] if test else mel.astype("Int8"),
+    return dict(target=frame["melanoma"] if test else mel.astype("Int8"),
                 label=pd.Series("MEL", index=frame.index).where(mel),
                 diagnosis=pd.Series("melanoma", index=frame.index).where(mel))
 
 
-def _tidy_2017(frame: pd.DataFrame) -> dict[str, object]:
-    """ISIC 2017 Part 3: ground truth (melanoma, seborrheic keratosis, else nevus) or metadata."""
-    if "sex" in frame:
-        return dict(source_id=frame["image_id"], sex=frame["sex"], age_approx=frame["age_approximate"])
-    label = _labels_from_onehot(frame, {"melanoma": "MEL", "seborrheic_keratosis": "BKL"}).fillna("NV")
-    diagnosis = label.map({"MEL": "melanoma", "BKL": "seborrheic keratosis", "NV": "nevus"})
-    return dict(source_id=frame["image_id"], label=label, diagnosis=diagnosis, target=frame["melanoma"])
-
-
-def _tidy_onehot(frame: pd.DataFrame) -> dict[str, object]:
-    """ISIC 2018 Task 3 and 2019 ground truth: one column per class (2018's AKIEC read as AK)."""
-    label = _labels_from_onehot(frame, {c: "AK" if c == "AKIEC" else c for c in frame.columns.drop("image")})
+def _labels_onehot(frame: pd.DataFrame) -> dict[str, object]:
+    """A one-hot ground truth: ISIC 2017 (melanoma, seborrheic keratosis, else nevus), 2018 Task 3
+    (AKIEC read as AK) and 2019."""
+    codes = {"melanoma": "MEL", "seborrheic_keratosis": "BKL", "AKIEC": "AK"}
+    label = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column in frame.columns.drop(["image", "image_id"], errors="ignore"):
+        label = label.mask(frame[column] == 1, codes.get(column, column))
     diagnosis = label.map(LABEL_DIAGNOSIS)
+    if "melanoma" in frame:
+        label = label.fillna("NV")
+        diagnosis = label.map({"MEL": "melanoma", "BKL": "seborrheic keratosis", "NV": "nevus"})
     if "AKIEC" in frame:
         diagnosis = diagnosis.mask(label == "AK", AKIEC_DIAGNOSIS)
-    return dict(source_id=frame["image"], label=label, diagnosis=diagnosis, target=frame["MEL"])
+    return dict(label=label, diagnosis=diagnosis, target=frame["MEL" if "MEL" in frame else "melanoma"])
 
 
-def _tidy_ham10000(frame: pd.DataFrame) -> dict[str, object]:
+def _labels_ham10000(frame: pd.DataFrame) -> dict[str, object]:
     label = frame["dx"].map(HAM10000_DX)
-    diagnosis = label.map(LABEL_DIAGNOSIS).mask(label == "AK", AKIEC_DIAGNOSIS)
-    return dict(source_id=frame["image_id"], lesion_id=frame["lesion_id"], sex=frame["sex"],
-                age_approx=frame["age"], anatom_site_original=frame["localization"],
-                anatom_site=_harmonise_site(frame["localization"]), label=label,
-                diagnosis=diagnosis, target=(label == "MEL").astype("Int8"))
+    return dict(label=label, diagnosis=label.map(LABEL_DIAGNOSIS).mask(label == "AK", AKIEC_DIAGNOSIS),
+                target=(label == "MEL").astype("Int8"))
 
 
-def _tidy_2019_metadata(frame: pd.DataFrame) -> dict[str, object]:
-    """ISIC 2019 training and test metadata (the test file has no lesion_id)."""
-    return dict(source_id=frame["image"], sex=frame["sex"], age_approx=frame["age_approx"],
-                lesion_id=frame.get("lesion_id"), anatom_site_original=frame["anatom_site_general"],
-                anatom_site=_harmonise_site(frame["anatom_site_general"]))
+def _labels_2020(frame: pd.DataFrame) -> dict[str, object]:
+    """SIIM-ISIC 2020: ``unknown`` gives target 0 and label <NA>; ``UNK`` is kept for a known
+    diagnosis outside the eight classes (e.g. cafe-au-lait macule)."""
+    diagnosis = frame["diagnosis"].mask(frame["diagnosis"] == "unknown")
+    return dict(diagnosis=diagnosis.str.lower(), label=diagnosis.map(LEGACY_LABELS), target=frame["target"])
 
 
-def _tidy_2020(frame: pd.DataFrame) -> dict[str, object]:
-    """SIIM-ISIC 2020 train.csv, ground truth v1/v2 and test.csv.
-
-    A ``diagnosis`` of ``unknown`` gives target 0 and label <NA>; ``UNK`` is kept for a known
-    diagnosis outside the eight classes (e.g. cafe-au-lait macule).
-    """
-    site = frame["anatom_site_general_challenge"]
-    parts = dict(source_id=frame["image_name"], patient_id=frame["patient_id"],
-                 lesion_id=frame.get("lesion_id"), sex=frame["sex"], age_approx=frame["age_approx"],
-                 anatom_site_original=site, anatom_site=_harmonise_site(site))
-    if "target" in frame:
-        diagnosis = frame["diagnosis"].mask(frame["diagnosis"] == "unknown")
-        parts.update(diagnosis=diagnosis.str.lower(), label=diagnosis.map(LEGACY_LABELS),
-                     target=frame["target"])
-    return parts
-
-
-def _tidy_2024(frame: pd.DataFrame) -> dict[str, object]:
-    """ISIC 2024 metadata: iddx_1..5 are the archive's diagnosis hierarchy; test rows have no target."""
-    return {**_tidy_archive(frame, prefix="iddx_"), "target": frame.get("target")}
-
-
-#: format name -> the function that maps its columns to the tidy ones.
-_TIDY: dict[str, Callable[[pd.DataFrame], dict[str, object]]] = {
-    "isic2016_train": _tidy_2016, "isic2016_test": _tidy_2016,
-    "isic2017_ground_truth": _tidy_2017, "isic2017_metadata": _tidy_2017,
-    "isic2018_task3_ground_truth": _tidy_onehot, "isic2019_ground_truth": _tidy_onehot,
-    "isic2018_task3_lesion_groupings": lambda f: dict(source_id=f["image"], lesion_id=f["lesion_id"]),
-    "ham10000_metadata": _tidy_ham10000,
-    "isic2019_metadata": _tidy_2019_metadata, "isic2019_test_metadata": _tidy_2019_metadata,
-    "siim2020_train": _tidy_2020, "siim2020_ground_truth_v2": _tidy_2020, "siim2020_test": _tidy_2020,
-    # a sample submission's target is a prediction and is dropped
-    "siim2020_submission": lambda f: dict(source_id=f["image_name"]),
-    "isic2024_submission": lambda f: dict(source_id=f["isic_id"]),
-    "isic_archive": _tidy_archive, "isic_archive_legacy": lambda f: _tidy_archive(f, legacy=True),
-    "isic2024_train": _tidy_2024, "isic2024_test": _tidy_2024,
+#: format name -> the function that reads its diagnosis, label and target (other formats have none;
+#: a sample submission's target is a prediction and is dropped).
+_LABELS: dict[str, Callable[[pd.DataFrame], dict[str, object]]] = {
+    "isic2016_train": _labels_2016, "isic2016_test": _labels_2016,
+    "isic2017_ground_truth": _labels_onehot, "isic2018_task3_ground_truth": _labels_onehot,
+    "isic2019_ground_truth": _labels_onehot, "ham10000_metadata": _labels_ham10000,
+    "siim2020_train": _labels_2020, "siim2020_ground_truth_v2": _labels_2020,
+    "isic_archive": _labels_hierarchy, "isic_archive_legacy": _labels_legacy,
+    # ISIC 2024: iddx_1..5 are the archive's hierarchy, target the challenge's (none in the test file)
+    "isic2024_train": lambda f: {**_labels_hierarchy(f, "iddx_"), "target": f["target"]},
+    "isic2024_test": lambda f: {**_labels_hierarchy(f, "iddx_"), "target": None},
 }
+#: Official columns read as the tidy ``age_approx`` and ``anatom_site_original`` (the first present;
+#: the archive's ``anatom_site_1`` fills in where ``anatom_site_general`` is blank).
+_AGE_SOURCES = ("age_approx", "age_approximate", "age")
+_SITE_SOURCES = ("anatom_site_general_challenge", "anatom_site_general", "localization", "anatom_site_1")
 
 
 def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
@@ -718,9 +676,17 @@ def to_tidy(frame: pd.DataFrame, *, split: str | None = None,
         raise ValueError(f"{frame.attrs.get('source', 'frame')}: the duplicates file holds image "
                          "pairs, not images; pass it to combine(..., duplicates=...)")
     frame = frame.reset_index(drop=True)
-    split = split or fmt.split or _split_from_name(frame.attrs.get("source"))
-    out = _finish({"dataset": dataset or fmt.dataset, "split": split, **_TIDY[fmt.name](frame)},
-                  len(frame))
+    parts = {"dataset": dataset or fmt.dataset, "source_id": frame[fmt.id_column],
+             "split": split or fmt.split or _split_from_name(frame.attrs.get("source")),
+             **{c: frame[c] for c in ("patient_id", "lesion_id", "sex") if c in frame}}
+    ages = [frame[c] for c in _AGE_SOURCES if c in frame]
+    sites = [frame[c] for c in _SITE_SOURCES if c in frame]
+    if ages:
+        parts["age_approx"] = ages[0]
+    if sites:
+        parts["anatom_site_original"] = sites[0].fillna(sites[-1])
+        parts["anatom_site"] = parts["anatom_site_original"].map(SITE_MAP)
+    out = _finish({**parts, **_LABELS.get(fmt.name, lambda _: {})(frame)}, len(frame))
     for column in ISIC2024_FEATURES if fmt.dataset == "isic2024" else ():
         if column in frame:  # measurements as float64 (NaN), words as strings
             values = frame[column]
