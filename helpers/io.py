@@ -1,28 +1,15 @@
 """Reading the image containers of the ISIC downloads: JPEG/PNG, HDF5, DICOM, TFRecord.
 
-* :func:`read_image` turns any JPEG/PNG (greyscale, palette, alpha, CMYK,
-  16-bit, EXIF-rotated) into an RGB ``uint8`` array, and refuses corrupt,
-  truncated or decompression-bomb-sized files with a ``ValueError``.
-* :func:`read_dicom` / :func:`dicom_summary` read the
-  SIIM-ISIC 2020 DICOM files: JPEG Baseline pixel data
-  (transfer syntax 1.2.840.10008.1.2.4.50), ``YBR_FULL_422`` photometric
-  interpretation, patient and lesion metadata in standard tags.
-* :func:`read_tfrecords` / :func:`tfrecord_frame`
-  read the resized TFRecord shards used by most 2020 Kaggle solutions, with
-  the ``tfrecord`` package (no TensorFlow needed).
-
-Where the image name lives in a DICOM file: the 2020 files (and ``tools/writers.py``) store it in the
-standard tag *Image Comments* (0020,4000); ``read_dicom`` reads it from there when
-it is an ISIC id (free text there, as other software writes, is not a name), else
-from *Patient's Name* when that is an ISIC id, and finally from the file name's stem
-(the Kaggle files are named ``<image_name>.dcm``).
-
-The writers of these formats (used only to make the synthetic samples and test files)
-live outside the package, in ``tools/writers.py``.
+:func:`read_image` turns any JPEG/PNG (or ``.dcm``, or ``store.hdf5/<key>``) into an RGB ``uint8``
+array and refuses corrupt, truncated or decompression-bomb-sized files with a one-line ``ValueError``;
+:func:`read_dicom` reads the SIIM-ISIC 2020 DICOM files (JPEG Baseline, ``YBR_FULL_422``, metadata in
+standard tags); :func:`read_tfrecords` reads the 2020 Kaggle TFRecord shards with the ``tfrecord``
+package (no TensorFlow). :func:`write_atomically` is the package's one writer of output files. The
+writers of these formats (for the synthetic samples and test files) live in ``tools/writers.py``.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import io as _io
 import os
 import re
@@ -39,92 +26,64 @@ from tqdm.std import tqdm  # text progress bars in every front end
 
 from helpers.vocab import TFREC_DIAGNOSES, TFREC_SEX, TFREC_SITES
 
-__all__ = [
-    "write_atomically",
-    "TFREC_SEX",
-    "TFREC_SITES",
-    "TFREC_DIAGNOSES",
-    "read_image",
-    "HDF5_SUFFIXES",
-    "read_hdf5_image",
-    "read_dicom",
-    "dicom_summary",
-    "read_tfrecords",
-    "tfrecord_frame",
-]
-
+__all__ = ["write_atomically", "TFREC_SEX", "TFREC_SITES", "TFREC_DIAGNOSES", "read_image", "HDF5_SUFFIXES",
+           "read_hdf5_image", "read_dicom", "dicom_summary", "read_tfrecords", "tfrecord_frame"]
 
 #: Keys of one 2020 TFRecord and their ``tfrecord`` type names.
 TFREC_KEYS: dict[str, str] = {
-    "image": "byte",
-    "image_name": "byte",
-    "patient_id": "int",
-    "sex": "int",
-    "age_approx": "int",
-    "anatom_site_general_challenge": "int",
-    "diagnosis": "int",
-    "target": "int",
+    "image": "byte", "image_name": "byte", "patient_id": "int", "sex": "int", "age_approx": "int",
+    "anatom_site_general_challenge": "int", "diagnosis": "int", "target": "int",
 }
+#: Suffixes of HDF5 image stores: ``store.hdf5/<key>`` names one image inside one.
+HDF5_SUFFIXES: tuple[str, ...] = (".hdf5", ".h5")
 
-_SEX_FROM_DICOM = {"M": "male", "F": "female"}
 
-
-# --------------------------------------------------------------------------- images
 def _pil_rgb(img: Image.Image) -> Image.Image:
     """Convert an opened, loaded PIL image of any common mode to an RGB PIL image."""
-    mode = img.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit greyscale: map the full 0..65535 range to 0..255 (no contrast stretch).
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16-bit greyscale: the full 0..65535 range to 0..255 (no contrast stretch); float as it is.
         arr = np.asarray(img).astype(np.float64)
-        return Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        return Image.fromarray(np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        arr = arr if img.mode == "F" else arr / 257.0
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels are composited on white (what a viewer shows on a page).
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # L, 1, P, CMYK (no ICC colour management), YCbCr, LAB, HSV
-    return img
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img.convert("RGBA"))
+    return img if img.mode == "RGB" else img.convert("RGB")  # L, 1, P, CMYK (no ICC), YCbCr, LAB, HSV
+
+
+@contextlib.contextmanager
+def _no_bombs(where: object) -> Iterator[None]:
+    """Turn Pillow's decompression-bomb warning and error into a ``ValueError`` naming ``where``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{where}: image too large, possible decompression bomb ({exc})") from None
 
 
 def image_header(source: Path | bytes | np.ndarray, where: object) -> tuple[str | None, bool]:
     """Read an image's header only: ``(Pillow mode, has transparency)``; refuse decompression bombs.
 
-    ``PIL.Image.open`` is lazy, so this is cheap. It raises ``ValueError`` when
-    the header announces more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``: it
-    guards decoders with no pixel limit of their own (torchvision's), which
-    would otherwise allocate whatever a crafted header asks for. A file Pillow
-    cannot identify gives ``(None, False)``: its decoder reports it.
+    Cheap (``PIL.Image.open`` is lazy); guards decoders with no pixel limit of their own
+    (torchvision's). A file Pillow cannot identify gives ``(None, False)``: its decoder reports it.
     """
     handle = source if isinstance(source, (str, os.PathLike)) else _io.BytesIO(source)  # any buffer
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with _no_bombs(where):
+        try:
             with Image.open(handle) as img:
                 return img.mode, "transparency" in img.info
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{where}: image too large, possible decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
-        return None, False
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error):
+            return None, False
 
 
 def _decode_rgb(source: Path | bytes, where: object, draft: int | None = None) -> Image.Image:
-    """Check and decode an image file or encoded bytes as an RGB PIL image.
-
-    The one decoding road of this module (files, HDF5 members, TFRecord images): a
-    decompression bomb, bytes Pillow cannot identify, or corrupt / truncated data raise
-    ``ValueError`` naming ``where``.
-    """
-    if len(source if isinstance(source, bytes) else b"-") == 0:
+    """The one decoding road (files, HDF5 members, TFRecord images): RGB PIL image or ``ValueError``."""
+    if isinstance(source, bytes) and not source:
         raise ValueError(f"{where}: empty image (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with _no_bombs(where):
+        try:
             # We own the file object, so closing it leaves the loaded image usable (no copy).
             with open(source, "rb") if isinstance(source, Path) else _io.BytesIO(source) as fh:
                 img = Image.open(fh)
@@ -133,12 +92,10 @@ def _decode_rgb(source: Path | bytes, where: object, draft: int | None = None) -
                 img.load()
             ImageOps.exif_transpose(img, in_place=True)
             return _pil_rgb(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{where}: image too large, possible decompression bomb ({exc})") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError(f"{where}: not an image file Pillow can identify") from None
-    except (OSError, SyntaxError, EOFError, struct.error, ValueError) as exc:
-        raise ValueError(f"{where}: corrupt or truncated image ({exc})") from None
+        except Image.UnidentifiedImageError:
+            raise ValueError(f"{where}: not an image file Pillow can identify") from None
+        except (OSError, SyntaxError, EOFError, struct.error, ValueError) as exc:
+            raise ValueError(f"{where}: corrupt or truncated image ({exc})") from None
 
 
 def check_file(path: Path) -> None:
@@ -159,8 +116,8 @@ def load_rgb(path: Path, draft: int | None = None) -> Image.Image:
     return _decode_rgb(path, path, draft)
 
 
-#: Suffixes of HDF5 image stores: ``store.hdf5/<key>`` names one image inside one.
-HDF5_SUFFIXES: tuple[str, ...] = (".hdf5", ".h5")
+def _as_array(img: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
 def hdf5_keys(path: Path) -> list[str]:
@@ -177,13 +134,9 @@ def hdf5_keys(path: Path) -> list[str]:
 def read_hdf5_image(path: os.PathLike | str, key: str, draft: int | None = None) -> np.ndarray:
     """Read image ``key`` of an HDF5 image store as an RGB ``uint8`` array (H, W, 3).
 
-    The ISIC 2024 (SLICE-3D) download keeps its lesion crops in ``train-image.hdf5`` and
-    ``test-image.hdf5``: one scalar member per ``isic_id`` holding the JPEG file's bytes.
-    Those bytes are checked and decoded exactly as :func:`read_image` decodes a file
-    (``draft`` as there). A file that is not HDF5, a missing key, a member that holds no
-    encoded image, or corrupt bytes raise ``ValueError`` naming the file and the key.
-    ``read_image("…/train-image.hdf5/ISIC_0015670")`` calls this function, so the
-    ``path`` column of :func:`helpers.datasets.load_isic_2024` works wherever a path does.
+    ISIC 2024 (SLICE-3D) keeps one scalar member of JPEG bytes per ``isic_id`` in ``train-image.hdf5``;
+    they are checked and decoded as :func:`read_image` decodes a file. A file that is not HDF5, a
+    missing key, a member without encoded bytes or corrupt bytes raise ``ValueError`` naming file and key.
 
     Not called in a chapter; used by `read_image`.
     """
@@ -198,32 +151,21 @@ def read_hdf5_image(path: os.PathLike | str, key: str, draft: int | None = None)
             data = member[()]
     except OSError as exc:
         raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from None
-    if isinstance(data, np.ndarray) and data.dtype == np.uint8:
-        data = data.tobytes()
-    elif isinstance(data, np.void):
+    if isinstance(data, np.void) or (isinstance(data, np.ndarray) and data.dtype == np.uint8):
         data = data.tobytes()
     if not isinstance(data, bytes):
         raise ValueError(f"{path}: member {key!r} holds {type(data).__name__}, not encoded image bytes")
-    return np.ascontiguousarray(np.asarray(_decode_rgb(bytes(data), f"{path} [{key}]", draft), dtype=np.uint8))
+    return _as_array(_decode_rgb(data, f"{path} [{key}]", draft))
 
 
 def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
     """Read a JPEG, PNG (or ``.dcm``, or ``store.hdf5/<key>``) image as RGB ``uint8`` (H, W, 3).
 
-    Handles every mode Pillow opens: greyscale (``L``, ``1``) is repeated to 3
-    channels; alpha (``RGBA``, ``LA``, palette with transparency) is composited
-    on white; ``CMYK`` and ``YCbCr`` are converted; 16-bit greyscale (``I;16``)
-    is scaled 0..65535 → 0..255 (divided by 257, no contrast stretch). The EXIF
-    orientation tag is applied (``PIL.ImageOps.exif_transpose``), so a phone
-    photo stored sideways comes back upright.
-
-    ``draft``: for JPEGs, let libjpeg decode at a reduced scale (1/2, 1/4 or 1/8,
-    DCT scaling) while both sides stay at least ``draft`` pixels; much faster
-    for large files that will be downsized anyway.
-
-    Raises ``ValueError`` naming the file for empty, truncated, corrupt or
-    unidentifiable files and for decompression bombs (more pixels than
-    ``PIL.Image.MAX_IMAGE_PIXELS``).
+    Greyscale is repeated to 3 channels, alpha composited on white, CMYK converted, 16-bit greyscale
+    divided by 257, and the EXIF orientation applied. ``draft``: let libjpeg decode a JPEG at 1/2, 1/4
+    or 1/8 scale while both sides stay at least ``draft`` pixels. Raises ``ValueError`` naming the file
+    for empty, truncated, corrupt or unidentifiable files and for decompression bombs (more pixels
+    than ``PIL.Image.MAX_IMAGE_PIXELS``).
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -232,19 +174,15 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
         return read_dicom(path)[0]
     if path.parent.suffix.lower() in HDF5_SUFFIXES and path.parent.is_file():
         return read_hdf5_image(path.parent, path.name, draft)
-    return np.ascontiguousarray(np.asarray(load_rgb(path, draft), dtype=np.uint8))
+    return _as_array(load_rgb(path, draft))
 
 
-# --------------------------------------------------------------------------- writing
 def write_atomically(path: Path, write: Any, durable: bool = False) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
+    """``write(tmp)`` to a temporary file beside ``path`` (same suffix), then rename it to ``path``.
 
-    The package's one writer of output files. Nothing half-written is ever left
-    under ``path``: on any failure the temporary file is removed; an ``OSError``
-    (full disk, read-only folder) becomes a ``ValueError`` naming ``path``. The
-    temporary file keeps the suffix of ``path``, for writers that choose a format
-    by it. ``durable``: also flush the file and the rename to disk (``fsync``), for
-    checkpoints that must survive a power cut.
+    Nothing half-written is ever left under ``path``: on any failure the temporary file is removed,
+    and an ``OSError`` (full disk, read-only folder) becomes a ``ValueError`` naming ``path``.
+    ``durable``: also ``fsync`` the file and the rename, for checkpoints that must survive a power cut.
 
     Not called in a chapter; used by every writer of run files, checkpoints, histories, resized
     images and embeddings, and by the format writers of ``tools/``.
@@ -259,10 +197,8 @@ def write_atomically(path: Path, write: Any, durable: bool = False) -> None:
         if durable:
             _fsync(path.parent)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         if isinstance(exc, OSError):
             raise ValueError(f"{path}: cannot write ({exc.strerror or exc})") from exc
         raise
@@ -285,15 +221,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-# --------------------------------------------------------------------------- DICOM
 def age_from_dicom(value: Any) -> float | None:
     """DICOM Age String ("045Y", "006M") -> years as float; a bare number is read as years."""
     text = str(value or "").strip().upper()
     if not text:
         return None
     if text[-1] in "YMWD" and text[:-1].isdigit():
-        n = float(int(text[:-1]))
-        return {"Y": n, "M": n / 12.0, "W": n / 52.0, "D": n / 365.0}[text[-1]]
+        return int(text[:-1]) / {"Y": 1.0, "M": 12.0, "W": 52.0, "D": 365.0}[text[-1]]
     try:
         return float(text)
     except ValueError:
@@ -301,14 +235,14 @@ def age_from_dicom(value: Any) -> float | None:
 
 
 def _dicom_meta(ds: Any, path: Path) -> dict[str, Any]:
+    """The image name (Image Comments, else Patient's Name when an ISIC id, else the file's stem) and tags."""
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
     site = str(ds.get("BodyPartExamined", "") or "").strip().lower()
     texts = (str(ds.get(k, "") or "").strip() for k in ("ImageComments", "PatientName"))
-    name = next((s for s in texts if re.fullmatch(r"ISIC_\d+(?:_downsampled)?", s)), path.stem)
     return {
-        "image_name": name,
+        "image_name": next((s for s in texts if re.fullmatch(r"ISIC_\d+(?:_downsampled)?", s)), path.stem),
         "patient_id": str(ds.get("PatientID", "") or "").strip() or None,
-        "sex": _SEX_FROM_DICOM.get(sex),
+        "sex": {"M": "male", "F": "female"}.get(sex),
         "age_approx": age_from_dicom(ds.get("PatientAge", "")),
         "anatom_site": site or None,
     }
@@ -355,23 +289,14 @@ def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
 def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a DICOM file: (RGB uint8 array (H, W, 3), metadata dict).
 
-    Pixels are decoded by pydicom (Pillow plugin for JPEG Baseline) and
-    converted to RGB (``as_rgb=True`` handles ``YBR_FULL_422``); of a multi-frame
-    file only the first frame is decoded and returned. Greyscale images are shown
-    as a viewer shows them: pydicom's ``apply_modality_lut`` (rescale slope and
-    intercept) then ``apply_voi_lut`` (the file's first window or VOI LUT), mapped
-    to 0..255; without a window, unsigned data of up to 8 bits is scaled from its
-    stored range (0..255 stays as it is) and other data is stretched from its
-    minimum to its maximum (signed data included); MONOCHROME1
-    (0 = white) is inverted; the result is repeated to 3 channels. Files without
-    the 128-byte preamble and ``DICM`` marker are read when they start like a
-    DICOM data set. The metadata dict has ``image_name``, ``patient_id``, ``sex``
-    (M → male, F → female, else None), ``age_approx`` ("045Y" → 45.0) and
-    ``anatom_site`` (BodyPartExamined lower-cased; blank → None).
-
-    Raises ``ValueError`` naming the file for non-DICOM bytes (an empty file
-    too), a truncated file, a missing Pixel Data element, or a transfer syntax
-    no installed decoder supports.
+    Pixels are decoded by pydicom and converted to RGB (``YBR_FULL_422`` included); of a multi-frame
+    file only the first frame. Greyscale is shown as a viewer shows it: ``apply_modality_lut`` then
+    ``apply_voi_lut`` (the first window) mapped to 0..255; without a window, unsigned data of up to
+    8 bits keeps its stored range and other data is stretched from minimum to maximum; MONOCHROME1 is
+    inverted. Files without preamble and ``DICM`` marker are read when they start like a data set.
+    Metadata: ``image_name``, ``patient_id``, ``sex`` (M/F → male/female), ``age_approx`` ("045Y" →
+    45.0), ``anatom_site`` (BodyPartExamined, lower case). Raises ``ValueError`` naming the file for
+    non-DICOM or truncated bytes, missing pixel data or a transfer syntax no decoder supports.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -383,8 +308,7 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
         raise ValueError(f"{path}: DICOM file has no pixel data")
     tsyntax = ds.file_meta.get("TransferSyntaxUID", None)
     try:
-        decoder = get_decoder(tsyntax)
-        ok = decoder.is_available
+        ok = get_decoder(tsyntax).is_available
     except (NotImplementedError, ValueError, TypeError):
         ok = False
     if not ok:
@@ -417,76 +341,41 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def dicom_summary(folder: os.PathLike | str, progress: bool = True) -> pd.DataFrame:
-    """One row per ``.dcm`` file under ``folder`` (recursively): tags and pixel format.
+    """One row per ``.dcm`` file under ``folder`` (recursively): tags and pixel format, headers only.
 
-    Columns: ``file`` (relative to ``folder``), ``image_name``, ``patient_id``,
-    ``sex``, ``age_approx``, ``anatom_site``, ``rows``, ``columns``,
-    ``transfer_syntax`` (UID), ``transfer_syntax_name``, ``photometric``.
-    Reads headers only (fast); raises ``ValueError`` naming a bad file.
+    Columns: ``file`` (relative to ``folder``), the metadata of :func:`read_dicom`, ``rows``,
+    ``columns``, ``transfer_syntax`` (UID), ``transfer_syntax_name``, ``photometric``. Raises
+    ``ValueError`` naming a bad file.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
-    files = sorted(folder.rglob("*.dcm"))
     rows = []
-    for f in tqdm(files, desc="DICOM headers", unit="file", disable=not progress):
+    for f in tqdm(sorted(folder.rglob("*.dcm")), desc="DICOM headers", unit="file", disable=not progress):
         ds = _dcmread(f, stop_before_pixels=True)
         ts = ds.file_meta.get("TransferSyntaxUID", None)
-        rows.append(
-            {
-                "file": f.relative_to(folder).as_posix(),
-                **_dicom_meta(ds, f),
-                "rows": int(ds.get("Rows", 0) or 0),
-                "columns": int(ds.get("Columns", 0) or 0),
-                "transfer_syntax": str(ts) if ts else None,
-                "transfer_syntax_name": getattr(ts, "name", None),
-                "photometric": str(ds.get("PhotometricInterpretation", "") or "") or None,
-            }
-        )
+        rows.append({"file": f.relative_to(folder).as_posix(), **_dicom_meta(ds, f),
+                     "rows": int(ds.get("Rows", 0) or 0), "columns": int(ds.get("Columns", 0) or 0),
+                     "transfer_syntax": str(ts) if ts else None,
+                     "transfer_syntax_name": getattr(ts, "name", None),
+                     "photometric": str(ds.get("PhotometricInterpretation", "") or "") or None})
     cols = ["file", "image_name", "patient_id", "sex", "age_approx", "anatom_site", "rows",
             "columns", "transfer_syntax", "transfer_syntax_name", "photometric"]
     return pd.DataFrame(rows, columns=cols)
 
 
-# --------------------------------------------------------------------------- TFRecord
-def _codebook(const: Any) -> tuple[str, ...]:
-    """Accept a sequence (index = code) or a mapping name -> code; return names by code."""
-    if isinstance(const, Mapping):
-        items = sorted((int(v), str(k)) for k, v in const.items() if int(v) >= 0)
-        if [c for c, _ in items] != list(range(len(items))):
-            raise ValueError(f"TFRecord code table {const!r} is not 0..n-1")
-        return tuple(name for _, name in items)
-    return tuple(str(x) for x in const)
-
-
-@functools.cache
 def tfrec_codes() -> dict[str, tuple[str, ...]]:
-    """The TFRecord code tables (helpers.vocab's), keyed by feature name."""
-    return {
-        "sex": _codebook(TFREC_SEX),
-        "anatom_site_general_challenge": _codebook(TFREC_SITES),
-        "diagnosis": _codebook(TFREC_DIAGNOSES),
-    }
+    """The TFRecord code tables (helpers.vocab's; index = code), keyed by feature name."""
+    return {"sex": TFREC_SEX, "anatom_site_general_challenge": TFREC_SITES, "diagnosis": TFREC_DIAGNOSES}
 
 
 def _tfrec_files(paths_or_folder: os.PathLike | str | Iterable[os.PathLike | str]) -> list[Path]:
     if isinstance(paths_or_folder, (str, os.PathLike)):
         p = Path(paths_or_folder)
-        if p.is_dir():
-            return sorted(p.glob("*.tfrec"))
-        return [p]
+        return sorted(p.glob("*.tfrec")) if p.is_dir() else [p]
     return [Path(p) for p in paths_or_folder]
-
-
-def _decode_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value
-    arr = np.asarray(value)
-    if arr.size == 1:
-        return arr.reshape(-1)[0].item()
-    return arr
 
 
 #: Features that hold an encoded image: the 2020 Kaggle shards' and the object-detection convention's.
@@ -494,13 +383,15 @@ _TFREC_IMAGE_KEYS = ("image", "image/encoded")
 
 
 def _tfrec_record(raw: Mapping[str, Any], where: str, decode_images: bool) -> dict[str, Any]:
-    """One parsed record: images decoded, other bytes as UTF-8 text, 2020 keys first."""
+    """One parsed record: images decoded, other bytes as text, single values unwrapped, 2020 keys first."""
     rec: dict[str, Any] = {}
     for key, value in raw.items():
-        value = _decode_value(value)
-        if isinstance(value, bytes) and key in _TFREC_IMAGE_KEYS:
-            value = np.asarray(_decode_rgb(value, where), dtype=np.uint8) if decode_images else value
-        elif isinstance(value, bytes):
+        if not isinstance(value, bytes):
+            arr = np.asarray(value)
+            value = arr.reshape(-1)[0].item() if arr.size == 1 else arr
+        elif key in _TFREC_IMAGE_KEYS:
+            value = _as_array(_decode_rgb(value, where)) if decode_images else value
+        else:
             try:
                 value = value.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -518,16 +409,11 @@ def read_tfrecords(
 ) -> Iterator[dict[str, Any]]:
     """Iterate over the records of TFRecord shards (a folder's ``*.tfrec``, or given files).
 
-    Built on ``tfrecord.reader.tfrecord_loader`` (no index files). Yields one
-    dict per record: the image (under ``image``, or ``image/encoded`` as the
-    object-detection TFRecords keep it) as an RGB uint8 array
-    (``decode_images=True``, through the checks of :func:`read_image`) or the raw
-    JPEG bytes, other byte features as str (``image_name``), integer features as
-    int (still encoded: see :func:`tfrecord_frame` for names) or int arrays.
-    ``description`` limits the keys read. Any record that cannot be read (a
-    corrupt or truncated shard, an image that does not decode, bytes that are
-    neither text nor under an image key) raises ``ValueError`` naming the shard
-    and the record's index.
+    One dict per record: the image (under ``image``, or ``image/encoded``) as an RGB uint8 array
+    (through :func:`read_image`'s checks) or, without ``decode_images``, its bytes; other bytes as str;
+    integer features as int (still codes: :func:`tfrecord_frame` maps them) or int arrays.
+    ``description`` limits the keys read. A record that cannot be read raises ``ValueError`` naming
+    the shard and the record's index.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -548,16 +434,19 @@ def read_tfrecords(
             raise ValueError(f"{path} (record {n}): unexpected TFRecord content ({exc})") from None
 
 
+def _code(value: Any) -> int | None:
+    """A TFRecord integer code, ``None`` where missing (-1)."""
+    return None if value is None or int(value) < 0 else int(value)
+
+
 def tfrecord_frame(
     paths_or_folder: os.PathLike | str | Iterable[os.PathLike | str], progress: bool = False
 ) -> pd.DataFrame:
     """The features of TFRecord shards as a table, without images, codes mapped back to names.
 
-    Columns: ``file``, ``image_name``, ``patient_id`` (``IP_`` + 7 digits),
-    ``sex``, ``age_approx`` (float), ``anatom_site_general_challenge``,
-    ``diagnosis`` (names from ``TFREC_SEX``/``TFREC_SITES``/``TFREC_DIAGNOSES``;
-    code -1 → missing) and ``target`` (nullable Int64; -1 → <NA>): the layout of
-    the Kaggle ``train.csv``, so the two can be compared directly.
+    The layout of the Kaggle ``train.csv``: ``file``, ``image_name``, ``patient_id`` (``IP_`` + 7
+    digits), ``sex``, ``age_approx`` (float), ``anatom_site_general_challenge``, ``diagnosis`` (names
+    from ``TFREC_*``; code -1 → missing) and ``target`` (nullable Int64).
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -566,27 +455,19 @@ def tfrecord_frame(
     files = _tfrec_files(paths_or_folder)
     for path in tqdm(files, desc="TFRecord shards", unit="file", disable=not progress):
         for rec in read_tfrecords([path], decode_images=False):
-            rec.pop("image", None)
-            row: dict[str, Any] = {"file": path.name, "image_name": rec.get("image_name")}
-            pid = rec.get("patient_id", -1)
-            row["patient_id"] = f"IP_{int(pid):07d}" if pid is not None and int(pid) >= 0 else None
-            for key in ("sex", "anatom_site_general_challenge", "diagnosis"):
-                code = rec.get(key, -1)
-                names = codes[key]
-                if code is None or int(code) < 0:
-                    row[key] = None
-                elif int(code) < len(names):
-                    row[key] = names[int(code)]
-                else:
-                    raise ValueError(f"{path}: {key} code {code} outside 0..{len(names) - 1} ({rec.get('image_name')})")
-            age = rec.get("age_approx", -1)
-            row["age_approx"] = float(age) if age is not None and int(age) >= 0 else np.nan
-            tgt = rec.get("target", -1)
-            row["target"] = int(tgt) if tgt is not None and int(tgt) >= 0 else pd.NA
+            pid, age, tgt = (_code(rec.get(k, -1)) for k in ("patient_id", "age_approx", "target"))
+            row: dict[str, Any] = {"file": path.name, "image_name": rec.get("image_name"),
+                                   "patient_id": None if pid is None else f"IP_{pid:07d}"}
+            for key, names in codes.items():
+                code = _code(rec.get(key, -1))
+                if code is not None and code >= len(names):
+                    raise ValueError(f"{path}: {key} code {rec.get(key)} outside 0..{len(names) - 1} "
+                                     f"({rec.get('image_name')})")
+                row[key] = None if code is None else names[code]
+            row["age_approx"] = np.nan if age is None else float(rec["age_approx"])
+            row["target"] = pd.NA if tgt is None else tgt
             rows.append(row)
     cols = ["file", "image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
             "diagnosis", "target"]
     frame = pd.DataFrame(rows, columns=cols)
-    frame["age_approx"] = frame["age_approx"].astype("float64")
-    frame["target"] = frame["target"].astype("Int64")
-    return frame
+    return frame.astype({"age_approx": "float64", "target": "Int64"})
