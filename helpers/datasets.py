@@ -58,10 +58,8 @@ TIDY_COLUMNS: tuple[str, ...] = (
 )
 
 #: Values of the tidy ``dataset`` column.
-DATASETS: tuple[str, ...] = (
-    "isic2016", "isic2017", "isic2018", "ham10000", "isic2019",
-    "siim-isic-2020", "isic-archive", "isic2024",
-)
+DATASETS: tuple[str, ...] = ("isic2016", "isic2017", "isic2018", "ham10000", "isic2019",
+                             "siim-isic-2020", "isic-archive", "isic2024")
 
 #: Harmonised name of each class, used as ``diagnosis`` when a source only
 #: gives the class (2017-2019 ground truth, HAM10000 ``dx``).
@@ -72,14 +70,11 @@ LABEL_DIAGNOSIS: dict[str, str] = {
 }
 
 #: Sex values (from isic-metadata's ``MetadataRow.sex``).
-SEXES: tuple[str, ...] = typing.get_args(
-    typing.get_args(MetadataRow.model_fields["sex"].annotation)[0]
-)
+SEXES: tuple[str, ...] = typing.get_args(typing.get_args(MetadataRow.model_fields["sex"].annotation)[0])
 
 #: 2019 / archive ``anatom_site_general`` (isic-metadata) -> harmonised site.
-GENERAL_SITES: dict[str, str] = {
-    e.value: ("torso" if e.value.endswith("torso") else e.value) for e in AnatomSiteGeneralEnum
-}
+GENERAL_SITES: dict[str, str] = {e.value: "torso" if e.value.endswith("torso") else e.value
+                                 for e in AnatomSiteGeneralEnum}
 
 #: HAM10000 ``localization`` -> harmonised site (``unknown`` is missing).
 HAM10000_SITES: dict[str, str] = {
@@ -91,13 +86,9 @@ HAM10000_SITES: dict[str, str] = {
 }
 
 #: Today's archive ``anatom_site_1`` (isic-metadata hierarchy) -> harmonised site.
-HIERARCHY_SITES: dict[str, str] = {
-    AnatomSiteEnum.head_and_neck.value: "head/neck",
-    AnatomSiteEnum.trunk.value: "torso",
-    AnatomSiteEnum.upper_extremity.value: "upper extremity",
-    AnatomSiteEnum.lower_extremity.value: "lower extremity",
-    AnatomSiteEnum.anogenital_region.value: "oral/genital",
-}
+HIERARCHY_SITES: dict[str, str] = {AnatomSiteEnum[name].value: site for name, site in (
+    ("head_and_neck", "head/neck"), ("trunk", "torso"), ("upper_extremity", "upper extremity"),
+    ("lower_extremity", "lower extremity"), ("anogenital_region", "oral/genital"))}
 
 SITE_MAP: dict[str, str] = {**{s: s for s in SITES}, **GENERAL_SITES, **HAM10000_SITES,
                             **HIERARCHY_SITES}
@@ -109,24 +100,17 @@ HAM10000_DX: dict[str, str] = {
 #: 2018's AKIEC also holds intraepithelial carcinoma (Bowen's disease).
 AKIEC_DIAGNOSIS = "actinic keratosis / intraepithelial carcinoma"
 
-_L = LegacyDxEnum
-#: Legacy archive / SIIM-ISIC 2020 ``diagnosis`` (isic-metadata ``LegacyDxEnum``)
-#: -> ISIC 2019 label; every other legacy diagnosis is ``UNK``.
+_LEGACY_MEMBERS = {  # ISIC 2019 label -> the isic-metadata ``LegacyDxEnum`` members it takes
+    "MEL": "melanoma melanoma_metastasis", "NV": "nevus nevus_spilus", "BCC": "basal_cell_carcinoma",
+    "AK": "actinic_keratosis", "DF": "dermatofibroma", "SCC": "squamous_cell_carcinoma",
+    "BKL": "seborrheic_keratosis solar_lentigo lentigo_nos lichenoid_keratosis pigmented_benign_keratosis",
+    "VASC": "vascular_lesion angioma angiokeratoma pyogenic_granuloma",
+}
+#: Legacy archive / SIIM-ISIC 2020 ``diagnosis`` -> ISIC 2019 label; any other legacy diagnosis is ``UNK``.
 LEGACY_LABELS: dict[str, str] = {
     **{e.value: "UNK" for e in LegacyDxEnum},
-    _L.melanoma.value: "MEL", _L.melanoma_metastasis.value: "MEL",
-    _L.nevus.value: "NV", _L.nevus_spilus.value: "NV",
-    _L.basal_cell_carcinoma.value: "BCC", _L.actinic_keratosis.value: "AK",
-    _L.seborrheic_keratosis.value: "BKL", _L.solar_lentigo.value: "BKL",
-    _L.lentigo_nos.value: "BKL", _L.lichenoid_keratosis.value: "BKL",
-    _L.pigmented_benign_keratosis.value: "BKL",
-    _L.dermatofibroma.value: "DF", _L.squamous_cell_carcinoma.value: "SCC",
-    _L.vascular_lesion.value: "VASC", _L.angioma.value: "VASC",
-    _L.angiokeratoma.value: "VASC", _L.pyogenic_granuloma.value: "VASC",
-}
-BENIGN_MALIGNANT: tuple[str, ...] = (
-    "benign", "malignant", "indeterminate", "indeterminate/benign", "indeterminate/malignant",
-)
+    **{LegacyDxEnum[m].value: code for code, members in _LEGACY_MEMBERS.items() for m in members.split()}}
+_MELANOMAS = (LegacyDxEnum.melanoma.value, LegacyDxEnum.melanoma_metastasis.value)
 
 _D = DiagnosisEnum
 #: Nodes of today's diagnosis hierarchy (isic-metadata ``DiagnosisEnum``)
@@ -163,16 +147,13 @@ DERMAMNIST_LABELS: tuple[str, ...] = ("AK", "BCC", "BKL", "DF", "MEL", "NV", "VA
 # never blank (Int8); ``sex`` male/female, any case; ``vocab:NAME`` a value of VOCABULARIES[NAME].
 # Blank (and the format's other ``na_values``) is missing unless said otherwise.
 VOCABULARIES: dict[str, tuple[str, ...]] = {
-    "sex": SEXES,
-    "site2020": SITES,
-    "site_general": tuple(GENERAL_SITES),
-    "localization": (*HAM10000_SITES,),
-    "dx": tuple(HAM10000_DX),
+    "sex": SEXES, "site2020": SITES, "site_general": tuple(GENERAL_SITES),
+    "localization": tuple(HAM10000_SITES), "dx": tuple(HAM10000_DX),
     "legacy_dx": tuple(e.value for e in LegacyDxEnum),
     "legacy_dx_2020": (*(e.value for e in LegacyDxEnum), "unknown"),
-    "benign_malignant": BENIGN_MALIGNANT,
-    "benign_malignant_2016": ("benign", "malignant"),
-    "diagnosis_1": DIAGNOSIS_1,
+    "benign_malignant": ("benign", "malignant", "indeterminate", "indeterminate/benign",
+                         "indeterminate/malignant"),
+    "benign_malignant_2016": ("benign", "malignant"), "diagnosis_1": DIAGNOSIS_1,
     "site_1": tuple(HIERARCHY_SITES),
 }
 
@@ -202,11 +183,24 @@ class LabelFormat:
         return next((c for c in self.columns if self.kinds.get(c) == "id"), self.columns[0])
 
 
-_ID = "id"
-_S2020 = {"patient_id": "str", "sex": "sex", "age_approx": "float",
-          "anatom_site_general_challenge": "vocab:site2020"}
-_T2020 = {"diagnosis": "vocab:legacy_dx_2020", "benign_malignant": "vocab:benign_malignant_2016",
-          "target": "onehot"}
+#: The kind of a column wherever it appears (a format may override it; any other column is "str").
+_COMMON_KINDS = {
+    **dict.fromkeys(("image", "image_id", "image_name", "isic_id"), "id"),
+    **dict.fromkeys(("age_approx", "age_approximate", "age"), "float"),
+    **dict.fromkeys((*LABELS, *CLASSES_2018, "melanoma", "seborrheic_keratosis", "target"), "onehot"),
+    "sex": "sex", "anatom_site_general": "vocab:site_general", "dx": "vocab:dx",
+    "anatom_site_general_challenge": "vocab:site2020", "localization": "vocab:localization",
+    "diagnosis": "vocab:legacy_dx_2020", "benign_malignant": "vocab:benign_malignant_2016",
+}
+
+
+def _format(name: str, dataset: str, columns: tuple[str, ...], kinds: Mapping[str, str] | None = None,
+            **options) -> LabelFormat:
+    """A row of :data:`FORMATS`: the kinds of ``columns`` from :data:`_COMMON_KINDS`, then ``kinds``."""
+    return LabelFormat(name, dataset, columns,
+                       {**{c: _COMMON_KINDS.get(c, "str") for c in columns}, **(kinds or {})}, **options)
+
+
 _C2020 = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge")
 _ARCHIVE_LEGACY = ("benign_malignant", "diagnosis")
 #: Every ``isic image download`` / ``isic metadata download`` file starts with these
@@ -218,7 +212,7 @@ _ARCHIVE_BASE = ("isic_id", "attribution", "copyright_license")
 _ARCHIVE_KINDS = {
     **{name: {"boolean": "bool", "float": "float"}.get(f.search.es_property["type"], "str")
        for name, f in FIELD_REGISTRY.items() if f.search is not None},
-    "isic_id": _ID, "age_approx": "float", "sex": "sex", "anatom_site_general": "vocab:site_general",
+    "isic_id": "id", "age_approx": "float", "sex": "sex", "anatom_site_general": "vocab:site_general",
     "anatom_site_1": "vocab:site_1", "benign_malignant": "vocab:benign_malignant",
     "diagnosis": "vocab:legacy_dx", "diagnosis_1": "vocab:diagnosis_1",
     "melanocytic": "bool", "pixels_x": "int", "pixels_y": "int",
@@ -239,10 +233,9 @@ _C2024 = ("isic_id", "patient_id", "age_approx", "sex", "anatom_site_general", *
           "attribution", "copyright_license")
 _TRAIN_ONLY_2024 = ("lesion_id", "iddx_full", *(f"iddx_{i}" for i in range(1, 6)),
                     "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence")
-_K2024 = {"isic_id": _ID, "target": "onehot", "patient_id": "str", "age_approx": "float",
-          "sex": "sex", "anatom_site_general": "vocab:site_general", "iddx_1": "vocab:diagnosis_1",
-          **{c: "float" for c in (*TBP_COLUMNS, *_TRAIN_ONLY_2024)
-             if c.startswith(("tbp_lv_", "clin_", "mel_thick")) and "location" not in c}}
+_K2024 = {"iddx_1": "vocab:diagnosis_1", **{c: "float" for c in (*TBP_COLUMNS, *_TRAIN_ONLY_2024)
+                                            if c.startswith(("tbp_lv_", "clin_", "mel_thick"))
+                                            and "location" not in c}}
 #: Columns of an ISIC 2024 file that the tidy frame keeps after :data:`TIDY_COLUMNS`.
 ISIC2024_FEATURES: list[str] = [c for c in (*TBP_COLUMNS, *_TRAIN_ONLY_2024)
                                 if c.startswith(("tbp_", "clin_"))]
@@ -250,88 +243,60 @@ ISIC2024_FEATURES: list[str] = [c for c in (*TBP_COLUMNS, *_TRAIN_ONLY_2024)
 #: Header words some public copies use for an official column (read as the official name).
 HEADER_ALIASES: dict[str, str] = {"gender": "sex"}  # a common copy of ISIC_2019_Training_Metadata.csv
 
-#: Every format read_labels knows. Header-less formats are told apart by
-#: ``detect`` on their first data row; headered ones by their column set
-#: (any column order).
+#: Every format read_labels knows. Header-less formats are told apart by ``detect`` on their
+#: first data row; headered ones by their column set (any column order).
 FORMATS: tuple[LabelFormat, ...] = (
-    LabelFormat("isic2016_train", "isic2016", ("image_id", "benign_malignant"),
-                {"image_id": _ID, "benign_malignant": "vocab:benign_malignant_2016"},
-                header=False, split="train",
-                note="ISBI2016_ISIC_Part3_Training_GroundTruth.csv: no header, benign/malignant",
-                detect=lambda row: len(row) == 2 and row[1].strip() in ("benign", "malignant")),
-    LabelFormat("isic2016_test", "isic2016", ("image_id", "melanoma"),
-                {"image_id": _ID, "melanoma": "onehot"}, header=False, split="test",
-                note="ISBI2016_ISIC_Part3_Test_GroundTruth.csv: no header, 0.0/1.0",
-                detect=lambda row: len(row) == 2 and row[1].strip() not in ("benign", "malignant")),
-    LabelFormat("isic2017_ground_truth", "isic2017", ("image_id", "melanoma", "seborrheic_keratosis"),
-                {"image_id": _ID, **dict.fromkeys(("melanoma", "seborrheic_keratosis"), "onehot")},
-                split=None, onehot="at_most_one",
-                note="ISIC-2017_{Training,Validation,Test_v2}_Part3_GroundTruth.csv"),
-    LabelFormat("isic2017_metadata", "isic2017", ("image_id", "age_approximate", "sex"),
-                {"image_id": _ID, "age_approximate": "float", "sex": "sex"},
-                split=None, na_values=("", "unknown"),
-                note="ISIC-2017_*_Data_metadata.csv; 'unknown' is missing"),
-    LabelFormat("isic2018_task3_ground_truth", "isic2018", ("image", *CLASSES_2018),
-                {"image": _ID, **dict.fromkeys(CLASSES_2018, "onehot")}, split=None, onehot="one",
-                note="ISIC2018_Task3_{Training,Validation,Test}_GroundTruth.csv"),
-    LabelFormat("isic2018_task3_lesion_groupings", "isic2018",
-                ("image", "lesion_id", "diagnosis_confirm_type"),
-                {"image": _ID, "lesion_id": "str", "diagnosis_confirm_type": "str"},
-                note="ISIC2018_Task3_Training_LesionGroupings.csv"),
-    LabelFormat("ham10000_metadata", "ham10000",
-                ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"),
-                {"lesion_id": "str", "image_id": _ID, "dx": "vocab:dx", "dx_type": "str",
-                 "age": "float", "sex": "sex", "localization": "vocab:localization",
-                 "dataset": "str"},
-                optional=("dataset",), na_values=("", "unknown"),
-                note="HAM10000_metadata.csv, with or without the trailing 'dataset' column"),
-    LabelFormat("isic2019_ground_truth", "isic2019", ("image", *LABELS),
-                {"image": _ID, **dict.fromkeys(LABELS, "onehot")}, onehot="one",
-                note="ISIC_2019_Training_GroundTruth.csv (0/1 or 0.0/1.0)"),
-    LabelFormat("isic2019_metadata", "isic2019",
-                ("image", "age_approx", "anatom_site_general", "lesion_id", "sex"),
-                {"image": _ID, "age_approx": "float", "anatom_site_general": "vocab:site_general",
-                 "lesion_id": "str", "sex": "sex"},
-                note="ISIC_2019_Training_Metadata.csv"),
-    LabelFormat("isic2019_test_metadata", "isic2019",
-                ("image", "age_approx", "anatom_site_general", "sex"),
-                {"image": _ID, "age_approx": "float", "anatom_site_general": "vocab:site_general",
-                 "sex": "sex"}, split="test",
-                note="ISIC_2019_Test_Metadata.csv"),
-    LabelFormat("siim2020_train", "siim-isic-2020",
-                (*_C2020, "diagnosis", "benign_malignant", "target"),
-                {"image_name": _ID, **_S2020, **_T2020},
-                note="Kaggle train.csv (ages 45.0) = ISIC_2020_Training_GroundTruth.csv (ages 45)"),
-    LabelFormat("siim2020_ground_truth_v2", "siim-isic-2020",
-                ("image_name", "patient_id", "lesion_id", *_C2020[2:], "diagnosis",
-                 "benign_malignant", "target"),
-                {"image_name": _ID, "lesion_id": "str", **_S2020, **_T2020},
-                note="ISIC_2020_Training_GroundTruth_v2.csv (adds lesion_id)"),
-    LabelFormat("siim2020_test", "siim-isic-2020", _C2020, {"image_name": _ID, **_S2020},
-                split="test", note="Kaggle test.csv"),
-    LabelFormat("siim2020_submission", "siim-isic-2020", ("image_name", "target"),
-                {"image_name": _ID, "target": "float"}, split="test",
-                note="Kaggle sample_submission.csv: predictions, not labels"),
-    LabelFormat("siim2020_duplicates", "siim-isic-2020", ("image_name_1", "image_name_2"),
-                {"image_name_1": "str", "image_name_2": "str"},
-                note="ISIC_2020_Training_Duplicates.csv: pairs of the same lesion image"),
-    LabelFormat("isic2024_train", "isic2024", ("isic_id", "target", *_C2024[1:], *_TRAIN_ONLY_2024),
-                _K2024, note="ISIC 2024 (Kaggle) train-metadata.csv: target = malignant"),
-    LabelFormat("isic2024_test", "isic2024", _C2024, _K2024, split="test",
-                note="ISIC 2024 (Kaggle) test-metadata.csv"),
-    LabelFormat("isic2024_submission", "isic2024", ("isic_id", "target"),
-                {"isic_id": _ID, "target": "float"}, split="test",
-                note="ISIC 2024 sample_submission.csv: predictions, not labels"),
+    _format("isic2016_train", "isic2016", ("image_id", "benign_malignant"), header=False,
+            note="ISBI2016_ISIC_Part3_Training_GroundTruth.csv: no header, benign/malignant",
+            detect=lambda row: len(row) == 2 and row[1].strip() in ("benign", "malignant")),
+    _format("isic2016_test", "isic2016", ("image_id", "melanoma"), header=False, split="test",
+            note="ISBI2016_ISIC_Part3_Test_GroundTruth.csv: no header, 0.0/1.0",
+            detect=lambda row: len(row) == 2 and row[1].strip() not in ("benign", "malignant")),
+    _format("isic2017_ground_truth", "isic2017", ("image_id", "melanoma", "seborrheic_keratosis"),
+            split=None, onehot="at_most_one",
+            note="ISIC-2017_{Training,Validation,Test_v2}_Part3_GroundTruth.csv"),
+    _format("isic2017_metadata", "isic2017", ("image_id", "age_approximate", "sex"), split=None,
+            na_values=("", "unknown"), note="ISIC-2017_*_Data_metadata.csv; 'unknown' is missing"),
+    _format("isic2018_task3_ground_truth", "isic2018", ("image", *CLASSES_2018), split=None,
+            onehot="one", note="ISIC2018_Task3_{Training,Validation,Test}_GroundTruth.csv"),
+    _format("isic2018_task3_lesion_groupings", "isic2018", ("image", "lesion_id", "diagnosis_confirm_type"),
+            note="ISIC2018_Task3_Training_LesionGroupings.csv"),
+    _format("ham10000_metadata", "ham10000",
+            ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"),
+            optional=("dataset",), na_values=("", "unknown"),
+            note="HAM10000_metadata.csv, with or without the trailing 'dataset' column"),
+    _format("isic2019_ground_truth", "isic2019", ("image", *LABELS), onehot="one",
+            note="ISIC_2019_Training_GroundTruth.csv (0/1 or 0.0/1.0)"),
+    _format("isic2019_metadata", "isic2019",
+            ("image", "age_approx", "anatom_site_general", "lesion_id", "sex"),
+            note="ISIC_2019_Training_Metadata.csv"),
+    _format("isic2019_test_metadata", "isic2019", ("image", "age_approx", "anatom_site_general", "sex"),
+            split="test", note="ISIC_2019_Test_Metadata.csv"),
+    _format("siim2020_train", "siim-isic-2020", (*_C2020, "diagnosis", "benign_malignant", "target"),
+            note="Kaggle train.csv (ages 45.0) = ISIC_2020_Training_GroundTruth.csv (ages 45)"),
+    _format("siim2020_ground_truth_v2", "siim-isic-2020",
+            ("image_name", "patient_id", "lesion_id", *_C2020[2:], "diagnosis", "benign_malignant",
+             "target"), note="ISIC_2020_Training_GroundTruth_v2.csv (adds lesion_id)"),
+    _format("siim2020_test", "siim-isic-2020", _C2020, split="test", note="Kaggle test.csv"),
+    _format("siim2020_submission", "siim-isic-2020", ("image_name", "target"), {"target": "float"},
+            split="test", note="Kaggle sample_submission.csv: predictions, not labels"),
+    _format("siim2020_duplicates", "siim-isic-2020", ("image_name_1", "image_name_2"),
+            note="ISIC_2020_Training_Duplicates.csv: pairs of the same lesion image"),
+    _format("isic2024_train", "isic2024", ("isic_id", "target", *_C2024[1:], *_TRAIN_ONLY_2024),
+            _K2024, note="ISIC 2024 (Kaggle) train-metadata.csv: target = malignant"),
+    _format("isic2024_test", "isic2024", _C2024, _K2024, split="test",
+            note="ISIC 2024 (Kaggle) test-metadata.csv"),
+    _format("isic2024_submission", "isic2024", ("isic_id", "target"), {"target": "float"},
+            split="test", note="ISIC 2024 sample_submission.csv: predictions, not labels"),
     # An archive file holds no ISIC 2024 measurement (an incomplete 2024 file is refused).
-    LabelFormat("isic_archive_legacy", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS,
-                open_ended=True,
-                note="isic image download metadata.csv, legacy benign_malignant/diagnosis",
-                detect=lambda cols: not any(c.startswith("tbp_lv_") for c in cols)
-                and "diagnosis_1" not in cols and any(c in cols for c in _ARCHIVE_LEGACY)),
-    LabelFormat("isic_archive", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS, open_ended=True,
-                note="isic image download metadata.csv, today's diagnosis_1..diagnosis_5",
-                detect=lambda cols: not any(c.startswith("tbp_lv_") for c in cols)
-                and ("diagnosis_1" in cols or not any(c in cols for c in _ARCHIVE_LEGACY))),
+    _format("isic_archive_legacy", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS, open_ended=True,
+            note="isic image download metadata.csv, legacy benign_malignant/diagnosis",
+            detect=lambda cols: not any(c.startswith("tbp_lv_") for c in cols)
+            and "diagnosis_1" not in cols and any(c in cols for c in _ARCHIVE_LEGACY)),
+    _format("isic_archive", "isic-archive", _ARCHIVE_BASE, _ARCHIVE_KINDS, open_ended=True,
+            note="isic image download metadata.csv, today's diagnosis_1..diagnosis_5",
+            detect=lambda cols: not any(c.startswith("tbp_lv_") for c in cols)
+            and ("diagnosis_1" in cols or not any(c in cols for c in _ARCHIVE_LEGACY))),
 )
 _FORMATS_BY_NAME = {f.name: f for f in FORMATS}
 _KNOWN_FORMATS = ", ".join(_FORMATS_BY_NAME)
@@ -559,7 +524,7 @@ def _finish(parts: Mapping[str, object], n: int) -> pd.DataFrame:
 
 def _legacy_target(diagnosis: pd.Series, benign_malignant: pd.Series | None) -> pd.Series:
     """1 for a melanoma diagnosis, 0 for any other known one or, without one, a benign lesion."""
-    mel = diagnosis.isin([_L.melanoma.value, _L.melanoma_metastasis.value])
+    mel = diagnosis.isin(_MELANOMAS)
     known = diagnosis.notna() & (diagnosis != "unknown")
     target = pd.Series(pd.NA, index=diagnosis.index, dtype="Float64")
     if benign_malignant is not None:
