@@ -736,7 +736,7 @@ def _merge_metadata(labels: pd.DataFrame, metadata: pd.DataFrame,
     return out
 
 
-_SITE_COLUMNS = ("sex", "age_approx", "anatom_site", "anatom_site_original")
+_PERSON_COLUMNS = ("sex", "age_approx", "anatom_site", "anatom_site_original")
 
 
 def _concat(frames: list[pd.DataFrame], root: Path, layout: str) -> pd.DataFrame:
@@ -780,8 +780,8 @@ def _read_siim_isic_2020(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
 def _read_isic_2019(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
     """Training ground truth + metadata, test ground truth (if any) + metadata."""
     frames = []
-    for split, word, meta_columns in (("train", "Training", ("lesion_id", *_SITE_COLUMNS)),
-                                      ("test", "Test", _SITE_COLUMNS)):
+    for split, word, meta_columns in (("train", "Training", ("lesion_id", *_PERSON_COLUMNS)),
+                                      ("test", "Test", _PERSON_COLUMNS)):
         gt = _find(root, f"ISIC_2019_{word}_GroundTruth.csv")
         meta = _find(root, f"ISIC_2019_{word}_Metadata.csv")
         if gt is not None:
@@ -823,7 +823,7 @@ def _read_isic_2018_task3(root: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
                                 "ISIC2018_Task3_{}_GroundTruth.csv", "ISIC2018_Task3_{}_Input")
     ham = _find(root, "HAM10000_metadata.csv")
     if ham is not None:
-        frame = _merge_metadata(frame, read_labels(ham, tidy=True), ("lesion_id", *_SITE_COLUMNS))
+        frame = _merge_metadata(frame, read_labels(ham, tidy=True), ("lesion_id", *_PERSON_COLUMNS))
     groupings = _find(root, "ISIC2018_Task3_Training_LesionGroupings.csv")
     if groupings is not None:
         frame = _merge_metadata(frame, read_labels(groupings, tidy=True), ("lesion_id",))
@@ -974,7 +974,7 @@ PREFERENCE: tuple[str, ...] = (
     "isic-archive", "isic2019", "isic2018", "ham10000", "siim-isic-2020", "isic2017", "isic2016",
     "isic2024",
 )
-_FILLED = ("patient_id", "lesion_id", *_SITE_COLUMNS)
+_FILLED = ("patient_id", "lesion_id", *_PERSON_COLUMNS)
 
 
 def _duplicate_flags(frame: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> pd.Series:
