@@ -1,14 +1,9 @@
 """The throughput road from image files to a training batch: no Python work per image.
 
-:func:`build_tensor_cache` once writes every image, resized, into one ``uint8`` array on
-disk (a NumPy memmap, with a sidecar CSV of its rows); :class:`TensorCacheLoader` then
-cuts batches out of it with one fancy index per batch and augments the whole batch on the
-GPU (:func:`gpu_augment`). :func:`decode_jpeg_batch` decodes a list of JPEGs in one call
-(on the GPU where torchvision can). This is how a GPU is kept busy; the teaching road
-(:class:`helpers.data.LesionDataset` and a ``DataLoader``) is simpler and slower.
-
-A bad image is stored in the cache as zeros and listed in its sidecar CSV; the cache
-loader leaves such rows out.
+:func:`build_tensor_cache` writes every image, resized, into one ``uint8`` memmap on disk (with a
+sidecar CSV of its rows; a bad image is stored as zeros and listed there); :class:`TensorCacheLoader`
+cuts batches out of it and augments whole batches on the GPU (:func:`gpu_augment`);
+:func:`decode_jpeg_batch` decodes a list of JPEGs in one call. The teaching road is :mod:`helpers.data`.
 """
 from __future__ import annotations
 
@@ -33,29 +28,11 @@ from helpers.io import image_header, read_image
 from helpers.preprocess import resize_image
 from helpers.vocab import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["load_resized", "build_tensor_cache", "cache_index", "gpu_augment", "TensorCacheLoader",
-           "decode_jpeg_batch"]
-
-
-# =========================================================================== tensor cache
-def load_resized(path: os.PathLike | str, size: int) -> np.ndarray:
-    """Read one image and resize it the cache's way: a ``uint8`` array (3, size, size).
-
-    Shorter side to ``size`` and centre crop, Lanczos
-    (:func:`helpers.preprocess.resize_image`); JPEGs decoded in Pillow's draft
-    mode (:func:`helpers.io.read_image` with ``draft=size``). Raises
-    ``ValueError`` naming the file when it cannot be read.
-
-    Not called in a chapter; used by `build_tensor_cache`.
-    """
-    return np.ascontiguousarray(resize_image(read_image(path, draft=size), size).transpose(2, 0, 1))
+__all__ = ["build_tensor_cache", "cache_index", "gpu_augment", "TensorCacheLoader", "decode_jpeg_batch"]
 
 
 def cache_index(cache_path: os.PathLike | str) -> pd.DataFrame:
-    """The sidecar CSV of a tensor cache: one row per cached image (``image_id``, ``error``).
-
-    ``error`` is empty (``<NA>``) for images that were cached and holds the
-    reason for those stored as zeros.
+    """The sidecar CSV of a tensor cache: ``image_id`` and ``error`` (``<NA>`` for images cached well).
 
     Not called in a chapter; used by `TensorCacheLoader`.
     """
@@ -81,18 +58,12 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
                        workers: int | None = None, progress: bool = True) -> Path:
     """Write every image of ``frame``, resized to ``size``², into one ``uint8`` ``.npy`` memmap.
 
-    The array has shape (len(frame), 3, size, size), rows in ``frame``'s
-    order (:func:`load_resized`: shorter side to ``size``, centre crop).
-    Beside it, ``<out_path>.csv`` lists ``image_id`` and ``error`` per row: a
-    file that cannot be read becomes zeros and its reason goes to ``error``
-    (read it back with :func:`cache_index`). When the cache exists with the
-    same image ids and size, nothing is done (a one-line notice says so).
-    Writing goes to temporary files renamed at the end (the index, then the
-    array), so an interrupted run leaves no half-written cache; a folder that
-    cannot be written raises ``ValueError`` naming the cache. Images are read
-    by ``workers`` threads (Pillow releases the GIL while decoding and resizing).
-
-    Returns the path of the ``.npy`` file.
+    Shape (len(frame), 3, size, size), rows in ``frame``'s order, shorter side to ``size`` and centre
+    crop (:func:`helpers.preprocess.resize_image`, JPEGs in draft mode). ``<out_path>.csv`` lists
+    ``image_id`` and ``error`` per row: an unreadable file becomes zeros. A cache with the same ids
+    and size is kept (a one-line notice says so). Temporary files are renamed at the end (index, then
+    array), so an interrupted run leaves no half cache; an unwritable folder raises ``ValueError``.
+    Images are read by ``workers`` threads. Returns the ``.npy`` path.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -123,14 +94,13 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
         try:
             if p is None or pd.isna(p) or not str(p):
                 raise ValueError(f"row {i}, column 'path': no image file")
-            arr[i] = load_resized(str(p), size)
+            arr[i] = resize_image(read_image(str(p), draft=size), size).transpose(2, 0, 1)
         except Exception as exc:  # one bad file must not stop the cache
             errors[i] = str(exc) if isinstance(exc, ValueError) else f"{p}: {type(exc).__name__}: {exc}"
             arr[i] = 0
 
-    n_workers = workers or min(8, os.cpu_count() or 1)
     try:
-        with ThreadPoolExecutor(n_workers) as pool:
+        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
             list(tqdm(pool.map(work, range(len(ids))), total=len(ids), disable=not progress,
                       desc=f"caching {size}px", leave=False))
         arr.flush()
@@ -149,6 +119,13 @@ def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | s
     return out
 
 
+def _normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of a float (B, 3, H, W) batch."""
+    mean_t, std_t = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
+    return (x - mean_t) / std_t
+
+
 def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *,
                 flips: bool = True, dihedral: bool = True, max_angle: float = 0.0,
                 scale: tuple[float, float] = (1.0, 1.0), brightness: float = 0.2, contrast: float = 0.2,
@@ -156,15 +133,11 @@ def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *
                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """Augment a whole ``uint8`` batch (B, 3, H, W) on its device, a different draw per image.
 
-    Every step is one tensor operation over the batch (no Python loop over
-    images): random horizontal and vertical flips and, for square images, a
-    random transpose (together: all eight 90° rotations and reflections,
-    exact); optionally a random rotation in ±``max_angle`` degrees and zoom
-    in ``scale`` (``affine_grid`` + ``grid_sample``, bilinear, black
-    corners); brightness, contrast and saturation factors in
-    ``1 ± brightness`` etc.; then ImageNet normalisation (``normalize``).
-    Random numbers come from ``generator`` (on the batch's device) so a run
-    can be replayed. Returns float32 (B, 3, H, W); an empty batch stays empty.
+    One tensor operation per step: random flips and, for square images, transposes (all eight
+    dihedral symmetries, exact); optionally a rotation in ±``max_angle`` degrees and a zoom in
+    ``scale`` (bilinear, black corners); brightness, contrast and saturation factors in
+    ``1 ± brightness`` etc.; ImageNet normalisation. Random numbers come from ``generator`` (on the
+    batch's device), so a run can be replayed. Returns float32 (B, 3, H, W).
 
     Not called in a chapter; used by `TensorCacheLoader`.
     """
@@ -177,14 +150,20 @@ def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *
     def rand(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=generator, device=dev)
 
-    def pick(mask: torch.Tensor, a: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask.view(-1, 1, 1, 1), a, other)
+    def pick(a: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return torch.where((rand(b) < 0.5).view(-1, 1, 1, 1), a, other)
+
+    def grey(x: torch.Tensor) -> torch.Tensor:
+        return (x * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+    def factor(strength: float) -> torch.Tensor:
+        return 1 + (rand(b, 1, 1, 1) * 2 - 1) * strength
 
     if flips:
-        x = pick(rand(b) < 0.5, x.flip(-1), x)
-        x = pick(rand(b) < 0.5, x.flip(-2), x)
+        x = pick(x.flip(-1), x)
+        x = pick(x.flip(-2), x)
     if dihedral and h == w:
-        x = pick(rand(b) < 0.5, x.transpose(-1, -2), x)
+        x = pick(x.transpose(-1, -2), x)
     if max_angle or tuple(scale) != (1.0, 1.0):
         angle = (rand(b) * 2 - 1) * math.radians(max_angle)
         zoom = scale[0] + rand(b) * (scale[1] - scale[0])
@@ -194,18 +173,15 @@ def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if brightness:
-        x = x * (1 + (rand(b, 1, 1, 1) * 2 - 1) * brightness)
+        x = x * factor(brightness)
     if contrast:
-        grey = (x * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        m = grey.mean((2, 3), keepdim=True)
-        x = (x - m) * (1 + (rand(b, 1, 1, 1) * 2 - 1) * contrast) + m
+        m = grey(x).mean((2, 3), keepdim=True)
+        x = (x - m) * factor(contrast) + m
     if saturation:
-        grey = (x * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        x = (x - grey) * (1 + (rand(b, 1, 1, 1) * 2 - 1) * saturation) + grey
+        g = grey(x)
+        x = (x - g) * factor(saturation) + g
     x = x.clamp_(0.0, 1.0)
-    if normalize:
-        x = (x - torch.tensor(mean, device=dev).view(1, 3, 1, 1)) / torch.tensor(std, device=dev).view(1, 3, 1, 1)
-    return x
+    return _normalize(x, mean, std) if normalize else x
 
 
 class _EpochSampler:
@@ -221,44 +197,18 @@ class _EpochSampler:
         return self.loader.num_samples
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    dev = x.device
-    return ((x.float() / 255.0 - torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1))
-            / torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1))
-
-
 class TensorCacheLoader:
     """Batches from a tensor cache (:func:`build_tensor_cache`), augmented on the device.
 
-    ``cache``: the ``.npy`` path (opened as a read-only memmap) or an array
-    (N, 3, S, S) ``uint8``. ``targets``: per cache row (length N; e.g.
-    :func:`encode_targets` of the frame the cache was built from) or
-    ``None``. ``indices``: the cache rows to use (e.g. the training split);
-    rows the cache's sidecar lists as unreadable are left out
-    (``skip_bad``). ``meta``: optional (N, M) float matrix
-    (:func:`encode_meta`).
-
-    Each epoch the rows are shuffled (``shuffle``) by a ``torch.Generator``
-    seeded with ``seed`` and the epoch number, so a resumed run can replay an
-    epoch exactly: :meth:`set_epoch` chooses the epoch of the next iteration
-    (otherwise each iteration takes the next epoch, starting at 0). A batch
-    is one NumPy fancy index into the memmap (its rows sorted, for sequential
-    reads), pinned (on CUDA), copied to ``device`` with ``non_blocking=True``
-    and, with ``augment``, passed through :func:`gpu_augment` (``augment_kw``
-    are its keyword arguments) with a device generator seeded per epoch;
-    without, only normalised. ``channels_last`` returns NHWC-strided images
-    (faster convolutions with mixed precision on recent GPUs). With
-    ``prefetch`` a background thread reads the next batch while the
-    current one trains.
-
-    Yields ``{"image": float (B, 3, S, S), "target", "meta" (if given),
-    "index": long (B,)}`` like a ``DataLoader`` over :class:`LesionDataset`
-    (``index`` = cache row, left on the CPU). Like a ``DataLoader`` it has ``batch_size``,
-    ``drop_last`` and a ``sampler`` (with ``set_epoch`` and ``len`` = images
-    per epoch), so a training loop written for one drives the other. With
-    ``world_size`` > 1 (distributed data parallel) each ``rank`` takes every
-    ``world_size``-th row of the shared epoch order, padded by wrapping
-    around so every rank gets the same number (as ``DistributedSampler``).
+    ``cache``: the ``.npy`` path (a read-only memmap) or a ``uint8`` array (N, 3, S, S); ``targets``
+    and ``meta`` (N, M) per cache row; ``indices``: the rows to use, less those the sidecar lists as
+    unreadable (``skip_bad``). Each epoch shuffles with a generator seeded by ``seed`` and the epoch
+    (:meth:`set_epoch` replays one exactly). A batch is one fancy index into the memmap, pinned,
+    copied to ``device`` and, with ``augment``, passed through :func:`gpu_augment` (``augment_kw``),
+    else only normalised; ``channels_last`` gives NHWC strides; ``prefetch`` reads the next batch in
+    a thread. Yields ``{"image", "target", "meta" (if given), "index" (cache row, on the CPU)}`` and
+    has ``batch_size``, ``drop_last`` and ``sampler`` like a ``DataLoader``. With ``world_size`` > 1
+    each ``rank`` takes every ``world_size``-th row, padded by wrapping (as ``DistributedSampler``).
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -285,21 +235,18 @@ class TensorCacheLoader:
             except ValueError:
                 bad = np.zeros(len(self.array), bool)
         if self.array.ndim != 4 or self.array.shape[1] != 3 or self.array.dtype != np.uint8:
-            raise ValueError(f"tensor cache: expected uint8 (N, 3, S, S), got {self.array.dtype} {self.array.shape}")
+            raise ValueError(f"tensor cache: expected uint8 (N, 3, S, S), "
+                             f"got {self.array.dtype} {self.array.shape}")
         n = len(self.array)
         rows = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             raise ValueError(f"tensor cache: indices outside 0..{n - 1}")
         self.indices = rows[~bad[rows]] if skip_bad else rows
-        self.targets = None
-        if targets is not None:
-            t = torch.as_tensor(np.asarray(targets))
-            if len(t) != n:
-                raise ValueError(f"tensor cache: {len(t)} targets for {n} cached images")
-            self.targets = t
+        self.targets = None if targets is None else torch.as_tensor(np.asarray(targets))
         self.meta = None if meta is None else torch.as_tensor(np.asarray(meta, dtype=np.float32))
-        if self.meta is not None and len(self.meta) != n:
-            raise ValueError(f"tensor cache: {len(self.meta)} meta rows for {n} cached images")
+        for name, values in (("targets", self.targets), ("meta rows", self.meta)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"tensor cache: {len(values)} {name} for {n} cached images")
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.seed, self.device = int(seed), torch.device(device)
         self.augment, self.augment_kw = augment, dict(augment_kw or {})
@@ -335,24 +282,21 @@ class TensorCacheLoader:
             order = np.resize(order, total)[self.rank::self.world_size]  # np.resize wraps around
         return order
 
-    def _batches(self, order: np.ndarray) -> Iterator[np.ndarray]:
-        for i in range(len(self)):
-            yield np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
-
     def _read(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         pin = self.device.type == "cuda"
-        image = torch.from_numpy(np.ascontiguousarray(self.array[rows]))  # one fancy index per batch
-        out = {"image": image, "index": torch.from_numpy(rows)}
+        index = torch.from_numpy(rows)
+        out = {"image": torch.from_numpy(np.ascontiguousarray(self.array[rows]))}  # one fancy index per batch
         if self.targets is not None:
-            out["target"] = self.targets[torch.from_numpy(rows)]
+            out["target"] = self.targets[index]
         if self.meta is not None:
-            out["meta"] = self.meta[torch.from_numpy(rows)]
-        return {k: (v.pin_memory() if pin and k != "index" else v) for k, v in out.items()}
+            out["meta"] = self.meta[index]
+        out = {k: v.pin_memory() if pin else v for k, v in out.items()}
+        return {"image": out.pop("image"), "index": index, **out}
 
     def _produce(self, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
+        batches = (np.sort(order[i * self.batch_size:(i + 1) * self.batch_size]) for i in range(len(self)))
         if not self.prefetch:
-            for rows in self._batches(order):
-                yield self._read(rows)
+            yield from map(self._read, batches)
             return
         q: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -369,7 +313,7 @@ class TensorCacheLoader:
 
         def worker() -> None:
             try:
-                for rows in self._batches(order):
+                for rows in batches:
                     if not put(self._read(rows)):
                         return
                 put(done)
@@ -379,10 +323,7 @@ class TensorCacheLoader:
         thread = threading.Thread(target=worker, name="tensor-cache-prefetch", daemon=True)
         thread.start()
         try:
-            while True:
-                item = q.get()
-                if item is done:
-                    return
+            while (item := q.get()) is not done:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -393,24 +334,22 @@ class TensorCacheLoader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch = self.epoch
         self.epoch += 1
-        order = self.epoch_order(epoch)
         gen = None
         if self.augment:
             gen = torch.Generator(device=self.device).manual_seed(
                 (self.seed * 1_000_003 + epoch) * 7919 + self.rank + 1)
-        for cpu in self._produce(order):
+        for cpu in self._produce(self.epoch_order(epoch)):
             # Images, targets and metadata go to the device; the row index stays on the CPU.
             batch = {k: v if k == "index" else v.to(self.device, non_blocking=True) for k, v in cpu.items()}
             if self.augment:
                 batch["image"] = gpu_augment(batch["image"], gen, **self.augment_kw)
             else:
-                batch["image"] = _normalize(batch["image"])
+                batch["image"] = _normalize(batch["image"].float() / 255.0)
             if self.channels_last:
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             yield batch
 
 
-# =========================================================================== batched decoding
 def _resize_crop_group(imgs: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, H, W) uint8 of one size → (B, 3, size, size): shorter side to ``size``, centre crop."""
     h, w = imgs.shape[-2:]
@@ -427,19 +366,12 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """Decode a list of JPEG files in one call and resize them to a ``uint8`` batch (B, 3, size, size).
 
-    File bytes are read with ``torchvision.io.read_file`` and the whole list
-    is decoded by ``torchvision.io.decode_jpeg(list, device=device)``: on
-    CUDA that is one batched nvJPEG call on the GPU; on the CPU, libjpeg-turbo
-    one file after another (what CI runs). Images of equal size are then
-    stacked and resized together (``torch.nn.functional.interpolate``,
-    bilinear, anti-aliased: shorter side to ``size``, centre crop, as the
-    tensor cache does), one call per distinct size. The EXIF orientation tag
-    is applied on the CPU only (nvJPEG ignores it; dermoscopy JPEGs rarely
-    carry one). Files that are not JPEG,
-    or that the batched decoder refuses, are read one by one with
-    :func:`read_image_tensor`, which raises ``ValueError`` naming a bad file.
-    A JPEG whose header announces more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``
-    (a decompression bomb) raises ``ValueError`` before anything is decoded.
+    ``torchvision.io.decode_jpeg(list, device=device)`` decodes them all: one batched nvJPEG call on
+    CUDA, libjpeg-turbo on the CPU (which alone applies the EXIF orientation). Images of one size are
+    resized together (bilinear, anti-aliased, shorter side to ``size``, centre crop). Files that are
+    not JPEG, or that the decoder refuses, go through :func:`read_image_tensor`, which raises
+    ``ValueError`` naming a bad file; a JPEG whose header announces a decompression bomb raises
+    ``ValueError`` before anything is decoded.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -467,14 +399,12 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
                 decoded = [None] * len(jpeg_data)
             for i, img in zip(jpeg_i, decoded):
                 images[i] = img
-    for i, p in enumerate(paths):
-        if images[i] is None:
-            images[i] = read_image_tensor(p).to(dev)
+    images = [read_image_tensor(p).to(dev) if img is None else img for p, img in zip(paths, images)]
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8, device=dev)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
         groups.setdefault(tuple(img.shape[-2:]), []).append(i)
     for members in groups.values():
-        idx = torch.tensor(members, device=dev)
-        out[idx] = _resize_crop_group(torch.stack([images[i] for i in members]), size)
+        resized = _resize_crop_group(torch.stack([images[i] for i in members]), size)
+        out[torch.tensor(members, device=dev)] = resized
     return out
