@@ -1,29 +1,9 @@
-"""Evaluating melanoma detection: the challenge metrics, operating points, calibration, uncertainty.
+"""Evaluating melanoma detection: challenge metrics, operating points, calibration, uncertainty.
 
-Everything here stands on scikit-learn (``roc_auc_score``, ``roc_curve``,
-``average_precision_score``, ``confusion_matrix``, ``calibration_curve``,
-``brier_score_loss``); what is written by hand is what the challenges defined
-on top of it:
-
-* ``auc_sens_80`` exactly as the official ISIC scorer (PyPI
-  ``isic-challenge-scoring``, ``metrics.auc_above_sensitivity``) computes it:
-  the area under the ROC curve (down to TPR = 0) to the right of the point
-  where sensitivity first reaches 0.80, *not* normalised: a perfect detector
-  reaches 0.80 at FPR = 0 and scores 1.0, random scores about 0.18, an
-  inverted detector 0;
-* the ISIC 2024 (Kaggle) partial AUC above 80 % TPR, range 0–0.2
-  (:func:`partial_auc`, also named ``pauc_above_tpr``);
-* balanced multi-class accuracy as the ISIC scorer computes it (rows whose
-  largest score is tied are "undecided": wrong if predicted, left out if in
-  the truth);
-* a patient-level bootstrap (:func:`bootstrap_ci`): the 2020 data has about
-  16 images per patient, and images of one patient are not independent.
-
-The official submission files are written and scored in :mod:`helpers.submissions`.
-
-Conventions: ``y`` holds 0/1 labels (1 = melanoma), ``p`` scores where larger
-means more suspicious; a case is called positive when ``p >= threshold``
-(scikit-learn's ``roc_curve`` convention).
+Built on scikit-learn; written by hand is only what the challenges defined on top of it (the ISIC
+scorer's ``auc_sens_80`` and balanced accuracy, the ISIC 2024 partial AUC) and a patient-level
+bootstrap. Submission files are in :mod:`helpers.submissions`. Conventions: ``y`` holds 0/1
+labels (1 = melanoma), ``p`` scores where larger is more suspicious; ``p >= threshold`` is positive.
 """
 
 from __future__ import annotations
@@ -41,34 +21,16 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
 __all__ = [
-    "roc_auc",
-    "average_precision",
-    "auc_sens_80",
-    "partial_auc",
-    "pauc_above_tpr",
-    "balanced_multiclass_accuracy",
-    "per_class_auc",
-    "per_class_ap",
-    "per_class_scores",
-    "macro_auc",
-    "macro_ap",
-    "sensitivity_at_specificity",
-    "specificity_at_sensitivity",
-    "confusion_matrix",
-    "number_needed_to_biopsy",
-    "reliability_curve",
-    "expected_calibration_error",
-    "brier_score",
-    "BootstrapCI",
-    "patient_bootstrap_indices",
-    "bootstrap_ci",
-    "age_band",
-    "subgroup_table",
+    "roc_auc", "average_precision", "auc_sens_80", "partial_auc", "pauc_above_tpr",
+    "balanced_multiclass_accuracy", "per_class_auc", "per_class_ap", "per_class_scores", "macro_auc",
+    "macro_ap", "sensitivity_at_specificity", "specificity_at_sensitivity", "confusion_matrix",
+    "number_needed_to_biopsy", "reliability_curve", "expected_calibration_error", "brier_score",
+    "BootstrapCI", "patient_bootstrap_indices", "bootstrap_ci", "age_band", "subgroup_table",
+    "prevalence_weights", "operating_points",
+    "max_softmax_probability", "energy_score", "ood_auroc", "ood_fpr_at_tpr",
 ]
 
-# ---------------------------------------------------------------------------------------------
-# Input checks shared by the binary metrics
-# ---------------------------------------------------------------------------------------------
+
 def _binary_inputs(y, p, sample_weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     y = np.asarray(y, dtype=float).ravel()
     p = np.asarray(p, dtype=float).ravel()
@@ -97,13 +59,9 @@ def _require_both_classes(y: np.ndarray, w: np.ndarray | None, what: str) -> Non
         raise ValueError(f"{what} needs both classes in y, got {only}")
 
 
-# ---------------------------------------------------------------------------------------------
 # Ranking metrics
-# ---------------------------------------------------------------------------------------------
 def roc_auc(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-    """Area under the ROC curve (scikit-learn ``roc_auc_score``).
-
-    Raises ``ValueError`` when ``y`` holds one class only (the AUC is undefined).
+    """Area under the ROC curve (scikit-learn); ``ValueError`` when ``y`` holds one class only.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -113,10 +71,9 @@ def roc_auc(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) 
 
 
 def average_precision(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-    """Average precision, the step-wise area under the precision-recall curve (scikit-learn).
+    """Average precision (scikit-learn): a useless detector scores the prevalence, not 0.5.
 
-    Unlike the ROC AUC, its value for a useless detector is the prevalence
-    (about 0.018 in the 2020 data), not 0.5. Raises ``ValueError`` without positives.
+    Raises ``ValueError`` without positives.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -126,22 +83,16 @@ def average_precision(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | Non
     return float(average_precision_score(y, p, sample_weight=w))
 
 
-def auc_sens_80(
-    y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None, sensitivity: float = 0.80
-) -> float:
+def auc_sens_80(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None,
+                sensitivity: float = 0.80) -> float:
     """The ISIC scorer's ``auc_sens_80``: ROC area from where sensitivity first reaches 0.80.
 
-    Follows ``isic_challenge_scoring.metrics.auc_above_sensitivity`` step by
-    step: the full ROC curve (``roc_curve(..., drop_intermediate=False)``, rows
-    of weight 0 dropped); the first curve point whose TPR is >= ``sensitivity``
-    (``searchsorted(..., side='left')``); a new point at TPR = ``sensitivity``
-    whose FPR is linearly interpolated on the segment that reaches it; the
-    trapezoidal area (``sklearn.metrics.auc``) under the curve, down to
-    TPR = 0, from that point to (1, 1). The area is *not* normalised: a
-    perfect detector reaches 0.80 at FPR = 0 and scores 1.0 (like its AUC),
-    random scores about 0.18 (the diagonal's area right of FPR = 0.8), an
-    inverted detector 0. It rewards a curve that reaches 0.80 early: it equals
-    :func:`pauc_above_tpr` plus the rectangle ``0.8 * (1 - FPR at 0.80)``.
+    Exactly ``isic_challenge_scoring.metrics.auc_above_sensitivity``: on the full ROC curve
+    (``drop_intermediate=False``, rows of weight 0 dropped) take the first point with
+    TPR >= ``sensitivity`` (``searchsorted(side='left')``), prepend a point at TPR = ``sensitivity``
+    with FPR interpolated on the segment reaching it, and return the trapezoidal area under the
+    curve (down to TPR = 0) from there to (1, 1). Not normalised: perfect 1.0, random about 0.18,
+    inverted 0; it equals :func:`pauc_above_tpr` plus ``0.8 * (1 - FPR at 0.80)``.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -163,17 +114,9 @@ def auc_sens_80(
 def partial_auc(y_true: ArrayLike, y_score: ArrayLike, min_tpr: float = 0.80) -> float:
     """ISIC 2024 partial AUC: the ROC area above TPR = ``min_tpr`` (range 0 to 1 - ``min_tpr``).
 
-    The ranking metric of the ISIC 2024 challenge (SLICE-3D, Kaggle "ISIC 2024 - Skin
-    Cancer Detection with 3D-TBP"): the area between the ROC curve and the line
-    TPR = ``min_tpr``, i.e. the integral of max(TPR - ``min_tpr``, 0) over FPR, so only
-    operating points that find at least 80 % of the cancers count. As the challenge's
-    scorer (N. Kurtansky) computes it: labels are flipped (``1 - y``) and scores
-    negated, so that the region TPR >= ``min_tpr`` of the original curve becomes the
-    region FPR <= 1 - ``min_tpr`` of the flipped one; scikit-learn's
-    ``roc_auc_score(..., max_fpr=1 - min_tpr)`` integrates there and applies the
-    McClish standardisation, which is then reversed to give the raw area
-    (0.2 for a perfect detector, 0.02 for random scores, 0 for an inverted one).
-    ``pauc_above_tpr`` is the same function.
+    Exactly the Kaggle ISIC 2024 scorer: labels flipped (``1 - y``) and scores negated, then
+    ``roc_auc_score(..., max_fpr=1 - min_tpr)`` with its McClish standardisation reversed to
+    give the raw area (0.2 perfect, 0.02 random, 0 inverted). ``pauc_above_tpr`` is an alias.
 
     Introduced in chapter 3 (the ISIC Archive and its challenges).
     """
@@ -190,28 +133,21 @@ def partial_auc(y_true: ArrayLike, y_score: ArrayLike, min_tpr: float = 0.80) ->
 pauc_above_tpr = partial_auc  # the name chapter 9 and score_submission use
 
 
-# ---------------------------------------------------------------------------------------------
 # Multi-class
-# ---------------------------------------------------------------------------------------------
 def _argmax_labels(scores: np.ndarray) -> np.ndarray:
     """Column index of each row's maximum; -1 where the maximum is tied ("undecided")."""
     labels = scores.argmax(axis=1)
-    tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1
-    labels[tied] = -1
+    labels[(scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1] = -1
     return labels
 
 
-def balanced_multiclass_accuracy(
-    truth: ArrayLike, pred: ArrayLike, sample_weight: ArrayLike | None = None
-) -> float:
+def balanced_multiclass_accuracy(truth: ArrayLike, pred: ArrayLike,
+                                 sample_weight: ArrayLike | None = None) -> float:
     """Balanced multi-class accuracy: the mean over classes of the recall of the argmax.
 
-    ``truth`` is either integer labels 0..k-1 (shape ``(n,)``) or one-hot
-    rows ``(n, k)``; ``pred`` holds scores ``(n, k)``. As the ISIC scorer
-    (``metrics.balanced_multiclass_accuracy``): a prediction row whose
-    maximum is tied counts as wrong; a truth row with a tied maximum (for
-    example all zeros) is left out; classes absent from the truth are left
-    out of the mean. Per-class counts come from scikit-learn's ``confusion_matrix``.
+    ``truth``: labels 0..k-1 ``(n,)`` or one-hot ``(n, k)``; ``pred``: scores ``(n, k)``. As the
+    ISIC scorer: a tied prediction row counts as wrong, a tied truth row (e.g. all zeros) is left
+    out, and classes absent from the truth are left out of the mean.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
@@ -231,16 +167,13 @@ def balanced_multiclass_accuracy(
     else:
         raise ValueError(f"truth must have shape ({n},) or ({n}, {k}), got {t.shape}")
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
-    p_labels = _argmax_labels(scores)
-    cm = _sk_confusion_matrix(t_labels, p_labels, labels=np.arange(k), sample_weight=w)
+    cm = _sk_confusion_matrix(t_labels, _argmax_labels(scores), labels=np.arange(k), sample_weight=w)
     decided = t_labels >= 0
     true_freq = np.bincount(t_labels[decided], weights=w[decided], minlength=k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.diagonal(cm) / true_freq
     present = true_freq > 0
     if not present.any():
         raise ValueError("no truth row has a single largest value: balanced accuracy is undefined")
-    return float(np.mean(recall[present]))
+    return float(np.mean(np.diagonal(cm)[present] / true_freq[present]))
 
 
 def _as_frame(x, columns: Sequence[str] | None, what: str) -> pd.DataFrame:
@@ -253,18 +186,12 @@ def _as_frame(x, columns: Sequence[str] | None, what: str) -> pd.DataFrame:
     return pd.DataFrame(arr, columns=cols)
 
 
-def per_class_scores(
-    truth: ArrayLike,
-    pred: ArrayLike,
-    classes: Sequence[str] | None = None,
-    sample_weight: ArrayLike | None = None,
-) -> pd.DataFrame:
+def per_class_scores(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = None,
+                     sample_weight: ArrayLike | None = None) -> pd.DataFrame:
     """One-vs-rest ``auc``, ``ap`` and ``auc_sens_80`` per class, as the ISIC scorer's table.
 
-    ``truth`` (one-hot) and ``pred`` are DataFrames with the class columns or
-    ``(n, k)`` arrays (then ``classes`` names the columns). A class without
-    positives or without negatives gets NaN where its metric is undefined
-    (AUC and ``auc_sens_80``; AP needs positives only).
+    ``truth`` (one-hot) and ``pred``: DataFrames with the class columns, or ``(n, k)`` arrays
+    named by ``classes``. NaN where a metric is undefined (AUCs need both classes, AP positives).
 
     Not called in a chapter; used by `per_class_auc`, `per_class_ap`.
     """
@@ -274,11 +201,11 @@ def per_class_scores(
     for c in t.columns:
         y, s, w = _binary_inputs(t[c].to_numpy(), p[c].to_numpy(), sample_weight)
         pos = y if w is None else y[w != 0]
-        has_pos, has_neg = bool(pos.any()), bool((pos == 0).any())
+        has_pos, both = bool(pos.any()), bool(pos.any() and (pos == 0).any())
         rows[c] = {
-            "auc": roc_auc(y, s, w) if has_pos and has_neg else math.nan,
+            "auc": roc_auc(y, s, w) if both else math.nan,
             "ap": average_precision(y, s, w) if has_pos else math.nan,
-            "auc_sens_80": auc_sens_80(y, s, w) if has_pos and has_neg else math.nan,
+            "auc_sens_80": auc_sens_80(y, s, w) if both else math.nan,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -315,57 +242,49 @@ def macro_ap(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] | None = 
     return float(per_class_ap(truth, pred, classes).mean())
 
 
-# ---------------------------------------------------------------------------------------------
 # Operating points
-# ---------------------------------------------------------------------------------------------
 _TOL = 1e-12  # rates such as 1 - 3/10 are not exact in floating point
 
 
-def sensitivity_at_specificity(
-    y: ArrayLike, p: ArrayLike, specificity: float, sample_weight: ArrayLike | None = None
-) -> tuple[float, float]:
+def _roc(y, p, sample_weight, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y, p, w = _binary_inputs(y, p, sample_weight)
+    _require_both_classes(y, w, what)
+    return roc_curve(y, p, sample_weight=w, drop_intermediate=False)
+
+
+def sensitivity_at_specificity(y: ArrayLike, p: ArrayLike, specificity: float,
+                               sample_weight: ArrayLike | None = None) -> tuple[float, float]:
     """The best sensitivity whose specificity is at least ``specificity``, and its threshold.
 
-    Returns ``(sensitivity, threshold)``: calling ``p >= threshold`` positive
-    gives that sensitivity with specificity >= ``specificity``. The threshold
-    is one of ``roc_curve``'s (``inf`` when no threshold is specific enough
-    and everything must be called negative).
+    Returns ``(sensitivity, threshold)``, a threshold of ``roc_curve`` (``inf`` when everything
+    must be called negative).
 
     Introduced in chapter 7 (the data pipeline).
     """
     if not 0 <= specificity <= 1:
         raise ValueError(f"specificity must be in [0, 1], got {specificity}")
-    y, p, w = _binary_inputs(y, p, sample_weight)
-    _require_both_classes(y, w, "sensitivity at specificity")
-    fpr, tpr, thr = roc_curve(y, p, sample_weight=w, drop_intermediate=False)
+    fpr, tpr, thr = _roc(y, p, sample_weight, "sensitivity at specificity")
     i = int(np.flatnonzero(fpr <= 1.0 - specificity + _TOL).max())
     return float(tpr[i]), float(thr[i])
 
 
-def specificity_at_sensitivity(
-    y: ArrayLike, p: ArrayLike, sensitivity: float, sample_weight: ArrayLike | None = None
-) -> tuple[float, float]:
+def specificity_at_sensitivity(y: ArrayLike, p: ArrayLike, sensitivity: float,
+                               sample_weight: ArrayLike | None = None) -> tuple[float, float]:
     """The best specificity whose sensitivity is at least ``sensitivity``, and its threshold.
 
-    Returns ``(specificity, threshold)``: calling ``p >= threshold`` positive
-    finds at least that share of the melanomas. A triage tool picks its
-    threshold this way (for example sensitivity >= 0.95).
+    Returns ``(specificity, threshold)``, as a triage tool picks its threshold.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
     if not 0 <= sensitivity <= 1:
         raise ValueError(f"sensitivity must be in [0, 1], got {sensitivity}")
-    y, p, w = _binary_inputs(y, p, sample_weight)
-    _require_both_classes(y, w, "specificity at sensitivity")
-    fpr, tpr, thr = roc_curve(y, p, sample_weight=w, drop_intermediate=False)
+    fpr, tpr, thr = _roc(y, p, sample_weight, "specificity at sensitivity")
     i = int(np.flatnonzero(tpr >= sensitivity - _TOL).min())
     return float(1.0 - fpr[i]), float(thr[i])
 
 
 def confusion_matrix(y: ArrayLike, p: ArrayLike, threshold: float = 0.5) -> np.ndarray:
     """2 × 2 confusion matrix ``[[TN, FP], [FN, TP]]`` of calling ``p >= threshold`` positive.
-
-    scikit-learn's ``confusion_matrix`` with ``labels=[0, 1]`` (rows: truth, columns: prediction).
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -374,10 +293,7 @@ def confusion_matrix(y: ArrayLike, p: ArrayLike, threshold: float = 0.5) -> np.n
 
 
 def number_needed_to_biopsy(y: ArrayLike, p: ArrayLike, threshold: float) -> float:
-    """Biopsies per melanoma found when every lesion with ``p >= threshold`` is biopsied.
-
-    ``(TP + FP) / TP``; ``inf`` when no melanoma is above the threshold.
-    Dermatologists' own ratio is often quoted between about 5 and 30.
+    """Biopsies per melanoma found, ``(TP + FP) / TP`` at ``threshold``; ``inf`` when TP = 0.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -385,18 +301,13 @@ def number_needed_to_biopsy(y: ArrayLike, p: ArrayLike, threshold: float) -> flo
     return math.inf if tp == 0 else float((tp + fp) / tp)
 
 
-# ---------------------------------------------------------------------------------------------
 # Calibration
-# ---------------------------------------------------------------------------------------------
-def reliability_curve(
-    y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: str = "uniform"
-) -> pd.DataFrame:
+def reliability_curve(y: ArrayLike, p: ArrayLike, n_bins: int = 10,
+                      strategy: str = "uniform") -> pd.DataFrame:
     """Reliability diagram data: per non-empty bin, mean score, observed frequency, count.
 
-    ``mean_predicted`` and ``fraction_positive`` are scikit-learn's
-    ``calibration_curve`` (bins of equal width on [0, 1], or equal counts
-    with ``strategy="quantile"``); ``count`` is the number of cases in the bin.
-    A calibrated model lies on the diagonal.
+    ``mean_predicted`` and ``fraction_positive`` are scikit-learn's ``calibration_curve``
+    (``strategy`` "uniform" or "quantile"); ``count`` is the number of cases in the bin.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -410,18 +321,13 @@ def reliability_curve(
     else:
         edges = np.linspace(0.0, 1.0, n_bins + 1)
     counts = np.bincount(np.searchsorted(edges[1:-1], p), minlength=n_bins)
-    counts = counts[counts > 0]
-    if counts.size != prob_true.size:  # pragma: no cover - guards a change in scikit-learn
-        raise RuntimeError("bin counts do not match sklearn.calibration.calibration_curve")
-    return pd.DataFrame({"mean_predicted": prob_pred, "fraction_positive": prob_true, "count": counts})
+    return pd.DataFrame({"mean_predicted": prob_pred, "fraction_positive": prob_true,
+                         "count": counts[counts > 0]})
 
 
-def expected_calibration_error(
-    y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: str = "uniform"
-) -> float:
-    """Expected calibration error: count-weighted mean |observed - predicted| over the bins.
-
-    Uses the bins of :func:`reliability_curve`: ``sum_b (n_b / n) |frac_b - mean_b|``.
+def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 10,
+                               strategy: str = "uniform") -> float:
+    """Expected calibration error ``sum_b (n_b / n) |frac_b - mean_b|`` over the reliability bins.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -439,16 +345,12 @@ def brier_score(y: ArrayLike, p: ArrayLike) -> float:
     return float(brier_score_loss(y, p))
 
 
-# ---------------------------------------------------------------------------------------------
 # Patient-level bootstrap
-# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BootstrapCI:
     """A metric on the full data with its bootstrap percentile interval.
 
-    ``n_resamples`` resamples were scored; ``n_skipped`` were drawn but
-    skipped because the metric is undefined on them (for example a resample
-    without a melanoma).
+    ``n_skipped`` resamples were drawn but skipped, the metric being undefined on them.
 
     Not called in a chapter; used by `bootstrap_ci`.
     """
@@ -465,15 +367,12 @@ class BootstrapCI:
         return f"{self.estimate:.3f} ({level}% CI {self.low:.3f}-{self.high:.3f})"
 
 
-def patient_bootstrap_indices(
-    groups: ArrayLike, n: int, seed: int = 0
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def patient_bootstrap_indices(groups: ArrayLike, n: int,
+                              seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``n`` bootstrap resamples of patients, as (image row indices, drawn patient codes).
 
-    Each resample draws as many patients as there are, with replacement; every
-    image of a drawn patient comes along (twice if the patient is drawn
-    twice). ``groups`` holds one patient id per image; patient codes are
-    positions in ``pd.unique(groups)``.
+    Each draws as many patients as there are, with replacement, with all their images;
+    ``groups`` holds one patient id per image, codes are positions in ``pd.unique(groups)``.
 
     Not called in a chapter; used by `bootstrap_ci`.
     """
@@ -494,22 +393,12 @@ def patient_bootstrap_indices(
         yield order[pos], drawn
 
 
-def bootstrap_ci(
-    y: ArrayLike,
-    p: ArrayLike,
-    metric: Callable[..., float],
-    groups: ArrayLike | None = None,
-    n: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> BootstrapCI:
+def bootstrap_ci(y: ArrayLike, p: ArrayLike, metric: Callable[..., float], groups: ArrayLike | None = None,
+                 n: int = 1000, seed: int = 0, alpha: float = 0.05) -> BootstrapCI:
     """Percentile bootstrap interval of ``metric(y, p)``, resampling patients, not images.
 
-    ``groups`` gives each image's patient id (``None``: each image is its own
-    patient, the ordinary bootstrap). Resamples where ``y`` has a single class,
-    or where the metric raises ``ValueError`` or returns NaN, are skipped and
-    counted in ``n_skipped``. ``y`` and ``p`` may be 2-D (rows are images).
-    Seeded: the same ``seed`` gives the same interval.
+    ``groups``: each image's patient id (``None``: the ordinary bootstrap). Resamples where a 1-D
+    ``y`` has one class, or the metric raises ``ValueError`` or gives NaN, count in ``n_skipped``.
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -522,31 +411,23 @@ def bootstrap_ci(
     g = np.arange(len(y_arr)) if groups is None else np.asarray(groups, dtype=object)
     if len(g) != len(y_arr):
         raise ValueError(f"groups has {len(g)} ids for {len(y_arr)} images")
-    values, skipped = [], 0
+    values = []
     for idx, _ in patient_bootstrap_indices(g, n, seed):
         yb = y_arr[idx]
         if yb.ndim == 1 and np.unique(yb).size < 2:
-            skipped += 1
             continue
         try:
-            v = float(metric(yb, p_arr[idx]))
+            values.append(float(metric(yb, p_arr[idx])))
         except ValueError:
-            skipped += 1
             continue
-        if math.isnan(v):
-            skipped += 1
-            continue
-        values.append(v)
+    values = [v for v in values if not math.isnan(v)]
     if not values:
         raise ValueError(f"the metric was undefined on all {n} resamples")
     low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return BootstrapCI(estimate, float(low), float(high), alpha, len(values), skipped)
+    return BootstrapCI(estimate, float(low), float(high), alpha, len(values), n - len(values))
 
 
-# ---------------------------------------------------------------------------------------------
-# Subgroups
-# ---------------------------------------------------------------------------------------------
-#: Where each subgroup variable of :func:`subgroup_table` may live in the ISIC files.
+# Subgroups: where each variable of subgroup_table may live in the ISIC files
 _SUBGROUP_SOURCES = {
     "age_band": ("age_approx", "age", "age_approximate"),
     "anatom_site": ("anatom_site_general_challenge", "anatom_site_general", "localization"),
@@ -556,16 +437,14 @@ _SUBGROUP_SOURCES = {
 def age_band(age: float | ArrayLike, edges: Sequence[int] = (30, 45, 60, 75)):
     """Age band label(s): ``"<30"``, ``"30-44"``, ``"45-59"``, ``"60-74"``, ``"75+"``, or ``"unknown"``.
 
-    Accepts a number (returns a string) or a sequence/Series (returns a
-    Series of strings, same index). Blank, NaN or non-numeric ages are ``"unknown"``.
+    A number gives a string, a sequence a Series; blank, NaN or non-numeric ages are ``"unknown"``.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
     edges = list(edges)
     labels = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
     scalar = np.ndim(age) == 0
-    s = pd.Series([age]) if scalar else pd.Series(age)
-    num = pd.to_numeric(s, errors="coerce")
+    num = pd.to_numeric(pd.Series([age]) if scalar else pd.Series(age), errors="coerce")
     if (num < 0).any():
         raise ValueError(f"negative age at row {int(np.flatnonzero(num < 0)[0])}")
     banded = pd.cut(num, [-np.inf, *edges, np.inf], right=False, labels=labels)
@@ -573,21 +452,13 @@ def age_band(age: float | ArrayLike, edges: Sequence[int] = (30, 45, 60, 75)):
     return str(out.iloc[0]) if scalar else out
 
 
-def subgroup_table(
-    frame: pd.DataFrame,
-    y_col: str,
-    p_col: str,
-    by: Sequence[str] = ("sex", "age_band", "anatom_site"),
-) -> pd.DataFrame:
+def subgroup_table(frame: pd.DataFrame, y_col: str, p_col: str,
+                   by: Sequence[str] = ("sex", "age_band", "anatom_site")) -> pd.DataFrame:
     """Per-subgroup size, melanomas and AUC, one row per (variable, group), after an ``all`` row.
 
-    ``by`` names columns of ``frame``; ``age_band`` is computed with
-    :func:`age_band` from ``age_approx`` (or ``age``) and ``anatom_site``
-    taken from ``anatom_site_general_challenge`` (2020), ``anatom_site_general``
-    (2019) or ``localization`` (HAM10000) when the frame has no such column.
-    Missing values form the group ``"unknown"``. ``auc`` is NaN where a group
-    lacks melanomas or benign lesions: a small group's AUC is noisy, so read
-    it with ``n`` and ``positives`` (or a :func:`bootstrap_ci`).
+    ``age_band`` comes from ``age_approx`` (or ``age``) and ``anatom_site`` from the 2020, 2019 or
+    HAM10000 site column when ``frame`` has no such column. Missing values form the group
+    ``"unknown"``; ``auc`` is NaN where a group lacks either class.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -598,18 +469,15 @@ def subgroup_table(
     for var in by:
         values = _subgroup_values(frame, var)
         order = list(pd.unique(values))
-        order = sorted((v for v in order if v != "unknown"), key=_band_key if var == "age_band" else str) + (
-            ["unknown"] if "unknown" in order else []
-        )
-        for group in order:
+        known = sorted((v for v in order if v != "unknown"), key=_band_key if var == "age_band" else str)
+        for group in known + (["unknown"] if "unknown" in order else []):
             mask = (values == group).to_numpy()
             rows.append(_subgroup_row(var, group, frame[y_col][mask], frame[p_col][mask]))
     return pd.DataFrame(rows, columns=["variable", "group", "n", "positives", "auc"])
 
 
 def _band_key(label: str) -> float:
-    digits = "".join(ch if ch.isdigit() else " " for ch in label).split()
-    return -1.0 if label.startswith("<") else float(digits[0])
+    return -1.0 if label.startswith("<") else float(label.split("-")[0].rstrip("+"))
 
 
 def _subgroup_values(frame: pd.DataFrame, var: str) -> pd.Series:
@@ -631,33 +499,16 @@ def _subgroup_values(frame: pd.DataFrame, var: str) -> pd.Series:
 def _subgroup_row(var: str, group: str, y: pd.Series, p: pd.Series) -> dict:
     y_arr, p_arr, _ = _binary_inputs(y.to_numpy(), p.to_numpy())
     pos = int(y_arr.sum())
-    both = 0 < pos < len(y_arr)
-    return {
-        "variable": var,
-        "group": group,
-        "n": len(y_arr),
-        "positives": pos,
-        "auc": float(roc_auc_score(y_arr, p_arr)) if both else math.nan,
-    }
+    auc = float(roc_auc_score(y_arr, p_arr)) if 0 < pos < len(y_arr) else math.nan
+    return {"variable": var, "group": group, "n": len(y_arr), "positives": pos, "auc": auc}
 
 
-# ---------------------------------------------------------------------------------------------
-# chapter 9 additions: prevalence and the cost of an operating point
-# ---------------------------------------------------------------------------------------------
-__all__ += ["prevalence_weights", "operating_points"]
-
-
+# Prevalence and the cost of an operating point
 def prevalence_weights(y: ArrayLike, prevalence: float) -> np.ndarray:
     """Per-image weights that give a sample the melanoma rate ``prevalence``.
 
-    Melanomas weigh ``prevalence / q`` and benign lesions
-    ``(1 - prevalence) / (1 - q)``, where ``q`` is the sample's own rate; the
-    weights sum to ``len(y)``. Passed as ``sample_weight`` they evaluate an
-    enriched sample (the synthetic 2020 sample has about 20 % melanomas, the
-    real training set 1.76 %) as if it had been drawn at ``prevalence``:
-    sensitivity, specificity and the ROC AUC do not change, accuracy,
-    precision, average precision and the number needed to biopsy do. This
-    assumes the sample's melanomas and benign lesions represent their classes.
+    Melanomas weigh ``prevalence / q`` and benign lesions ``(1 - prevalence) / (1 - q)``, ``q``
+    being the sample's own rate; the weights sum to ``len(y)``.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -669,24 +520,14 @@ def prevalence_weights(y: ArrayLike, prevalence: float) -> np.ndarray:
     return np.where(y == 1, prevalence / q, (1 - prevalence) / (1 - q))
 
 
-def operating_points(
-    y: ArrayLike,
-    p: ArrayLike,
-    sensitivities: Sequence[float] = (0.80, 0.90, 0.95, 1.0),
-    prevalence: float | None = None,
-) -> pd.DataFrame:
+def operating_points(y: ArrayLike, p: ArrayLike, sensitivities: Sequence[float] = (0.80, 0.90, 0.95, 1.0),
+                     prevalence: float | None = None) -> pd.DataFrame:
     """The threshold of each target sensitivity, and what it costs in biopsies.
 
-    One row per target: ``threshold`` (the highest one that finds at least
-    that share of the melanomas, :func:`specificity_at_sensitivity`), the
-    ``sensitivity`` and ``specificity`` reached there, and ``nnb``, the
-    biopsies per melanoma found on the sample itself
-    (:func:`number_needed_to_biopsy`). With ``prevalence`` three more columns
-    say what the same sensitivity and specificity cost where melanomas make up
-    that share of the lesions: ``nnb_at_prevalence`` =
-    ``1 + (1 - spec)(1 - prevalence) / (sens * prevalence)`` (one over the
-    positive predictive value), ``biopsies_per_1000`` and ``missed_per_1000``
-    lesions examined.
+    Per target: ``threshold`` (:func:`specificity_at_sensitivity`), the ``sensitivity`` and
+    ``specificity`` reached and ``nnb`` on the sample. With ``prevalence``, also
+    ``nnb_at_prevalence`` = ``1 + (1 - spec)(1 - prevalence) / (sens * prevalence)``,
+    ``biopsies_per_1000`` and ``missed_per_1000`` lesions examined at that prevalence.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -708,12 +549,7 @@ def operating_points(
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------------------------
-# chapter 10 additions: out-of-distribution scores for the unknown class (UNK)
-# ---------------------------------------------------------------------------------------------
-__all__ += ["max_softmax_probability", "energy_score", "ood_auroc", "ood_fpr_at_tpr"]
-
-
+# Out-of-distribution scores for the unknown class (UNK)
 def _logit_matrix(logits: ArrayLike, temperature: float) -> np.ndarray:
     """``logits / temperature`` as an (n, k) float array, k >= 2; ValueError naming the bad row."""
     if not temperature > 0:
@@ -728,14 +564,9 @@ def _logit_matrix(logits: ArrayLike, temperature: float) -> np.ndarray:
 
 
 def max_softmax_probability(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """The maximum softmax probability (MSP) of each row of ``logits`` (shape (n, k)).
+    """The maximum softmax probability (MSP) of each row of ``logits / temperature`` (shape (n, k)).
 
-    The baseline out-of-distribution score of Hendrycks & Gimpel (ICLR 2017):
-    a classifier tends to give its largest probability to images like those
-    it was trained on, so a *low* MSP flags an image as unknown (use
-    ``-msp`` where larger must mean "more out-of-distribution"). Ranges from
-    1/k to 1; unchanged when a constant is added to a row of logits.
-    Computed with ``scipy.special.softmax`` of ``logits / temperature``.
+    Hendrycks & Gimpel (2017): a *low* MSP flags an image as unknown. Ranges from 1/k to 1.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
@@ -747,12 +578,7 @@ def max_softmax_probability(logits: ArrayLike, temperature: float = 1.0) -> np.n
 def energy_score(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
     """The energy ``E(x) = -T * logsumexp(f(x) / T)`` of each row of ``logits`` (shape (n, k)).
 
-    The out-of-distribution score of Liu et al. (NeurIPS 2020): in-distribution
-    images get *low* energy (large logits), so a *high* energy flags an image
-    as unknown. Unlike the MSP it is not normalised away by the softmax: it
-    uses the size of the logits, not only their differences (adding ``c`` to
-    a row lowers its energy by ``c``). As ``T`` falls towards 0 it tends to
-    ``-max(logits)``. Computed with ``scipy.special.logsumexp`` (no overflow).
+    Liu et al. (2020): a *high* energy flags an image as unknown.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
@@ -773,32 +599,21 @@ def _ood_inputs(score_in: ArrayLike, score_out: ArrayLike) -> tuple[np.ndarray, 
 
 
 def ood_auroc(score_in: ArrayLike, score_out: ArrayLike) -> float:
-    """ROC AUC of telling out-of-distribution images from in-distribution ones by a score.
+    """ROC AUC of telling out-of-distribution images (``score_out``) from in-distribution ones.
 
-    ``score_in``: scores of in-distribution images (classes seen in
-    training), ``score_out``: of out-of-distribution ones (e.g. a class held
-    out of training); the score must be *larger for out-of-distribution*
-    (an energy, or minus the MSP). 1.0: every unknown image scores above
-    every known one; 0.5: no better than chance. The probability that a
-    random unknown image outscores a random known one (ties count half).
+    The score must be *larger for out-of-distribution* (an energy, or minus the MSP).
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
     s_in, s_out = _ood_inputs(score_in, score_out)
-    y = np.r_[np.zeros(s_in.size), np.ones(s_out.size)]
-    return roc_auc(y, np.r_[s_in, s_out])
+    return roc_auc(np.r_[np.zeros(s_in.size), np.ones(s_out.size)], np.r_[s_in, s_out])
 
 
 def ood_fpr_at_tpr(score_in: ArrayLike, score_out: ArrayLike, tpr: float = 0.95) -> float:
     """FPR at 95 % TPR: the share of unknown images *accepted* when ``tpr`` of known ones are kept.
 
-    The detector keeps an image as in-distribution when its score (larger =
-    more out-of-distribution) is at most a threshold; the threshold is the
-    smallest in-distribution score that keeps at least ``tpr`` of the
-    in-distribution images (the ``ceil(tpr * n)``-th smallest). Returned:
-    the fraction of ``score_out`` at or below it, i.e. the unknown images
-    that pass as known. Lower is better; the "FPR95" of the OOD literature
-    (e.g. Liu et al. 2020).
+    An image is kept as known when its score (larger = more out-of-distribution) is at most the
+    ``ceil(tpr * n)``-th smallest in-distribution score; returns the share of ``score_out`` kept.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
@@ -806,5 +621,4 @@ def ood_fpr_at_tpr(score_in: ArrayLike, score_out: ArrayLike, tpr: float = 0.95)
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
     s_in, s_out = _ood_inputs(score_in, score_out)
     k = max(1, math.ceil(tpr * s_in.size - 1e-9))
-    threshold = np.sort(s_in)[k - 1]
-    return float(np.mean(s_out <= threshold))
+    return float(np.mean(s_out <= np.sort(s_in)[k - 1]))
