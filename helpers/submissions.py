@@ -1,18 +1,14 @@
 """Official submission files: write them, and score them as the ISIC scorer does.
 
-:func:`write_submission` writes a frame of probabilities with a challenge's exact header.
-:func:`score_submission` reads the official files (2020 ``image_name,target``;
-2019 and 2018 ``image,<categories>``; 2017 ``image_id,melanoma,seborrheic_keratosis``)
-and the official scorer's own layout, and returns the value that scorer reports, with
-the metrics of :mod:`helpers.metrics`; ``tests/test_submissions.py`` checks it against
-golden values made with the scorer itself (``tests/golden/make_scorer_golden.py``).
+:func:`write_submission` writes a challenge's exact file; :func:`score_submission` reads the official
+files of 2017-2020 and the scorer's own layout, and returns what that scorer reports (checked against
+its golden values in ``tests/test_submissions.py``).
 """
 from __future__ import annotations
 
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +36,6 @@ _WEIGHT_COLUMNS = ("score_weight", "validation_weight")
 _SCORER_ZERO_WEIGHT_IMAGE = "ISIC_0035068"
 
 
-# ---------------------------------------------------------------------------------------------
-# Official submission files
-# ---------------------------------------------------------------------------------------------
 def _task_columns(task: str) -> tuple[str, ...]:
     if task not in SUBMISSION_COLUMNS:
         raise ValueError(f"task must be one of {sorted(SUBMISSION_COLUMNS)}, got {task!r}")
@@ -52,12 +45,10 @@ def _task_columns(task: str) -> tuple[str, ...]:
 def write_submission(frame: pd.DataFrame, path: str | os.PathLike, task: str) -> Path:
     """Write ``frame`` as an official submission file of ``task`` ("2020", "2019", "2018", "2017").
 
-    ``frame`` must hold the task's columns (its id column, or any of
-    ``image_name``/``image``/``image_id``, plus one probability column per
-    category); other columns are ignored. The file has exactly the official
-    header, LF line endings and full-precision floats. Raises ``ValueError``
-    (naming the row and column) on a missing column, a duplicate id, NaN or a
-    value outside [0, 1].
+    ``frame`` needs an id column (the task's, or any of ``image_name``/``image``/``image_id``/
+    ``isic_id``) and the task's probability columns; others are ignored. Writes the official header,
+    LF line endings, full-precision floats. Raises ``ValueError`` (naming row and column) on a
+    missing column, a duplicate id, NaN or a value outside [0, 1].
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -82,22 +73,11 @@ def write_submission(frame: pd.DataFrame, path: str | os.PathLike, task: str) ->
     bad = values.isna() | (values < 0) | (values > 1)
     if bad.to_numpy().any():
         i, j = map(int, np.argwhere(bad.to_numpy())[0])
-        raise ValueError(
-            f"frame row {i} (image {ids[i]}), column {cats[j]}: "
-            f"{out[cats[j]].iloc[i]!r} is not a probability in [0, 1]"
-        )
-    result = pd.concat([ids.rename(id_col), values], axis=1)
+        raise ValueError(f"frame row {i} (image {ids[i]}), column {cats[j]}: "
+                         f"{out[cats[j]].iloc[i]!r} is not a probability in [0, 1]")
     path = Path(path)
-    result.to_csv(path, index=False, lineterminator="\n")
+    pd.concat([ids.rename(id_col), values], axis=1).to_csv(path, index=False, lineterminator="\n")
     return path
-
-
-@dataclass
-class _Scoring:
-    truth: pd.DataFrame  # 0/1 floats, index = ids (sorted), columns = categories
-    pred: pd.DataFrame  # aligned to truth
-    weights: pd.Series  # score weights (1.0 unless the truth file says otherwise)
-    layout: str  # "2020", "2019", "2018", "2017" or "scorer"
 
 
 def _read_raw(path, role: str) -> pd.DataFrame:
@@ -131,26 +111,17 @@ def _numbers(raw: pd.DataFrame, ids: pd.Series, cols: list[str], name: str, trut
     """Parse float columns; ValueError naming file, row (1 = first data row), image and column."""
     text = raw[cols].apply(lambda s: s.str.strip())
     values = text.apply(pd.to_numeric, errors="coerce").astype(float)
-    for j, col in enumerate(cols):
-        v = values[col].to_numpy()
-        for kind, bad in (
-            ("missing", (text[col] == "").to_numpy()),
-            ("nan", np.isnan(v) & (text[col] != "").to_numpy()),
-            ("range", ~np.isnan(v) & ((v < 0) | (v > 1))),
-            ("binary", ~np.isnan(v) & ~np.isin(v, (0.0, 1.0)) if truth else np.zeros(len(v), bool)),
-        ):
+    for col in cols:
+        v, blank = values[col].to_numpy(), (text[col] == "").to_numpy()
+        checks = [(blank, "missing value"), (np.isnan(v) & ~blank, "{!r} is not a number"),
+                  (~np.isnan(v) & ((v < 0) | (v > 1)), "{} is outside [0, 1]")]
+        if truth:
+            checks.append((~np.isnan(v) & ~np.isin(v, (0.0, 1.0)), "truth must be 0 or 1, got {}"))
+        for bad, message in checks:
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                where = f"{name}: row {i + 1} (image {ids.iloc[i]}), column {col}"
-                got = text[col].iloc[i]
-                raise ValueError(
-                    {
-                        "missing": f"{where}: missing value",
-                        "nan": f"{where}: {got!r} is not a number",
-                        "range": f"{where}: {got} is outside [0, 1]",
-                        "binary": f"{where}: truth must be 0 or 1, got {got}",
-                    }[kind]
-                )
+                raise ValueError(f"{name}: row {i + 1} (image {ids.iloc[i]}), column {col}: "
+                                 + message.format(text[col].iloc[i]))
     return values
 
 
@@ -179,9 +150,8 @@ def _truth_layout(header: list[str], t_name: str, task: str | None) -> tuple[str
     needed = [id_col] + cats
     missing = [c for c in needed if c not in header]
     if missing:
-        raise ValueError(
-            f"{t_name}: header lacks column {missing[0]!r} of the {layout} truth ({','.join(needed)})"
-        )
+        raise ValueError(f"{t_name}: header lacks column {missing[0]!r} of the {layout} truth "
+                         f"({','.join(needed)})")
     extra = [c for c in header if c not in needed and c not in _WEIGHT_COLUMNS]
     if id_col == "image" and extra:
         raise ValueError(f"{t_name}: header has column {extra[0]!r}, not in the {layout} categories")
@@ -193,16 +163,15 @@ def _read_predictions(pred_csv, id_col: str, cats: list[str]) -> tuple[pd.Series
     p_name = Path(pred_csv).name
     praw = _read_raw(pred_csv, "prediction")
     p_header = list(praw.columns)
+    expected = f"(expected {id_col},{','.join(cats)})"
     if id_col not in p_header:
         raise ValueError(f"{p_name}: header has no {id_col!r} column (header: {','.join(p_header[:6])})")
     missing = [c for c in cats if c not in p_header]
     if missing:
-        raise ValueError(f"{p_name}: header lacks column {missing[0]!r} (expected {id_col},{','.join(cats)})")
+        raise ValueError(f"{p_name}: header lacks column {missing[0]!r} {expected}")
     extra = [c for c in p_header if c != id_col and c not in cats]
     if extra:
-        raise ValueError(
-            f"{p_name}: header has extra column {extra[0]!r} (expected {id_col},{','.join(cats)})"
-        )
+        raise ValueError(f"{p_name}: header has extra column {extra[0]!r} {expected}")
     p_ids = praw[id_col].str.strip().str.replace(r"\.jpg$", "", case=False, regex=True)
     _check_ids(p_ids, p_name)
     return p_ids, _numbers(praw, p_ids, cats, p_name, truth=False)
@@ -220,16 +189,14 @@ def _same_images(t_ids: pd.Series, p_ids: pd.Series, t_name: str, p_name: str) -
     if missing_rows.any():
         i = int(np.flatnonzero(missing_rows)[0])
         more = int(missing_rows.sum()) - 1
-        raise ValueError(
-            f"{p_name}: no row for image {t_ids.iloc[i]} (row {i + 1} of {t_name})"
-            + (f" and {more} more" if more else "")
-        )
+        raise ValueError(f"{p_name}: no row for image {t_ids.iloc[i]} (row {i + 1} of {t_name})"
+                         + (f" and {more} more" if more else ""))
     return p_pos
 
 
-def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
-    """Read, check and align a truth file and a prediction file, rows sorted by image id."""
-    t_name, p_name = Path(truth_csv).name, Path(pred_csv).name
+def _load_pair(truth_csv, pred_csv, task: str | None) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, str]:
+    """(truth, predictions, score weights, layout), checked and aligned, rows sorted by image id."""
+    t_name = Path(truth_csv).name
     traw = _read_raw(truth_csv, "truth")
     header = list(traw.columns)
     layout, id_col, cats = _truth_layout(header, t_name, task)
@@ -242,91 +209,66 @@ def _load_pair(truth_csv, pred_csv, task: str | None) -> _Scoring:
     if id_col == "image":  # the scorer's layout: it always weighs this image 0
         weights = weights.where(t_ids.to_numpy() != _SCORER_ZERO_WEIGHT_IMAGE, 0.0)
     p_ids, pred = _read_predictions(pred_csv, id_col, cats)
-    p_pos = _same_images(t_ids, p_ids, t_name, p_name)
+    p_pos = _same_images(t_ids, p_ids, t_name, Path(pred_csv).name)
     order = np.argsort(t_ids.to_numpy(), kind="stable")  # the scorer sorts rows by image id
     sorted_ids = t_ids.to_numpy()[order]
     truth = truth.iloc[order].set_axis(sorted_ids)
     pred = pred.iloc[p_pos[sorted_ids].to_numpy()].set_axis(sorted_ids)
-    weights = weights.iloc[order].set_axis(sorted_ids)
-    return _Scoring(truth, pred, weights, layout)
+    return truth, pred, weights.iloc[order].to_numpy(), layout
 
 
-def score_submission(
-    truth_csv: str | os.PathLike, pred_csv: str | os.PathLike, metric: str, task: str | None = None
-) -> float:
+def score_submission(truth_csv: str | os.PathLike, pred_csv: str | os.PathLike, metric: str,
+                     task: str | None = None) -> float:
     """Score an official submission file against its ground truth, as the official scorer does.
 
-    ``task`` is "2020" (``image_name,target``; the truth may be Kaggle's
-    ``train.csv`` or the ISIC ground-truth CSV), "2019", "2018" (``image,<categories>``)
-    or "2017" (``image_id,melanoma,seborrheic_keratosis``); ``None`` detects it
-    from the truth header, and a truth whose first column is ``image`` is read
-    in the layout of the ISIC scorer ``isic-challenge-scoring``: any category
-    columns, optional ``score_weight``/``validation_weight`` columns (score
-    weights are used), and, as in that scorer, image ISIC_0035068 weighs 0.
-
-    ``metric``: ``auc``, ``ap`` and ``auc_sens_80`` are per-category values,
-    macro-averaged over the columns; ``balanced_accuracy`` is the argmax
-    balanced accuracy over the columns (for the one-column 2020 task: the
-    mean of sensitivity and specificity of ``target >= 0.5``; for 2017, as the
-    scorer would, nevus rows, all zeros, are left out); ``pauc`` is the
-    ISIC 2024 partial AUC above 80 % TPR (macro-averaged). For files in the
-    scorer's layout the result equals what ``isic-challenge-scoring`` reports
-    (checked to 1e-9 in ``tests/test_submissions.py``), including NaN for a
-    category without negatives; where that scorer fails (a category without
-    positives) this raises ``ValueError``. Prediction ids may end in ``.jpg``
-    and rows and columns may come in any order.
-
-    Raises ``ValueError`` naming the file, row (1 = first data row) and
-    column for: a missing or extra image row, a duplicate id, a blank or
-    non-numeric value, a value outside [0, 1], a missing or extra column.
+    ``task``: "2020", "2019", "2018", "2017", or ``None`` to detect it from the truth header; a truth
+    whose first column is ``image`` is read in the layout of ``isic-challenge-scoring`` (any
+    categories, optional ``score_weight``/``validation_weight``; score weights used; ISIC_0035068
+    weighs 0). ``metric``: ``auc``, ``ap``, ``auc_sens_80`` and ``pauc`` (ISIC 2024 partial AUC) are
+    macro-averaged over the categories (NaN, with a warning, for a category without negatives);
+    ``balanced_accuracy`` is the argmax balanced accuracy (2020: mean sensitivity and specificity of
+    ``target >= 0.5``; 2017: nevus rows, all zeros, left out). Where the scorer fails (a category
+    without positives) this raises ``ValueError``. Prediction ids may end in ``.jpg``; rows and
+    columns may come in any order. Raises ``ValueError`` naming file, row (1 = first data row) and
+    column for a missing or extra row or column, a duplicate id, a blank, non-numeric or
+    out-of-range value.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
     if metric not in SCORER_METRICS:
         raise ValueError(f"metric must be one of {', '.join(SCORER_METRICS)}; got {metric!r}")
-    s = _load_pair(truth_csv, pred_csv, task)
+    truth, pred, w, layout = _load_pair(truth_csv, pred_csv, task)
     t_name = Path(truth_csv).name
-    w = s.weights.to_numpy()
-    all_ones = bool(np.all(w == 1.0))
-    w_arg = None if all_ones else w
-    undefined = []
-    for col in s.truth.columns:
-        y = s.truth[col].to_numpy()
-        if not (y[w != 0] == 1).any():
-            raise ValueError(
-                f"{t_name}: column {col} has no positive row, so its AUC is undefined "
-                "(the official scorer fails on such a file too)"
-            )
-        if not (y[w != 0] == 0).any():
-            undefined.append(col)
-    if s.layout == "2020" and metric == "balanced_accuracy":
-        y, p = s.truth["target"].to_numpy(), s.pred["target"].to_numpy()
+    w_arg = None if np.all(w == 1.0) else w
+    weighed = truth.to_numpy()[w != 0]
+    no_positive = ~(weighed == 1).any(axis=0)
+    if no_positive.any():
+        raise ValueError(f"{t_name}: column {truth.columns[np.argmax(no_positive)]} has no positive row, "
+                         "so its AUC is undefined (the official scorer fails on such a file too)")
+    undefined = list(truth.columns[~(weighed == 0).any(axis=0)])
+    if metric == "balanced_accuracy" and layout == "2020":
+        y, p = truth["target"].to_numpy(), pred["target"].to_numpy()
         cm = _sk_confusion_matrix(y.astype(int), (p >= 0.5).astype(int), labels=[0, 1], sample_weight=w)
-        recall = np.diagonal(cm) / cm.sum(axis=1)
-        return float(np.nanmean(recall))
+        return float(np.nanmean(np.diagonal(cm) / cm.sum(axis=1)))
     if metric == "balanced_accuracy":
-        return balanced_multiclass_accuracy(s.truth.to_numpy(), s.pred.to_numpy(), sample_weight=w)
-    if undefined and metric in ("auc", "auc_sens_80", "pauc"):
-        warnings.warn(
-            f"{t_name}: column(s) {', '.join(undefined)} have no negative row; their {metric} is NaN",
-            stacklevel=2,
-        )
+        return balanced_multiclass_accuracy(truth.to_numpy(), pred.to_numpy(), sample_weight=w)
+    if undefined and metric != "ap":
+        warnings.warn(f"{t_name}: column(s) {', '.join(undefined)} have no negative row; "
+                      f"their {metric} is NaN", stacklevel=2)
     values = []
-    for col in s.truth.columns:
-        y, p = s.truth[col].to_numpy(), s.pred[col].to_numpy()
+    for col in truth.columns:
+        y, p = truth[col].to_numpy(), pred[col].to_numpy()
         if metric == "ap":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # scikit-learn warns on a column without negatives
                 values.append(float(average_precision_score(y, p, sample_weight=w_arg)))
         elif col in undefined:
             values.append(math.nan)
-        elif metric == "auc":
-            values.append(roc_auc(y, p, w_arg))
-        elif metric == "auc_sens_80":
-            values.append(auc_sens_80(y, p, w_arg))
-        else:  # pauc
-            if not all_ones:
+        elif metric == "pauc":
+            if w_arg is not None:
                 raise ValueError(f"{t_name}: pauc takes no sample weights (score_weight column)")
             values.append(pauc_above_tpr(y, p))
+        else:
+            values.append((roc_auc if metric == "auc" else auc_sens_80)(y, p, w_arg))
     vals = np.asarray(values)
     return float(np.mean(vals[~np.isnan(vals)])) if (~np.isnan(vals)).any() else math.nan
