@@ -38,7 +38,7 @@ from helpers.io import write_atomically
 from helpers.models import build_model, freeze_early_blocks
 from helpers.preprocess import IMAGE_SUFFIXES
 from helpers.submissions import write_submission
-from helpers.train import fit, init_distributed, load_checkpoint, load_run, predict
+from helpers.train import fit, init_distributed, load_checkpoint, load_run, predict, run_config
 
 __all__ = ["TrainConfig", "train_run", "predict_run", "predict_frame"]
 
@@ -156,7 +156,7 @@ def _check(cfg: TrainConfig, config: dict[str, Any], world: int, resume: bool) -
         raise ValueError(f"{run}: already holds a run (last.pt); pass --resume to continue it "
                          "or choose another --out")
     if resume and (run / "config.json").is_file():
-        old = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        old = run_config(run)
         for key in CONFIG_KEYS_THAT_MUST_MATCH:
             if key in old and old[key] != config.get(key):
                 raise ValueError(f"{run / 'config.json'}: the run used --{key.replace('_', '-')} "

@@ -588,7 +588,7 @@ def tta_variants(images: torch.Tensor, n: int) -> list[torch.Tensor]:
 def run_config(run: os.PathLike | str) -> dict[str, Any]:
     """The settings of a run folder: its ``config.json`` as a dict (``ValueError`` when missing).
 
-    Not called in a chapter; used by `out_of_fold`, `load_run`.
+    Not called in a chapter; used by `out_of_fold`, `load_run`, `train_run`.
     """
     path = Path(run) / "config.json"
     if not path.is_file():
