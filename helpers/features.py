@@ -1,19 +1,7 @@
 """Hand-made ABCD features of a dermoscopic image: segmentation, asymmetry, border, colours, diameter.
 
-The dermoscopic ABCD rule (Stolz / Nachbar 1994) scores **A**symmetry (0-2 axes),
-**B**order (0-8 segments with an abrupt cut-off), **C**olours (1-6 of white, red,
-light brown, dark brown, blue-grey, black) and **D**ifferential structures (1-5).
-This module computes what a few lines of scikit-image can measure of the first
-three, plus the clinical "D" (the lesion's diameter), so that chapter 2 can show
-how far such hand-made features go and where they break:
-
-- :func:`segment_lesion` -- Otsu threshold + morphology, dark vignette masked out;
-- :func:`remove_hair` -- a cheap DullRazor-like hair remover (black-hat + closing);
-- :func:`field_of_view` -- the round field of a dermoscope, without the dark vignette;
-- :func:`abcd_features` -- a dict of numbers for one image;
-- :func:`features_frame` -- a :class:`pandas.DataFrame` of them for many images;
-- :func:`tds_like` -- a TDS-like weighted sum of the computable parts;
-- :func:`draw_abcd` -- contour, principal axes and colour labels on a matplotlib axis.
+What a few lines of scikit-image can measure of the dermoscopic ABCD rule (Stolz / Nachbar 1994),
+plus the clinical "D" (diameter), so that chapter 2 can show how far such features go.
 """
 from __future__ import annotations
 
@@ -26,31 +14,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from skimage import color, filters, measure, morphology, transform
-from tqdm.std import tqdm  # text progress bars in every front end
 
 __all__ = [
-    "REFERENCE_COLOURS",
-    "COLOUR_NAMES",
-    "to_float_rgb",
-    "remove_hair",
-    "field_of_view",
-    "segment_lesion",
-    "asymmetry",
-    "compactness",
-    "colour_fractions",
-    "abcd_features",
-    "features_frame",
-    "tds_like",
+    "REFERENCE_COLOURS", "COLOUR_NAMES", "to_float_rgb", "remove_hair", "field_of_view", "segment_lesion",
+    "asymmetry", "compactness", "colour_fractions", "abcd_features", "features_frame", "tds_like",
     "draw_abcd",
 ]
 
-#: The six colours of the dermoscopic ABCD rule (Nachbar et al. 1994; Argenziano et al.
-#: 2003 consensus), as sRGB anchors on a 0-255 scale. The names and their meaning come from
-#: the literature (melanin in the stratum corneum looks black, at the dermo-epidermal
-#: junction light to dark brown, in the dermis blue-grey; blood red; regression/fibrosis
-#: white). The numeric anchors are this book's choice, picked by eye on dermoscopy images in
-#: the way published automatic-ABCD systems do; a pixel takes the name of the nearest anchor
-#: in CIELAB, unless the surrounding skin is nearer still.
+#: The six colours of the dermoscopic ABCD rule (Nachbar et al. 1994) as sRGB anchors (0-255):
+#: the names come from the literature, the numbers are this book's choice, picked by eye.
 REFERENCE_COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (235, 230, 235),
     "red": (200, 60, 70),
@@ -63,10 +35,9 @@ COLOUR_NAMES: tuple[str, ...] = tuple(REFERENCE_COLOURS)
 
 
 def to_float_rgb(image: Any, name: str = "image") -> np.ndarray:
-    """Return ``image`` as a float64 (H, W, 3) array in [0, 1].
+    """Return ``image`` (uint8, uint16 or float in [0, 1]; at least 8x8) as float64 (H, W, 3) in [0, 1].
 
-    Accepts uint8, uint16 or float arrays (floats must already lie in [0, 1]);
-    anything that is not an (H, W, 3) RGB array raises ``ValueError`` naming ``name``.
+    Anything else raises ``ValueError`` naming ``name``.
 
     Not called in a chapter; used by `skin_ita`, `remove_hair`, `segment_lesion`.
     """
@@ -90,14 +61,15 @@ def _footprint_radius(shape: Sequence[int], fraction: float) -> int:
     return max(1, int(round(fraction * max(shape[:2]))))
 
 
-def remove_hair(image: Any, radius: int | None = None, threshold: float = 0.06) -> np.ndarray:
-    """Paint over thin dark hairs, in the spirit of DullRazor (Lee et al. 1997).
+def _ring_width(mask: np.ndarray) -> int:
+    return max(2, int(round(0.02 * max(mask.shape))))
 
-    A morphological black-hat of the luminance (closing minus image) lights up thin
-    dark structures; where it exceeds ``threshold`` the pixel is replaced by the
-    per-channel grey closing, which has filled the hair in from both sides. Cheap,
-    and good enough for segmentation; it also erases small dark dots, so colour
-    features are measured on the original image. Returns a float RGB image in [0, 1].
+
+def remove_hair(image: Any, radius: int | None = None, threshold: float = 0.06) -> np.ndarray:
+    """Paint over thin dark hairs, in the spirit of DullRazor (Lee et al. 1997); float RGB in [0, 1].
+
+    Where the black-hat of the luminance exceeds ``threshold``, pixels take the per-channel closing.
+    It also erases small dark dots, so colours are measured on the original image.
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -117,12 +89,10 @@ def remove_hair(image: Any, radius: int | None = None, threshold: float = 0.06) 
 
 
 def field_of_view(gray: np.ndarray, margin: float = 0.03) -> np.ndarray:
-    """Pixels inside the dermoscope's round field of view.
+    """Boolean mask of the dermoscope's round field of view in a (blurred) grey image.
 
-    Dark regions (below a third of the bright skin level) that hold an image corner
-    are the vignette; the rest, shrunk by ``margin`` times the image size to drop the
-    soft rim, is the field of view. ``gray`` is a (blurred) grey image; returns a
-    boolean mask, all True when there is no dark vignette.
+    Dark regions holding an image corner are the vignette; the rest, shrunk by ``margin`` times
+    the image size, is the field (all True without a vignette).
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -135,25 +105,13 @@ def field_of_view(gray: np.ndarray, margin: float = 0.03) -> np.ndarray:
     return ndi.distance_transform_edt(fov) > margin * max(gray.shape)
 
 
-def segment_lesion(
-    image: Any,
-    *,
-    work_size: int = 256,
-    hair: bool = True,
-    channel: str = "blue",
-    sigma: float = 0.01,
-) -> np.ndarray:
+def segment_lesion(image: Any, *, work_size: int = 256, sigma: float = 0.01) -> np.ndarray:
     """Segment the lesion of a dermoscopic image; return a boolean mask of the image's size.
 
-    Steps (each shown in chapter 2): downscale to ``work_size`` px on the long side;
-    remove hairs (:func:`remove_hair`, if ``hair``); take the ``channel`` ("blue",
-    "gray" or "red") after a Gaussian blur of ``sigma`` times the image size; mask
-    out the dark vignette of the dermoscope (dark regions holding a corner); Otsu's
-    threshold on the pixels in the field of view (darker = lesion); opening, hole
-    filling and closing; keep the connected component with the most centre-weighted
-    area; upscale the mask back.
-
-    Raises ``ValueError`` for a non-RGB array or when nothing is left to segment.
+    Downscale to ``work_size`` px; remove hairs; blur the blue channel by ``sigma`` times the
+    image size; Otsu's threshold in the field of view (darker = lesion); opening and closing; keep
+    the component with the most centre-weighted area, holes filled; upscale. Raises ``ValueError``
+    for a non-RGB array or when nothing is left to segment.
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -162,32 +120,15 @@ def segment_lesion(
     scale = min(1.0, work_size / max(h, w))
     small = transform.resize(rgb, (max(8, round(h * scale)), max(8, round(w * scale))),
                              anti_aliasing=scale < 1.0) if scale < 1.0 else rgb
-    if hair:
-        small = remove_hair(small)
-    channels = {"blue": small[..., 2], "green": small[..., 1], "red": small[..., 0],
-                "gray": color.rgb2gray(small)}
-    if channel not in channels and channel != "auto":
-        raise ValueError(f"segment_lesion: channel must be 'auto' or one of {sorted(channels)}, got {channel!r}")
+    small = remove_hair(small)
     sig = max(0.5, sigma * max(small.shape[:2]))
     fov = field_of_view(filters.gaussian(color.rgb2gray(small), sigma=sig))
     if fov.sum() < 16:
         raise ValueError("segment_lesion: no field of view found (image almost entirely dark)")
-    best = None
-    for name in (channels if channel == "auto" else [channel]):
-        img = filters.gaussian(channels[name], sigma=sig)
-        values = img[fov]
-        if np.ptp(values) < 1e-3:
-            continue
-        thr = filters.threshold_otsu(values)
-        # Otsu's separability: between-class variance as a share of the total variance.
-        lo, hi = values[values < thr], values[values >= thr]
-        eta = lo.size * hi.size * (lo.mean() - hi.mean()) ** 2 / values.size ** 2 / values.var()
-        if best is None or eta > best[0]:
-            best = (eta, img, thr)
-    if best is None:
+    img = filters.gaussian(small[..., 2], sigma=sig)
+    if np.ptp(img[fov]) < 1e-3:
         raise ValueError("segment_lesion: image has no contrast inside the field of view, no lesion found")
-    _, img, thr = best
-    raw = (img < thr) & fov
+    raw = (img < filters.threshold_otsu(img[fov])) & fov
     r = _footprint_radius(small.shape, 0.01)
     mask = morphology.opening(raw, morphology.disk(r, decomposition="sequence"))
     mask = morphology.closing(mask, morphology.disk(2 * r, decomposition="sequence"))
@@ -229,9 +170,7 @@ def _principal_axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def asymmetry(mask: Any) -> tuple[float, float]:
     """Shape asymmetry about the major and the minor principal axis through the centroid.
 
-    For each axis, mirror every lesion pixel across it and count the fraction that
-    lands outside the lesion: 0 for a mirror-symmetric shape (disc, ellipse), up to 1.
-    Because mirroring keeps area, this is |M xor mirror(M)| / (2 |M|).
+    Per axis, the share of lesion pixels whose mirror image lands outside the lesion (0 to 1).
 
     Not called in a chapter; used by `abcd_features`.
     """
@@ -255,8 +194,7 @@ def asymmetry(mask: Any) -> tuple[float, float]:
 def compactness(mask: Any) -> float:
     """Border irregularity as compactness, perimeter^2 / (4 pi area): 1 for a disc, more if ragged.
 
-    The perimeter is the Crofton estimate (:func:`skimage.measure.perimeter_crofton`),
-    which is close to the true length for digital discs.
+    The perimeter is scikit-image's Crofton estimate.
 
     Not called in a chapter; used by `abcd_features`.
     """
@@ -269,6 +207,7 @@ def compactness(mask: Any) -> float:
 
 
 def skin_ring(mask: np.ndarray, width: int) -> np.ndarray:
+    """Pixels more than ``width`` and at most ``2 * width`` pixels outside ``mask``."""
     dist = ndi.distance_transform_edt(~mask)
     return (dist > width) & (dist <= 2 * width)
 
@@ -276,10 +215,8 @@ def skin_ring(mask: np.ndarray, width: int) -> np.ndarray:
 def colour_fractions(image: Any, mask: Any) -> dict[str, float]:
     """Fraction of lesion pixels nearest to each of the six reference colours (CIELAB distance).
 
-    The skin just outside the lesion (median colour of a ring around it) competes as
-    a seventh anchor, so pale lesion pixels that look like the surrounding skin count
-    as no colour; "white" counts only where the pixel is lighter than that skin, as
-    the ABCD rule asks. Returns ``{name: fraction}`` over :data:`COLOUR_NAMES`.
+    The median skin of a ring around the lesion competes as a seventh anchor, and "white" counts
+    only where lighter than that skin. Returns ``{name: fraction}`` over :data:`COLOUR_NAMES`.
 
     Not called in a chapter; used by `abcd_features`.
     """
@@ -287,8 +224,7 @@ def colour_fractions(image: Any, mask: Any) -> dict[str, float]:
     m = _check_mask(mask, rgb.shape[:2])
     lab = color.rgb2lab(rgb)
     anchors = color.rgb2lab(np.array([list(REFERENCE_COLOURS.values())], float) / 255.0)[0]
-    width = max(2, int(round(0.02 * max(m.shape))))
-    ring = skin_ring(m, width)
+    ring = skin_ring(m, _ring_width(m))
     pix = lab[m]
     if ring.sum() >= 10:
         skin = np.median(lab[ring], axis=0)
@@ -334,22 +270,12 @@ def abcd_features(
 ) -> dict[str, Any]:
     """Compute ABCD-style features of one dermoscopic image (segmented first if ``mask`` is None).
 
-    Keys:
-    - ``asymmetry_major``, ``asymmetry_minor`` (see :func:`asymmetry`), ``asymmetry`` (their mean)
-      and ``asymmetry_axes`` (0-2: axes whose mismatch exceeds ``axis_threshold``);
-    - ``compactness`` (:func:`compactness`), ``solidity`` (area / convex hull area) and
-      ``border_abrupt`` (0-8 segments whose luminance steps by more than ``border_step`` across
-      the border: the ABCD rule's B);
-    - ``colour_count`` (colours covering at least ``min_fraction`` of the lesion; at least 1,
-      the most frequent, as in the rule), ``colours``
-      (their names, ';'-joined), ``frac_<colour>`` for each of the six, and
-      ``colour_variegation`` (mean per-channel standard deviation of RGB in [0, 1] inside the lesion);
-    - ``diameter_px`` (maximum Feret diameter) and ``diameter_mm`` (NaN unless ``px_per_mm``);
-    - ``contrast``: median grey level (0-1) of the skin in a ring just outside the lesion minus
-      that of the lesion; large for a dark lesion on pale skin, near 0 (or below) for a pale,
-      pink or low-contrast lesion, or for a mask that missed the lesion; NaN without a ring;
-    - ``area_px``, ``area_fraction`` (of the image), ``centroid_y``, ``centroid_x``, ``orientation`` (radians of the major axis,
-      measured from the image's x axis towards +y), ``major_len``, ``minor_len`` for drawing.
+    ``asymmetry_axes``: axes whose mismatch exceeds ``axis_threshold`` (0-2); ``border_abrupt``:
+    of 8 segments, those whose luminance steps by more than ``border_step`` across the border;
+    ``colour_count``: colours covering ``min_fraction`` of the lesion (at least 1); ``contrast``:
+    median grey of the surrounding skin minus the lesion's (NaN without a ring); ``diameter_px`` is
+    the maximum Feret diameter, ``diameter_mm`` NaN without ``px_per_mm``; ``orientation`` is in
+    radians from the x axis towards +y.
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -363,10 +289,10 @@ def abcd_features(
     if not present:  # the rule's minimum is one colour: keep the most frequent
         present = [max(COLOUR_NAMES, key=fractions.__getitem__)]
     gray = color.rgb2gray(rgb)
-    ring = skin_ring(m, max(2, int(round(0.02 * max(m.shape)))))
+    ring = skin_ring(m, _ring_width(m))
     contrast = float(np.median(gray[ring]) - np.median(gray[m])) if ring.sum() >= 10 else float("nan")
     feret = float(props.feret_diameter_max)
-    feats: dict[str, Any] = {
+    return {
         "asymmetry_major": a_major,
         "asymmetry_minor": a_minor,
         "asymmetry": (a_major + a_minor) / 2,
@@ -389,7 +315,6 @@ def abcd_features(
         "major_len": float(props.axis_major_length),
         "minor_len": float(props.axis_minor_length),
     }
-    return feats
 
 
 def _load(item: Any, max_side: int | None) -> tuple[np.ndarray, str, float]:
@@ -436,27 +361,15 @@ def _frame_row(item: Any, mask: Any, i: int, max_side: int | None, px_per_mm: fl
     return feats, name or str(i)
 
 
-def features_frame(
-    images: Iterable[Any],
-    masks: Iterable[Any] | None = None,
-    *,
-    ids: Sequence[str] | None = None,
-    px_per_mm: float | None = None,
-    max_side: int | None = 512,
-    errors: str = "raise",
-    progress: bool = False,
-    n_jobs: int = 1,
-) -> pd.DataFrame:
-    """ABCD features (:func:`abcd_features`) of many images, one row each.
+def features_frame(images: Iterable[Any], masks: Iterable[Any] | None = None, *,
+                   ids: Sequence[str] | None = None, px_per_mm: float | None = None,
+                   max_side: int | None = 512, errors: str = "raise", n_jobs: int = 1) -> pd.DataFrame:
+    """ABCD features (:func:`abcd_features`) of many images (arrays or paths), one row each.
 
-    ``images`` holds RGB arrays or image paths; ``masks`` (optional) the matching
-    boolean masks, otherwise each image is segmented. Images larger than
-    ``max_side`` are downscaled first (``diameter_px`` is still given in original
-    pixels). ``errors="raise"`` turns a failure into ``ValueError`` naming the image;
-    ``errors="nan"`` keeps a row of NaN with the message in column ``error``.
-    The index is ``ids`` (or file names, or 0..n-1). ``n_jobs`` > 1 measures the
-    images in that many worker processes (:mod:`joblib`; -1: one per CPU core); the
-    frame is the same, row for row, as with ``n_jobs=1``.
+    Images larger than ``max_side`` are downscaled first (``diameter_px`` stays in original pixels).
+    ``errors="raise"`` raises ``ValueError`` naming the image; ``errors="nan"`` keeps a row of NaN
+    with the message in column ``error``. The index is ``ids`` (or file names, or 0..n-1).
+    ``n_jobs`` > 1 (or -1) uses joblib worker processes, with the same frame.
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -469,8 +382,6 @@ def features_frame(
     if len(mask_list) != len(items):
         raise ValueError(f"features_frame: {len(items)} images but {len(mask_list)} masks")
     jobs = list(zip(items, mask_list))
-    if progress:
-        jobs = tqdm(jobs, desc="ABCD features")
     if n_jobs == 1 or len(items) < 2:
         results = [_frame_row(item, mask, i, max_side, px_per_mm, errors)
                    for i, (item, mask) in enumerate(jobs)]
@@ -480,8 +391,7 @@ def features_frame(
         results = Parallel(n_jobs=n_jobs, batch_size=8)(
             delayed(_frame_row)(item, mask, i, max_side, px_per_mm, errors)
             for i, (item, mask) in enumerate(jobs))
-    rows = [row for row, _ in results]
-    names = [name for _, name in results]
+    rows, names = [row for row, _ in results], [name for _, name in results]
     index = list(ids) if ids is not None else names
     if len(index) != len(rows):
         raise ValueError(f"features_frame: {len(rows)} images but {len(index)} ids")
@@ -491,11 +401,8 @@ def features_frame(
 def tds_like(frame: pd.DataFrame | dict[str, Any], d_score: float | None = None) -> Any:
     """A TDS-like score from computed features: 1.3 A + 0.1 B + 0.5 C (+ 0.5 D).
 
-    The weights are those of the total dermoscopy score of Nachbar et al. (1994);
-    A = ``asymmetry_axes`` (0-2), B = ``border_abrupt`` (0-8), C = ``colour_count``.
-    The rule's D (differential structures, 1-5) has no detector here, so it is left
-    out unless ``d_score`` is given; the published cut-offs (4.75, 5.45) therefore do
-    not carry over to this score.
+    The weights of Nachbar et al. (1994) on ``asymmetry_axes``, ``border_abrupt`` and
+    ``colour_count``; D is left out unless ``d_score`` is given, so the published cut-offs do not apply.
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -509,9 +416,7 @@ def draw_abcd(ax: Any, image: Any, mask: Any, feats: dict[str, Any] | None = Non
               title: str | None = None) -> Any:
     """Draw the image, the lesion contour, its principal axes and the colours found on ``ax``.
 
-    ``feats`` defaults to :func:`abcd_features` of ``image`` and ``mask``. The title
-    (unless given) lists A (mean mirror mismatch), B (compactness), C (colour count)
-    and D (diameter in px). Returns ``ax``.
+    ``feats`` defaults to :func:`abcd_features`; the default title lists A, B, C and D. Returns ``ax``.
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
