@@ -1,16 +1,9 @@
-"""Small summaries and plots for exploring ISIC metadata (tidy frames of :mod:`helpers.datasets`).
-
-* :func:`images_per_patient` and :func:`summary_counts` give the headline
-  numbers of a training table (images, melanomas, patients, ...).
-* :func:`rate_table` counts images and melanomas per value of a column and adds
-  the melanoma rate with a 95 % Wilson interval; :func:`plot_rate` draws it.
-* :func:`image_sizes` reads the width and height of image files from their
-  headers, without decoding the pixels.
-
-Introduced in chapter 5 (exploring metadata).
+"""Small summaries and plots for exploring ISIC metadata: headline counts, melanoma rates with Wilson
+intervals, image sizes read from file headers.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -26,45 +19,31 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["images_per_patient", "summary_counts", "rate_table", "plot_rate", "image_sizes"]
 
 #: Keys of :func:`summary_counts`, in the order the chapter prints them.
-SUMMARY_KEYS: tuple[str, ...] = (
-    "images", "melanoma", "patients", "patients with melanoma", "median images per patient",
-)
+SUMMARY_KEYS: tuple[str, ...] = ("images", "melanoma", "patients", "patients with melanoma",
+                                 "median images per patient")
 
 
 def _need(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{what}: the frame lacks column(s) {missing}; "
-                         f"it has {list(frame.columns)}")
+        raise ValueError(f"{what}: the frame lacks column(s) {missing}; it has {list(frame.columns)}")
 
 
 def images_per_patient(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per patient: ``images`` and ``melanoma`` (images with ``target == 1``).
-
-    Rows without a ``patient_id`` are left out. The result is sorted by
-    decreasing number of images, then by patient id.
+    """One row per known ``patient_id``: ``images`` and ``melanoma``, most images first.
 
     Introduced in chapter 5 (exploring metadata).
     """
     _need(frame, ("patient_id", "target"), "images_per_patient")
     known = frame[frame["patient_id"].notna()]
     grouped = known.groupby("patient_id", sort=True)["target"]
-    table = pd.DataFrame({
-        "images": grouped.size().astype("int64"),
-        "melanoma": grouped.sum(min_count=0).astype("int64"),
-    })
+    table = pd.DataFrame({"images": grouped.size(), "melanoma": grouped.sum(min_count=0)}).astype("int64")
     table = table.reset_index().sort_values(["images", "patient_id"], ascending=[False, True])
     return table.set_index("patient_id")
 
 
 def summary_counts(frame: pd.DataFrame) -> dict[str, float]:
-    """Headline counts of a training table, keyed as in :data:`SUMMARY_KEYS`.
-
-    ``images`` counts rows, ``melanoma`` rows with ``target == 1``,
-    ``patients`` distinct non-missing ``patient_id`` values,
-    ``patients with melanoma`` those with at least one melanoma, and
-    ``median images per patient`` the median of :func:`images_per_patient`
-    (NaN when there is no patient id).
+    """Headline counts of a training table, keyed as in :data:`SUMMARY_KEYS` (median NaN without patients).
 
     Introduced in chapter 5 (exploring metadata).
     """
@@ -75,8 +54,7 @@ def summary_counts(frame: pd.DataFrame) -> dict[str, float]:
         "melanoma": int((frame["target"] == 1).sum()),
         "patients": int(len(per_patient)),
         "patients with melanoma": int((per_patient["melanoma"] > 0).sum()),
-        "median images per patient": (float(per_patient["images"].median())
-                                      if len(per_patient) else float("nan")),
+        "median images per patient": float(per_patient["images"].median()) if len(per_patient) else math.nan,
     }
 
 
@@ -84,12 +62,9 @@ def rate_table(frame: pd.DataFrame, by: str | pd.Series, *, target: str = "targe
                missing: str = "missing") -> pd.DataFrame:
     """Images, melanomas and melanoma rate per value of ``by``, with a 95 % Wilson interval.
 
-    ``by`` is a column name or a Series aligned with ``frame`` (e.g. age bands
-    from ``pd.cut``). Missing values form their own row, named ``missing``,
-    last. Columns: ``images``, ``melanoma``, ``share`` (of all images),
-    ``rate`` (melanoma / images) and ``rate_low`` / ``rate_high`` (Wilson
-    score interval of the rate). Empty groups (unused categories) have
-    ``images == 0`` and NaN rates. The index holds the values as strings.
+    ``by``: a column name or a Series aligned with ``frame``. Missing values form the last row,
+    ``missing``; empty categories get NaN rates. Columns ``images``, ``melanoma``, ``share``,
+    ``rate``, ``rate_low``, ``rate_high``; the index holds the values as strings.
 
     Introduced in chapter 5 (exploring metadata).
     """
@@ -121,8 +96,7 @@ def rate_table(frame: pd.DataFrame, by: str | pd.Series, *, target: str = "targe
 
 
 def plot_rate(table: pd.DataFrame, ax: Axes, title: str = "", color: str = "#b2182b") -> Axes:
-    """Draw a :func:`rate_table`: grey bars of image counts (left axis) and the
-    melanoma rate with its 95 % interval as red points (right axis, in %).
+    """Draw a :func:`rate_table`: image counts as bars, the rate (%) with its interval on a right axis.
 
     Returns the right-hand (rate) axis.
 
@@ -146,13 +120,9 @@ def plot_rate(table: pd.DataFrame, ax: Axes, title: str = "", color: str = "#b21
 
 
 def image_sizes(paths: pd.Series | Iterable[os.PathLike | str | None]) -> pd.DataFrame:
-    """Width and height in pixels of each image file, read from the file header only.
+    """Width, height (Int64) and ``format`` of each image file, read from its header only (PIL).
 
-    PIL's ``Image.open`` parses the header and decodes no pixels, so this is
-    fast even for large JPEGs. A missing path (None / <NA>) gives <NA> sizes;
-    a file that does not exist or is not an image raises ``ValueError`` naming
-    it. The index of a Series input is kept. Columns: ``width``, ``height``
-    (Int64) and ``format`` (e.g. ``JPEG``).
+    A missing path gives <NA>; an unreadable file raises ``ValueError`` naming it. A Series keeps its index.
 
     Introduced in chapter 5 (exploring metadata).
     """
