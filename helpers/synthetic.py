@@ -1,18 +1,8 @@
-"""Synthetic dermoscopy-like images and the sample folders of ``data_samples/``.
+"""Synthetic dermoscopy-like images: nothing here is a real patient.
 
-Nothing here is a real patient. :func:`make_lesion` paints a lesion on skin the
-way a dermoscope shows it (round dark field, skin texture, hairs) and gives each
-diagnostic class a coarse look that follows textbook dermoscopy: melanoma
-(MEL) follows the ABCD rule (asymmetric, irregular border, several colours
-including blue-grey and black, large), nevi (NV) are symmetric, regular, one
-or two browns and small. Each melanocytic lesion draws an *atypia* score
-(MEL mostly high, NV mostly low, the two distributions overlap), so some nevi
-look atypical and some melanomas look banal: a classifier cannot be perfect.
-
-The sample folders of ``data_samples/`` (every official ISIC download layout, with
-these images, invented ids and metadata drawn from the real joint frequencies of the
-challenges) are written by a maintainers' tool outside the package:
-``python -m tools.samples data_samples/`` (``make samples``).
+:func:`make_lesion` paints a lesion on skin as a dermoscope shows it and gives each class a coarse
+textbook look; melanocytic lesions draw an *atypia* score whose MEL and NV distributions overlap,
+so no classifier can be perfect. ``python -m tools.samples`` writes ``data_samples/`` with them.
 """
 from __future__ import annotations
 
@@ -28,29 +18,18 @@ CLASSES = CLASSES_2019
 #: Written at the top of a folder of synthetic samples (``tools.samples`` only rewrites its own).
 MARKER = ".synthetic-samples"
 
-# Colours in RGB, 0..1.
-LIGHT_SKIN = np.array([0.93, 0.78, 0.70])
-DARK_SKIN = np.array([0.42, 0.27, 0.19])
+#: Colours in RGB, 0..1.
 PALETTE = {
-    "light brown": (0.66, 0.46, 0.32),
-    "dark brown": (0.38, 0.22, 0.14),
-    "black": (0.10, 0.07, 0.07),
-    "blue-grey": (0.40, 0.44, 0.52),
-    "red": (0.74, 0.30, 0.30),
-    "white": (0.92, 0.90, 0.88),
-    "pink": (0.90, 0.62, 0.60),
-    "purple": (0.45, 0.16, 0.33),
-    "vessel red": (0.70, 0.10, 0.15),
+    "light brown": (0.66, 0.46, 0.32), "dark brown": (0.38, 0.22, 0.14), "black": (0.10, 0.07, 0.07),
+    "blue-grey": (0.40, 0.44, 0.52), "red": (0.74, 0.30, 0.30), "white": (0.92, 0.90, 0.88),
+    "pink": (0.90, 0.62, 0.60), "purple": (0.45, 0.16, 0.33), "vessel red": (0.70, 0.10, 0.15),
     "scale": (0.95, 0.92, 0.80),
 }
 
 
 @dataclass(frozen=True)
 class NevusStyle:
-    """A person's own nevus look: the colour, size and atypia their nevi share.
-
-    Used by ``tools.samples`` so that a patient's nevi resemble each other
-    and a melanoma stands out as the "ugly duckling" among them.
+    """A person's own nevus look: the colour, size and atypia their nevi share (the "ugly duckling").
 
     Introduced in chapter 1 (skin disease and melanoma).
     """
@@ -63,7 +42,7 @@ class NevusStyle:
 def noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
     """Smooth Gaussian noise, zero mean and unit standard deviation.
 
-    Not called in a chapter; used by :func:`make_lesion` and the ISIC 2024 crops of ``tools.samples``.
+    Not called in a chapter; used by :func:`make_lesion` and ``tools.samples``.
     """
     field = ndi.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
     return (field - field.mean()) / (field.std() + 1e-9)
@@ -77,7 +56,7 @@ def _mix(a: np.ndarray, colour, weight: np.ndarray) -> np.ndarray:
 
 def _skin(rng: np.random.Generator, size: int, tone: float) -> np.ndarray:
     """Skin of the given tone (0 light .. 1 dark) with soft texture."""
-    base = LIGHT_SKIN * (1 - tone) + DARK_SKIN * tone
+    base = np.array([0.93, 0.78, 0.70]) * (1 - tone) + np.array([0.42, 0.27, 0.19]) * tone
     texture = 0.03 * noise(rng, size, 12) + 0.015 * noise(rng, size, 1.5)
     redness = 0.02 * noise(rng, size, 25)
     img = base[None, None, :] * (1 + texture[..., None])
@@ -159,11 +138,7 @@ def _dots(rng: np.random.Generator, size: int, where: np.ndarray, n: int, radius
 
 
 def _paint_melanocytic(rng, size, rho, theta, inside, atypia: float, style: NevusStyle | None, label: str):
-    """Colours of a nevus or melanoma; returns (colour image, border blur sigma).
-
-    Atypia (0..1) controls the number of colours (C): one or two browns for a
-    banal lesion; black, blue-grey and regression white/red as it rises.
-    """
+    """Colours of a nevus or melanoma, more of them with atypia; returns (colour image, blur sigma)."""
     brown = np.array(style.brown if style is not None and label == "NV" else PALETTE["light brown"])
     brown = brown * rng.uniform(0.9, 1.1)
     dark = np.array(PALETTE["dark brown"]) * rng.uniform(0.85, 1.15)
@@ -191,7 +166,8 @@ def _paint_other(rng, size, rho, inside, label: str, cx, cy, radius):
     tex = noise(rng, size, 2.0)
     if label == "BCC":  # pinkish translucent, arborizing vessels, blue-grey ovoid nests
         img = _mix(full * PALETTE["pink"], PALETTE["white"], 0.35 + 0.1 * tex)
-        img = _mix(img, PALETTE["blue-grey"], 0.8 * _dots(rng, size, inside & (rho < 0.8), rng.integers(0, 5), 5))
+        nests = _dots(rng, size, inside & (rho < 0.8), rng.integers(0, 5), 5)
+        img = _mix(img, PALETTE["blue-grey"], 0.8 * nests)
         img = _mix(img, PALETTE["vessel red"], _vessels(rng, size, cx, cy, radius, rng.integers(2, 5)))
         return img, 3.0
     if label == "BKL":  # light-brown waxy, milia-like cysts, fissures
@@ -206,17 +182,20 @@ def _paint_other(rng, size, rho, inside, label: str, cx, cy, radius):
         img = _mix(img, PALETTE["white"], 0.8 * _dots(rng, size, inside, 25, 1.8))
         return img, 6.0
     if label == "DF":  # central white scar-like patch, faint brown peripheral ring
-        img = _mix(full * (0.70, 0.52, 0.40), PALETTE["white"], np.clip(1.4 - 1.6 * rho + 0.1 * tex, 0, 1))
+        scar = np.clip(1.4 - 1.6 * rho + 0.1 * tex, 0, 1)
+        img = _mix(full * (0.70, 0.52, 0.40), PALETTE["white"], scar)
         return img, 4.0
     if label == "VASC":  # red / purple lacunae separated by pale septa
         img = full * (0.85, 0.55, 0.58)
         for colour in ("vessel red", "purple"):
-            img = _mix(img, PALETTE[colour], 0.9 * _dots(rng, size, inside & (rho < 0.9), rng.integers(12, 25), 7))
+            lacunae = _dots(rng, size, inside & (rho < 0.9), rng.integers(12, 25), 7)
+            img = _mix(img, PALETTE[colour], 0.9 * lacunae)
         return img, 1.5
     if label == "SCC":  # pink-white keratotic, central scale, dotted/glomerular vessels
         img = _mix(full * PALETTE["pink"], PALETTE["white"], 0.4 + 0.15 * tex)
         img = _mix(img, PALETTE["scale"], np.clip(1.6 - 2.4 * rho + 0.3 * tex, 0, 1))
-        img = _mix(img, PALETTE["vessel red"], 0.9 * _dots(rng, size, inside & (rho > 0.4), rng.integers(15, 35), 1.5))
+        dots = _dots(rng, size, inside & (rho > 0.4), rng.integers(15, 35), 1.5)
+        img = _mix(img, PALETTE["vessel red"], 0.9 * dots)
         return img, 2.5
     raise ValueError(f"unknown class {label!r}; expected one of {', '.join(CLASSES)}")
 
@@ -225,11 +204,8 @@ def make_lesion(label: str, seed: int, size: int = 256, skin_tone: float | None 
                 hair: bool | None = None, style: NevusStyle | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Paint one synthetic dermoscopy image of class ``label``; return (RGB uint8, lesion mask).
 
-    The same arguments always give identical arrays (all randomness comes from
-    ``numpy.random.default_rng(seed)``, drawn in a fixed order, so forcing
-    ``skin_tone`` or ``hair`` changes only that aspect). ``skin_tone`` runs
-    from 0 (light) to 1 (dark); ``None`` draws it. ``style`` gives nevi (NV) a
-    person's shared colour, size and atypia. The mask is True on the lesion.
+    Deterministic in ``seed``, with draws in a fixed order, so forcing ``skin_tone`` (0 light to
+    1 dark) or ``hair`` changes only that aspect. ``style`` gives nevi a person's shared look.
 
     Introduced in chapter 1 (skin disease and melanoma).
     """
@@ -245,8 +221,10 @@ def make_lesion(label: str, seed: int, size: int = 256, skin_tone: float | None 
     # Atypia: MEL ~ Beta(5, 2), NV ~ Beta(1.6, 5) -> overlapping, not separable.
     if label == "MEL":
         atypia = rng.beta(5.0, 2.0)
+    elif label == "NV" and style is None:
+        atypia = rng.beta(1.6, 5.0)
     elif label == "NV":
-        atypia = rng.beta(1.6, 5.0) if style is None else float(np.clip(style.atypia + rng.normal(0, 0.05), 0, 1))
+        atypia = float(np.clip(style.atypia + rng.normal(0, 0.05), 0, 1))
     else:
         atypia = rng.beta(2.0, 3.0)
 
@@ -284,15 +262,14 @@ def make_lesion(label: str, seed: int, size: int = 256, skin_tone: float | None 
     field_r = size * rng.uniform(0.50, 0.62)
     yy, xx = np.mgrid[0:size, 0:size]
     edge = np.clip((np.hypot(xx - fx, yy - fy) - field_r) / (size * 0.06) + 1, 0, 1)
-    img = img * (1 - 0.92 * edge[..., None]) * (1 - 0.12 * (np.hypot(xx - fx, yy - fy) / field_r) ** 2)[..., None]
+    falloff = 1 - 0.12 * (np.hypot(xx - fx, yy - fy) / field_r) ** 2
+    img = img * (1 - 0.92 * edge[..., None]) * falloff[..., None]
     img = img + 0.012 * rng.standard_normal(img.shape)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), mask
 
 
 def another_photo(img: np.ndarray, seed: int) -> np.ndarray:
     """The same lesion photographed again: rotated/flipped, slightly brighter or darker.
-
-    Used for HAM10000 lesions with several images and for the 2020 duplicates.
 
     Not called in a chapter; used by ``tools.samples`` (repeat images of a lesion).
     """
