@@ -158,13 +158,13 @@ def _check_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
-def _principal_axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centroid (y, x), and unit vectors (dy, dx) of the major and minor axes."""
+def _principal_axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid (y, x), unit vectors (dy, dx) of the major and minor axes, pixel offsets from the centroid."""
     ys, xs = np.nonzero(mask)
     centroid = np.array([ys.mean(), xs.mean()])
     d = np.stack([ys, xs], axis=1) - centroid
-    evals, evecs = np.linalg.eigh(d.T @ d / len(d))
-    return centroid, evecs[:, 1], evecs[:, 0]
+    _, evecs = np.linalg.eigh(d.T @ d / len(d))
+    return centroid, evecs[:, 1], evecs[:, 0], d
 
 
 def asymmetry(mask: Any) -> tuple[float, float]:
@@ -177,13 +177,10 @@ def asymmetry(mask: Any) -> tuple[float, float]:
     m = np.asarray(mask).astype(bool)
     if m.ndim != 2 or m.sum() < 10:
         raise ValueError("asymmetry: mask must be a 2-D boolean array with at least 10 lesion pixels")
-    centroid, major, minor = _principal_axes(m)
-    ys, xs = np.nonzero(m)
-    d = np.stack([ys, xs], axis=1) - centroid
+    centroid, major, minor, d = _principal_axes(m)
     out = []
     for axis in (major, minor):
-        mirrored = 2 * (d @ axis)[:, None] * axis[None, :] - d + centroid
-        ry, rx = np.rint(mirrored[:, 0]).astype(int), np.rint(mirrored[:, 1]).astype(int)
+        ry, rx = np.rint(2 * (d @ axis)[:, None] * axis[None, :] - d + centroid).astype(int).T
         ok = (ry >= 0) & (ry < m.shape[0]) & (rx >= 0) & (rx < m.shape[1])
         inside = np.zeros(len(d), bool)
         inside[ok] = m[ry[ok], rx[ok]]
@@ -227,10 +224,8 @@ def colour_fractions(image: Any, mask: Any) -> dict[str, float]:
     ring = skin_ring(m, _ring_width(m))
     pix = lab[m]
     if ring.sum() >= 10:
-        skin = np.median(lab[ring], axis=0)
-        anchors = np.vstack([anchors, skin])
-    dist = np.linalg.norm(pix[:, None, :] - anchors[None, :, :], axis=2)
-    nearest = dist.argmin(axis=1)
+        anchors = np.vstack([anchors, np.median(lab[ring], axis=0)])
+    nearest = np.linalg.norm(pix[:, None, :] - anchors[None, :, :], axis=2).argmin(axis=1)
     fractions = {}
     for i, name in enumerate(COLOUR_NAMES):
         sel = nearest == i
@@ -252,9 +247,7 @@ def _abrupt_octants(gray: np.ndarray, mask: np.ndarray, centroid: np.ndarray, st
     count = 0
     for k in range(8):
         sel_in, sel_out = inner & (octant == k), outer & (octant == k)
-        if sel_in.sum() < 3 or sel_out.sum() < 3:
-            continue
-        if gray[sel_out].mean() - gray[sel_in].mean() > step:
+        if sel_in.sum() >= 3 and sel_out.sum() >= 3 and gray[sel_out].mean() - gray[sel_in].mean() > step:
             count += 1
     return count
 
@@ -282,7 +275,7 @@ def abcd_features(
     rgb = to_float_rgb(image)
     m = segment_lesion(rgb) if mask is None else _check_mask(mask, rgb.shape[:2])
     a_major, a_minor = asymmetry(m)
-    centroid, major, _ = _principal_axes(m)
+    centroid, major, _, _ = _principal_axes(m)
     props = measure.regionprops(m.astype(np.uint8))[0]
     fractions = colour_fractions(rgb, m)
     present = [n for n in COLOUR_NAMES if fractions[n] >= min_fraction]
@@ -293,27 +286,18 @@ def abcd_features(
     contrast = float(np.median(gray[ring]) - np.median(gray[m])) if ring.sum() >= 10 else float("nan")
     feret = float(props.feret_diameter_max)
     return {
-        "asymmetry_major": a_major,
-        "asymmetry_minor": a_minor,
-        "asymmetry": (a_major + a_minor) / 2,
+        "asymmetry_major": a_major, "asymmetry_minor": a_minor, "asymmetry": (a_major + a_minor) / 2,
         "asymmetry_axes": int(a_major > axis_threshold) + int(a_minor > axis_threshold),
-        "compactness": compactness(m),
-        "solidity": float(props.solidity),
+        "compactness": compactness(m), "solidity": float(props.solidity),
         "border_abrupt": _abrupt_octants(gray, m, centroid, border_step),
-        "colour_count": len(present),
-        "colours": ";".join(present),
+        "colour_count": len(present), "colours": ";".join(present),
         **{f"frac_{n.replace(' ', '_').replace('-', '_')}": fractions[n] for n in COLOUR_NAMES},
         "colour_variegation": float(rgb[m].std(axis=0).mean()),
-        "diameter_px": feret,
-        "diameter_mm": feret / px_per_mm if px_per_mm else float("nan"),
-        "contrast": contrast,
-        "area_px": int(m.sum()),
-        "area_fraction": float(m.mean()),
-        "centroid_y": float(centroid[0]),
-        "centroid_x": float(centroid[1]),
+        "diameter_px": feret, "diameter_mm": feret / px_per_mm if px_per_mm else float("nan"),
+        "contrast": contrast, "area_px": int(m.sum()), "area_fraction": float(m.mean()),
+        "centroid_y": float(centroid[0]), "centroid_x": float(centroid[1]),
         "orientation": float(np.arctan2(major[0], major[1])),
-        "major_len": float(props.axis_major_length),
-        "minor_len": float(props.axis_minor_length),
+        "major_len": float(props.axis_major_length), "minor_len": float(props.axis_minor_length),
     }
 
 
@@ -381,16 +365,11 @@ def features_frame(images: Iterable[Any], masks: Iterable[Any] | None = None, *,
     mask_list = list(masks) if masks is not None else [None] * len(items)
     if len(mask_list) != len(items):
         raise ValueError(f"features_frame: {len(items)} images but {len(mask_list)} masks")
-    jobs = list(zip(items, mask_list))
-    if n_jobs == 1 or len(items) < 2:
-        results = [_frame_row(item, mask, i, max_side, px_per_mm, errors)
-                   for i, (item, mask) in enumerate(jobs)]
-    else:
-        from joblib import Parallel, delayed
+    from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=n_jobs, batch_size=8)(
-            delayed(_frame_row)(item, mask, i, max_side, px_per_mm, errors)
-            for i, (item, mask) in enumerate(jobs))
+    results = Parallel(n_jobs=n_jobs if len(items) > 1 else 1, batch_size=8)(  # n_jobs=1: in this process
+        delayed(_frame_row)(item, mask, i, max_side, px_per_mm, errors)
+        for i, (item, mask) in enumerate(zip(items, mask_list)))
     rows, names = [row for row, _ in results], [name for _, name in results]
     index = list(ids) if ids is not None else names
     if len(index) != len(rows):
