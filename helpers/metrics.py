@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,14 +27,13 @@ __all__ = [
     "macro_ap", "sensitivity_at_specificity", "specificity_at_sensitivity", "confusion_matrix",
     "number_needed_to_biopsy", "reliability_curve", "expected_calibration_error", "brier_score",
     "BootstrapCI", "patient_bootstrap_indices", "bootstrap_ci", "age_band", "subgroup_table",
-    "prevalence_weights", "operating_points",
-    "max_softmax_probability", "energy_score", "ood_auroc", "ood_fpr_at_tpr",
+    "prevalence_weights", "operating_points", "max_softmax_probability", "energy_score", "ood_auroc",
+    "ood_fpr_at_tpr",
 ]
 
 
 def _binary_inputs(y, p, sample_weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    y = np.asarray(y, dtype=float).ravel()
-    p = np.asarray(p, dtype=float).ravel()
+    y, p = np.asarray(y, dtype=float).ravel(), np.asarray(p, dtype=float).ravel()
     if y.shape != p.shape:
         raise ValueError(f"y and p differ in length: {y.size} labels, {p.size} scores")
     if y.size == 0:
@@ -71,9 +71,7 @@ def roc_auc(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) 
 
 
 def average_precision(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-    """Average precision (scikit-learn): a useless detector scores the prevalence, not 0.5.
-
-    Raises ``ValueError`` without positives.
+    """Average precision (scikit-learn; a useless detector scores the prevalence); needs a positive.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -202,11 +200,9 @@ def per_class_scores(truth: ArrayLike, pred: ArrayLike, classes: Sequence[str] |
         y, s, w = _binary_inputs(t[c].to_numpy(), p[c].to_numpy(), sample_weight)
         pos = y if w is None else y[w != 0]
         has_pos, both = bool(pos.any()), bool(pos.any() and (pos == 0).any())
-        rows[c] = {
-            "auc": roc_auc(y, s, w) if both else math.nan,
-            "ap": average_precision(y, s, w) if has_pos else math.nan,
-            "auc_sens_80": auc_sens_80(y, s, w) if both else math.nan,
-        }
+        rows[c] = {"auc": roc_auc(y, s, w) if both else math.nan,
+                   "ap": average_precision(y, s, w) if has_pos else math.nan,
+                   "auc_sens_80": auc_sens_80(y, s, w) if both else math.nan}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -254,10 +250,9 @@ def _roc(y, p, sample_weight, what: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def sensitivity_at_specificity(y: ArrayLike, p: ArrayLike, specificity: float,
                                sample_weight: ArrayLike | None = None) -> tuple[float, float]:
-    """The best sensitivity whose specificity is at least ``specificity``, and its threshold.
+    """``(sensitivity, threshold)``: the best sensitivity with specificity >= ``specificity``.
 
-    Returns ``(sensitivity, threshold)``, a threshold of ``roc_curve`` (``inf`` when everything
-    must be called negative).
+    The threshold is one of ``roc_curve``'s (``inf`` when everything must be called negative).
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -270,9 +265,7 @@ def sensitivity_at_specificity(y: ArrayLike, p: ArrayLike, specificity: float,
 
 def specificity_at_sensitivity(y: ArrayLike, p: ArrayLike, sensitivity: float,
                                sample_weight: ArrayLike | None = None) -> tuple[float, float]:
-    """The best specificity whose sensitivity is at least ``sensitivity``, and its threshold.
-
-    Returns ``(specificity, threshold)``, as a triage tool picks its threshold.
+    """``(specificity, threshold)``: the best specificity with sensitivity >= ``sensitivity``.
 
     Introduced in chapter 9 (evaluating melanoma detection).
     """
@@ -348,9 +341,7 @@ def brier_score(y: ArrayLike, p: ArrayLike) -> float:
 # Patient-level bootstrap
 @dataclass(frozen=True)
 class BootstrapCI:
-    """A metric on the full data with its bootstrap percentile interval.
-
-    ``n_skipped`` resamples were drawn but skipped, the metric being undefined on them.
+    """A metric on the full data with its bootstrap percentile interval (``n_skipped``: undefined resamples).
 
     Not called in a chapter; used by `bootstrap_ci`.
     """
@@ -414,12 +405,9 @@ def bootstrap_ci(y: ArrayLike, p: ArrayLike, metric: Callable[..., float], group
     values = []
     for idx, _ in patient_bootstrap_indices(g, n, seed):
         yb = y_arr[idx]
-        if yb.ndim == 1 and np.unique(yb).size < 2:
-            continue
-        try:
-            values.append(float(metric(yb, p_arr[idx])))
-        except ValueError:
-            continue
+        if yb.ndim > 1 or np.unique(yb).size > 1:
+            with suppress(ValueError):
+                values.append(float(metric(yb, p_arr[idx])))
     values = [v for v in values if not math.isnan(v)]
     if not values:
         raise ValueError(f"the metric was undefined on all {n} resamples")
@@ -564,9 +552,7 @@ def _logit_matrix(logits: ArrayLike, temperature: float) -> np.ndarray:
 
 
 def max_softmax_probability(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """The maximum softmax probability (MSP) of each row of ``logits / temperature`` (shape (n, k)).
-
-    Hendrycks & Gimpel (2017): a *low* MSP flags an image as unknown. Ranges from 1/k to 1.
+    """Maximum softmax probability of each row of ``logits / temperature``; *low* flags an unknown image.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
@@ -576,9 +562,7 @@ def max_softmax_probability(logits: ArrayLike, temperature: float = 1.0) -> np.n
 
 
 def energy_score(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
-    """The energy ``E(x) = -T * logsumexp(f(x) / T)`` of each row of ``logits`` (shape (n, k)).
-
-    Liu et al. (2020): a *high* energy flags an image as unknown.
+    """The energy ``-T * logsumexp(logits / T)`` of each row (Liu et al. 2020); *high* flags an unknown image.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
@@ -599,9 +583,7 @@ def _ood_inputs(score_in: ArrayLike, score_out: ArrayLike) -> tuple[np.ndarray, 
 
 
 def ood_auroc(score_in: ArrayLike, score_out: ArrayLike) -> float:
-    """ROC AUC of telling out-of-distribution images (``score_out``) from in-distribution ones.
-
-    The score must be *larger for out-of-distribution* (an energy, or minus the MSP).
+    """ROC AUC of telling ``score_out`` from ``score_in`` images by a score larger when out-of-distribution.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
