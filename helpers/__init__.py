@@ -1,8 +1,7 @@
 """Helpers for the Jupyter Book *Melanoma detection on ISIC dermoscopy data*.
 
-One module per concern (``synthetic``, ``features``, ``datasets``, ``io``,
-``preprocess``, ...); this file holds the few functions every chapter calls
-in its setup cell.
+One module per concern (``datasets``, ``io``, ``data``, ``train``, ...); this file holds the few
+functions every chapter calls in its setup cell.
 """
 from __future__ import annotations
 
@@ -19,11 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_dir() -> Path:
-    """Return the data root: ``$ISIC_DATA_DIR`` if set, else the repo's ``data_samples/``.
-
-    The default points at the small synthetic samples that ship with the book;
-    set ``ISIC_DATA_DIR`` to the folder that holds your real downloads (laid out
-    as ``data_samples/`` is) to run every chapter on real data.
+    """The data root: ``$ISIC_DATA_DIR`` (laid out as ``data_samples/`` is) if set, else ``data_samples/``.
 
     Introduced in chapter 1 (skin disease and melanoma).
     """
@@ -35,17 +30,14 @@ def data_dir() -> Path:
 
 
 def device(verbose: bool = True):
-    """Pick the best available torch device: CUDA, then Apple MPS, then CPU.
-
-    Prints one line saying which device was chosen (and the GPU's name).
+    """Pick the best available torch device: CUDA, then Apple MPS, then CPU, and print which one.
 
     Introduced in chapter 7 (the data pipeline).
     """
     import torch
 
     if torch.cuda.is_available():
-        dev = torch.device("cuda")
-        what = f"cuda ({torch.cuda.get_device_name(0)})"
+        dev, what = torch.device("cuda"), f"cuda ({torch.cuda.get_device_name(0)})"
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         dev, what = torch.device("mps"), "mps (Apple GPU)"
     else:
@@ -56,31 +48,24 @@ def device(verbose: bool = True):
 
 
 def seed_everything(seed: int = 0) -> None:
-    """Seed Python, NumPy and (if installed) torch so that a chapter reruns identically.
+    """Seed Python, NumPy and torch so that a chapter reruns identically.
 
     Introduced in chapter 1 (skin disease and melanoma).
     """
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a declared dependency
-        return
     torch.manual_seed(seed)
 
 
 def display_path(path: os.PathLike | str) -> str:
-    """Show a path without machine-specific parts: relative to the repo or the data root.
-
-    Notebook outputs must not contain absolute paths or user names, so chapters
-    print paths through this function.
+    """Show a path without machine-specific parts (for notebook outputs): relative to the repo or data root.
 
     Introduced in chapter 1 (skin disease and melanoma).
     """
     p = Path(path).resolve()
-    for base, prefix in ((REPO_ROOT, ""), (data_dir().resolve().parent, "")):
-        try:
-            return prefix + p.relative_to(base).as_posix()
-        except ValueError:
-            continue
+    for base in (REPO_ROOT, data_dir().resolve().parent):
+        if p.is_relative_to(base):
+            return p.relative_to(base).as_posix()
     return p.name

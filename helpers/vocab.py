@@ -1,10 +1,6 @@
-"""The vocabulary the ISIC datasets share, one copy of each.
+"""The vocabulary the ISIC datasets share, one copy of each, imported by every module that needs it.
 
-Class codes, sexes, anatomical sites, the integer codes of the SIIM-ISIC 2020 TFRecords and
-ImageNet's channel statistics. The label readers (:mod:`helpers.datasets`), the image files
-(:mod:`helpers.io`), the data pipeline (:mod:`helpers.data`), the metrics and the sample
-generator all import them from here, so a code cannot mean one thing in one module and
-another elsewhere.
+Class codes, sexes, anatomical sites, the SIIM-ISIC 2020 TFRecord codes and ImageNet's channel statistics.
 """
 from __future__ import annotations
 
