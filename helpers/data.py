@@ -64,12 +64,11 @@ def quiet_tv_io() -> Iterator[None]:
 
 
 def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
-    """Read an image file as an RGB ``uint8`` tensor of shape (3, H, W).
+    """Read an image file as an RGB ``uint8`` tensor (3, H, W): torchvision for JPEG/8-bit PNG, else Pillow.
 
-    JPEG and 8-bit PNG files are decoded by ``torchvision.io.decode_image`` (EXIF orientation applied);
-    the rest (DICOM, 16-bit, alpha, CMYK, files torchvision refuses) by :func:`helpers.io.read_image`,
-    which gives the same pixels. Raises ``ValueError`` naming the file when it is missing, empty,
-    truncated, not an image, or a decompression bomb (checked before torchvision allocates anything).
+    Both roads give the same pixels (:func:`helpers.io.read_image` handles DICOM, 16-bit, alpha, CMYK).
+    Raises ``ValueError`` naming the file when it is missing, empty, truncated, not an image, or a
+    decompression bomb (checked before torchvision allocates anything).
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -94,10 +93,9 @@ def read_image_tensor(path: os.PathLike | str) -> torch.Tensor:
 def shades_of_gray(img: torch.Tensor | np.ndarray, p: float = 6) -> torch.Tensor | np.ndarray:
     """Shades-of-gray colour constancy (Finlayson & Trezzi 2004): remove a colour cast.
 
-    Each channel is divided by its illuminant, the Minkowski ``p``-norm ``mean(I_c ** p) ** (1/p)``,
-    rescaled so that a grey illuminant changes nothing. ``p=1`` is grey world, ``p=inf`` max-RGB;
-    ``p=6`` worked best on dermoscopy (Barata et al. 2015). Takes a tensor (..., 3, H, W), ``uint8``
-    or float in 0..1, or an (H, W, 3) array; returns the same type, shape and dtype, clipped.
+    Each channel is divided by its Minkowski ``p``-norm ``mean(I_c ** p) ** (1/p)``, rescaled so that a
+    grey illuminant changes nothing (``p=1``: grey world, ``inf``: max-RGB, 6: best on dermoscopy).
+    Tensor (..., 3, H, W) (``uint8`` or float 0..1) or (H, W, 3) array in; same type and dtype out.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -160,11 +158,9 @@ class ShadesOfGray(v2.Transform):
 
 
 class RandomHair(v2.Transform):
-    """Draw a few thin, dark, curved hairs across the image (a dermoscopy artefact).
+    """Draw a few thin, dark, curved hairs (quadratic Bézier curves) across the image.
 
-    Each hair is a quadratic Bézier curve between two random points, nearly opaque, near-black brown.
-    Applied with probability ``p``; ``n_hairs`` = (min, max) per image; ``width`` in pixels of a
-    256-pixel image (scaled with the image). A model trained with it learns to look through hair.
+    ``p``: probability; ``n_hairs``: (min, max) per image; ``width``: pixels at 256 px (scaled).
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -219,9 +215,8 @@ class RandomHair(v2.Transform):
 class RandomVignette(v2.Transform):
     """Darken everything outside a circle: the round field of view of a contact dermoscope.
 
-    Applied with probability ``p``. The radius is drawn from ``radius`` (a fraction of half the shorter
-    side), the centre moves by up to ``shift``, the edge fades over ``softness`` of the radius. Many ISIC
-    images have this black frame; adding it at random to every class takes the shortcut away.
+    ``radius``: a fraction of half the shorter side; ``shift``: centre offset; ``softness``: edge width
+    as a fraction of the radius. Added to every class, it takes away the black-frame shortcut.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -279,9 +274,8 @@ def train_transforms(size: int, *, hair: bool = True, vignette: bool = True,
                      scale: tuple[float, float] = (0.6, 1.0)) -> v2.Compose:
     """The training augmentation: random crop, flips, rotation, colour jitter, hair, vignette.
 
-    Takes a ``uint8`` tensor (3, H, W), a PIL image or an (H, W, 3) array; returns float32
-    (3, size, size), ImageNet-normalised. ``rotation="any"``: uniform in ±180°; ``"rot90"``: multiples
-    of 90° only. :class:`ShadesOfGray` (optional) comes first, on the whole image.
+    ``uint8`` tensor (3, H, W), PIL image or array in; float32 (3, size, size), ImageNet-normalised, out.
+    ``rotation``: ``"any"`` (±180°) or ``"rot90"``; :class:`ShadesOfGray` (optional) comes first.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -329,9 +323,8 @@ def _first_row(mask: pd.Series | np.ndarray) -> int:
 def encode_targets(frame: pd.DataFrame, target: str = "target") -> np.ndarray:
     """The training target of each row as a NumPy array.
 
-    ``"target"``: float32 0/1 (melanoma or not), NaN where unknown. ``"label"``: int64 index in
-    :data:`CLASSES_2019` (0..7), ``UNK`` and missing -1 (for ``ignore_index=-1``). ``"label9"``: int64
-    index in :data:`LABELS_9` (``UNK`` = 8), missing -1.
+    ``"target"``: float32 0/1, NaN where unknown; ``"label"``: int64 index in :data:`CLASSES_2019`,
+    ``UNK``/missing -1 (``ignore_index``); ``"label9"``: index in :data:`LABELS_9`, missing -1.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -358,13 +351,11 @@ def encode_targets(frame: pd.DataFrame, target: str = "target") -> np.ndarray:
 
 def encode_meta(frame: pd.DataFrame, columns: Sequence[str] = META_COLUMNS,
                 age_mean: float | None = None) -> tuple[np.ndarray, list[str]]:
-    """Encode age, sex and anatomical site as a float32 matrix for a metadata branch.
+    """Encode age, sex and anatomical site as a float32 matrix: ``(matrix, names)``.
 
-    ``age`` = age / 90, a missing age becomes ``age_mean`` (default: this frame's mean; pass the
-    training frame's for validation and test) with a flag ``age_missing``; ``sex`` and
-    ``anatom_site`` become one-hot columns (``sex_female`` ..., ``site_head_neck`` ...) plus
-    ``sex_missing`` / ``site_missing`` (values outside the vocabularies count as missing). The column
-    order is fixed, so two frames encode alike. Returns ``(matrix, names)``.
+    ``age`` = age / 90, missing ages set to ``age_mean`` (default: this frame's; pass the training
+    frame's) and flagged in ``age_missing``; sex and site one-hot plus a ``_missing`` column. The column
+    order is fixed, so two frames encode alike.
 
     Introduced in chapter 10 (metadata and the multi-class task).
     """
@@ -395,18 +386,12 @@ def encode_meta(frame: pd.DataFrame, columns: Sequence[str] = META_COLUMNS,
 
 
 class LesionDataset(Dataset):
-    """A map-style dataset over a tidy frame: image, target, metadata and row index.
+    """A map-style dataset over a tidy frame: items ``{"image", "target", "meta", "index"}``.
 
-    ``frame`` needs a ``path`` column (and the columns of ``target``, see :func:`encode_targets`;
-    ``None`` for unlabelled images). ``transform`` takes the ``uint8`` (3, H, W) tensor of
-    :func:`read_image_tensor`. ``meta``: :data:`META_COLUMNS` to encode with :func:`encode_meta`
-    (``age_mean`` is passed on) or numeric columns used as they are. An item is ``{"image", "target",
-    "meta" (if meta), "index"}`` (``index``: the row's position in ``frame``).
-
-    An unreadable image gives ``None``, is listed in :attr:`skipped` as ``(path, reason)`` and warned
-    about once (:class:`SkippedImageWarning`), also from ``DataLoader`` workers (a flag per row in
-    shared memory). ``root``: relative paths are taken relative to it, and a path that resolves
-    (``..``, symlinks, absolute) outside it is refused with a ``ValueError`` naming the row.
+    ``target``: see :func:`encode_targets` (``None``: unlabelled); ``meta``: :data:`META_COLUMNS` (encoded
+    by :func:`encode_meta`) or numeric columns. An unreadable image gives ``None``, is listed in
+    :attr:`skipped` and warned about once, also from ``DataLoader`` workers. With ``root``, paths are
+    taken relative to it and one that resolves outside it raises ``ValueError`` naming the row.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -557,10 +542,8 @@ def pos_weight(targets: Any) -> torch.Tensor:
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017): ``alpha_t * (1 - p_t) ** gamma * CE``, easy examples down-weighted.
 
-    Binary: ``logits`` (N,) or (N, 1), float 0/1 ``targets``; ``alpha`` (a float) weights the positives,
-    ``1 - alpha`` the negatives. Multi-class: ``logits`` (N, C), integer ``targets``; ``alpha`` is
-    ``None``, a float or C class weights; targets equal to ``ignore_index`` are ignored (and not
-    counted by ``"mean"``). ``gamma=0`` and ``alpha=None`` give plain cross-entropy.
+    Binary (float 0/1 targets; ``alpha`` weights the positives) or multi-class ((N, C) logits, integer
+    targets; ``alpha`` a float or C weights; ``ignore_index`` rows left out of ``"mean"``).
 
     Not called in a chapter; used by `_make_criterion`.
     """
@@ -643,11 +626,9 @@ def _fold_series(splits: Iterator[tuple[np.ndarray, np.ndarray]], frame: pd.Data
 def patient_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, n_buckets: int = 4) -> pd.Series:
     """Assign each row to one of ``k`` folds: patients never split, melanoma and patient sizes balanced.
 
-    The "triple-stratified" folds of the 2020 winners (Ha et al. 2020): each patient gets the stratum
-    ``has_melanoma × images-per-patient bucket`` (``n_buckets`` quantile buckets) and scikit-learn's
-    ``StratifiedGroupKFold(k, shuffle=True, random_state=seed)`` splits the rows grouped by patient and
-    stratified by it. Rows without a ``patient_id`` are their own patient. Returns fold numbers 0..k-1
-    named ``fold``, index aligned with ``frame``.
+    The "triple-stratified" folds of Ha et al. 2020: ``StratifiedGroupKFold(k, shuffle=True,
+    random_state=seed)`` grouped by patient, stratified by ``has_melanoma × images-per-patient bucket``
+    (``n_buckets`` quantiles). Rows without a ``patient_id`` are their own patient.
 
     Introduced in chapter 6 (patient context).
     """
@@ -667,11 +648,9 @@ def patient_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, n_buckets: int
 
 
 def holdout_split(frame: pd.DataFrame, frac: float = 0.2, seed: int = 0) -> pd.Series:
-    """Split a frame without an official split into ``"train"`` and ``"val"`` rows, stratified by melanoma.
+    """Split rows into ``"train"`` and ``"val"`` (a Series named ``split``), stratified by melanoma.
 
-    With ``patient_id`` values, patients are kept whole: one fold of ``StratifiedGroupKFold`` with
-    ``round(1 / frac)`` folds (so ``frac`` is rounded to 1/2, 1/3, ...); otherwise
-    ``train_test_split`` takes exactly ``frac``. Returns a Series named ``split``.
+    With patient ids, patients stay whole (one of ``round(1 / frac)`` group folds), else exactly ``frac``.
 
     Not called in a chapter; used by `choose_split`.
     """
@@ -691,11 +670,9 @@ def holdout_split(frame: pd.DataFrame, frac: float = 0.2, seed: int = 0) -> pd.S
 
 
 def label_folds(frame: pd.DataFrame, k: int = 5, seed: int = 0, column: str = "label") -> pd.Series:
-    """Assign each row to one of ``k`` folds stratified by a label column, for data without patient ids.
+    """Assign each row to one of ``k`` folds stratified by ``column``, for data without patient ids.
 
-    ``StratifiedKFold(k, shuffle=True, random_state=seed)`` over ``frame[column]``; rows count as
-    independent, so use it only where nothing groups the images (ISIC 2017), else
-    :func:`patient_folds`. A missing label, or a class with fewer than ``k`` rows, raises ``ValueError``.
+    Use where nothing groups the images (ISIC 2017); a missing label or a class under ``k`` rows raises.
 
     Introduced in chapter 7 (the data pipeline).
     """
