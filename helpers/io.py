@@ -132,11 +132,10 @@ def hdf5_keys(path: Path) -> list[str]:
 
 
 def read_hdf5_image(path: os.PathLike | str, key: str, draft: int | None = None) -> np.ndarray:
-    """Read image ``key`` of an HDF5 image store as an RGB ``uint8`` array (H, W, 3).
+    """Read image ``key`` of an HDF5 image store (ISIC 2024: JPEG bytes per isic_id) as RGB ``uint8``.
 
-    ISIC 2024 (SLICE-3D) keeps one scalar member of JPEG bytes per ``isic_id`` in ``train-image.hdf5``;
-    they are checked and decoded as :func:`read_image` decodes a file. A file that is not HDF5, a
-    missing key, a member without encoded bytes or corrupt bytes raise ``ValueError`` naming file and key.
+    Decoded as :func:`read_image` decodes a file; a non-HDF5 file, a missing key, a member without encoded
+    bytes or corrupt bytes raise ``ValueError`` naming file and key.
 
     Not called in a chapter; used by `read_image`.
     """
@@ -161,11 +160,10 @@ def read_hdf5_image(path: os.PathLike | str, key: str, draft: int | None = None)
 def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
     """Read a JPEG, PNG (or ``.dcm``, or ``store.hdf5/<key>``) image as RGB ``uint8`` (H, W, 3).
 
-    Greyscale is repeated to 3 channels, alpha composited on white, CMYK converted, 16-bit greyscale
-    divided by 257, and the EXIF orientation applied. ``draft``: let libjpeg decode a JPEG at 1/2, 1/4
-    or 1/8 scale while both sides stay at least ``draft`` pixels. Raises ``ValueError`` naming the file
-    for empty, truncated, corrupt or unidentifiable files and for decompression bombs (more pixels
-    than ``PIL.Image.MAX_IMAGE_PIXELS``).
+    Greyscale repeated, alpha composited on white, CMYK converted, 16-bit divided by 257, EXIF orientation
+    applied. ``draft``: libjpeg decodes at 1/2, 1/4 or 1/8 scale while both sides stay >= ``draft``.
+    Raises ``ValueError`` naming the file for empty, truncated, corrupt or unidentifiable files and for
+    decompression bombs (more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``).
 
     Introduced in chapter 2 (dermoscopy and the ABCD rule).
     """
@@ -180,9 +178,8 @@ def read_image(path: os.PathLike | str, draft: int | None = None) -> np.ndarray:
 def write_atomically(path: Path, write: Any, durable: bool = False) -> None:
     """``write(tmp)`` to a temporary file beside ``path`` (same suffix), then rename it to ``path``.
 
-    Nothing half-written is ever left under ``path``: on any failure the temporary file is removed,
-    and an ``OSError`` (full disk, read-only folder) becomes a ``ValueError`` naming ``path``.
-    ``durable``: also ``fsync`` the file and the rename, for checkpoints that must survive a power cut.
+    On any failure the temporary file is removed; an ``OSError`` becomes a ``ValueError`` naming ``path``.
+    ``durable``: also ``fsync`` the file and the rename (checkpoints that must survive a power cut).
 
     Not called in a chapter; used by every writer of run files, checkpoints, histories, resized
     images and embeddings, and by the format writers of ``tools/``.
@@ -208,17 +205,13 @@ def _fsync(path: Path) -> None:
     """Flush a file's or a folder's data to disk (folders: where the platform allows it)."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        if path.is_dir():
-            return
-        raise
-    try:
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         if not path.is_dir():
             raise
-    finally:
-        os.close(fd)
 
 
 def age_from_dicom(value: Any) -> float | None:
@@ -287,16 +280,14 @@ def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
 
 
 def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a DICOM file: (RGB uint8 array (H, W, 3), metadata dict).
+    """Read a DICOM file: (RGB uint8 array (H, W, 3), metadata dict); of several frames, the first.
 
-    Pixels are decoded by pydicom and converted to RGB (``YBR_FULL_422`` included); of a multi-frame
-    file only the first frame. Greyscale is shown as a viewer shows it: ``apply_modality_lut`` then
-    ``apply_voi_lut`` (the first window) mapped to 0..255; without a window, unsigned data of up to
-    8 bits keeps its stored range and other data is stretched from minimum to maximum; MONOCHROME1 is
-    inverted. Files without preamble and ``DICM`` marker are read when they start like a data set.
-    Metadata: ``image_name``, ``patient_id``, ``sex`` (M/F → male/female), ``age_approx`` ("045Y" →
-    45.0), ``anatom_site`` (BodyPartExamined, lower case). Raises ``ValueError`` naming the file for
-    non-DICOM or truncated bytes, missing pixel data or a transfer syntax no decoder supports.
+    Greyscale as a viewer shows it: modality LUT, then the first VOI window, mapped to 0..255; without a
+    window, unsigned data of up to 8 bits keeps its range and other data is stretched min..max;
+    MONOCHROME1 inverted. Files without preamble and ``DICM`` marker are read when they start like a data
+    set. Metadata: ``image_name``, ``patient_id``, ``sex``, ``age_approx`` ("045Y" → 45.0),
+    ``anatom_site``. Raises ``ValueError`` naming the file for non-DICOM or truncated bytes, missing pixel
+    data or a transfer syntax no decoder supports.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -343,9 +334,8 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, dict[str, Any]]:
 def dicom_summary(folder: os.PathLike | str, progress: bool = True) -> pd.DataFrame:
     """One row per ``.dcm`` file under ``folder`` (recursively): tags and pixel format, headers only.
 
-    Columns: ``file`` (relative to ``folder``), the metadata of :func:`read_dicom`, ``rows``,
-    ``columns``, ``transfer_syntax`` (UID), ``transfer_syntax_name``, ``photometric``. Raises
-    ``ValueError`` naming a bad file.
+    Columns: ``file``, :func:`read_dicom`'s metadata, ``rows``, ``columns``, ``transfer_syntax`` (and
+    ``_name``), ``photometric``. Raises ``ValueError`` naming a bad file.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -409,11 +399,10 @@ def read_tfrecords(
 ) -> Iterator[dict[str, Any]]:
     """Iterate over the records of TFRecord shards (a folder's ``*.tfrec``, or given files).
 
-    One dict per record: the image (under ``image``, or ``image/encoded``) as an RGB uint8 array
-    (through :func:`read_image`'s checks) or, without ``decode_images``, its bytes; other bytes as str;
-    integer features as int (still codes: :func:`tfrecord_frame` maps them) or int arrays.
-    ``description`` limits the keys read. A record that cannot be read raises ``ValueError`` naming
-    the shard and the record's index.
+    One dict per record: the image (``image`` or ``image/encoded``) as an RGB uint8 array, checked as
+    :func:`read_image` checks (raw bytes without ``decode_images``), other bytes as str, integer
+    features as int (codes) or arrays; ``description`` limits the keys. An unreadable record raises
+    ``ValueError`` naming the shard and the record's index.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -442,11 +431,10 @@ def _code(value: Any) -> int | None:
 def tfrecord_frame(
     paths_or_folder: os.PathLike | str | Iterable[os.PathLike | str], progress: bool = False
 ) -> pd.DataFrame:
-    """The features of TFRecord shards as a table, without images, codes mapped back to names.
+    """The features of TFRecord shards as a table (the layout of the Kaggle ``train.csv``), without images.
 
-    The layout of the Kaggle ``train.csv``: ``file``, ``image_name``, ``patient_id`` (``IP_`` + 7
-    digits), ``sex``, ``age_approx`` (float), ``anatom_site_general_challenge``, ``diagnosis`` (names
-    from ``TFREC_*``; code -1 → missing) and ``target`` (nullable Int64).
+    Codes mapped back to names (``TFREC_*``; -1 → missing), ``patient_id`` as ``IP_`` + 7 digits,
+    ``target`` nullable Int64.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
