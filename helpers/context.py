@@ -70,12 +70,10 @@ def patient_relative(frame: pd.DataFrame, feature_cols: Sequence[str],
                      patient_col: str = "patient_id") -> pd.DataFrame:
     """Each lesion's features relative to its own patient's lesions.
 
-    Returns a frame with ``frame``'s index and, per feature ``c``, ``c_z``: the z-score within the
-    patient (population std, ``ddof=0``; a feature constant within the patient gets 0); then
-    ``centroid_dist``: the root mean square over the features of the distance to the patient's mean,
-    each feature divided by its *pooled within-patient* std (one scale for all patients); and
-    ``n_patient_images``. Patients with a single image get NaN in ``c_z`` and ``centroid_dist``.
-    Missing feature values are skipped in the means and stay NaN.
+    Per feature ``c``, ``c_z``: the z-score within the patient (``ddof=0``; constant within the patient:
+    0). ``centroid_dist``: rms over the features of the distance to the patient's mean, each feature in
+    units of its pooled within-patient std. ``n_patient_images``. Single-image patients get NaN; missing
+    values are skipped in the means and stay NaN.
 
     Introduced in chapter 6 (patient context).
     """
@@ -193,10 +191,9 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
                      size: int = 224, device: Any = None, progress: bool = True) -> np.ndarray:
     """Penultimate-layer features of a CNN for many images: an array (n_images, n_features).
 
-    ``model``: a :class:`helpers.models.LesionClassifier` (its ``backbone`` is used) or any module that
-    returns features (4-D outputs are average-pooled). ``images``: image paths (decoded by
-    :func:`helpers.fastpath.decode_jpeg_batch` at ``size``) or a tensor (n, 3, H, W); ``uint8`` images
-    are ImageNet-normalised. Runs in eval mode without gradients; the model's mode is restored after.
+    ``model``'s ``backbone`` is used when it has one; 4-D outputs are average-pooled. ``images``: paths
+    (decoded by :func:`helpers.fastpath.decode_jpeg_batch` at ``size``) or a tensor (n, 3, H, W), ``uint8``
+    ones ImageNet-normalised. Runs in eval mode without gradients and restores the model's mode.
 
     Introduced in chapter 6 (patient context).
     """
@@ -253,10 +250,9 @@ def cached_embeddings(model: nn.Module, frame: pd.DataFrame, cache_path: PathLik
                       size: int = 224, batch_size: int = 32) -> np.ndarray:
     """:func:`image_embeddings` of ``frame``'s images, computed once and cached by ``image_id``.
 
-    ``cache_path``: a ``.npz`` with ``image_id``, ``features`` (n, d), ``size`` and ``fingerprint``
-    (:func:`model_fingerprint`). Images missing from a cache of the same model and size are embedded
-    and added (the file rewritten atomically); a cache of another model or size is replaced.
-    Returns float32 (len(frame), d), rows in ``frame``'s order.
+    ``cache_path``: an ``.npz`` of ``image_id``, ``features``, ``size`` and ``fingerprint``
+    (:func:`model_fingerprint`); missing images are added (rewritten atomically), a cache of another
+    model or size is replaced. Returns float32 (len(frame), d) in ``frame``'s order.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -304,11 +300,10 @@ def leakage_experiment(frame: pd.DataFrame | None, X: Any, y: Any, groups: Any,
                        test_size: float = 0.25) -> pd.DataFrame:
     """Validation AUC after a random image split vs. a patient-grouped split, seed by seed.
 
-    Per seed, a fresh clone of ``model`` is trained and scored on a ``"random"`` split
-    (``train_test_split`` of the images, stratified by ``y``) and a ``"grouped"`` one (one fold of
-    ``StratifiedGroupKFold(round(1 / test_size))`` by ``groups``). ``X``, ``y``, ``groups``: arrays or
-    column names of ``frame``. Default model: 5-nearest-neighbours on standardized features. One row
-    per seed and split: ``seed``, ``split``, ``auc`` (NaN with one validation class), ``n_train``,
+    Per seed, clones of ``model`` (default: 5-NN on standardized features) are scored on a ``"random"``
+    ``train_test_split`` (stratified by ``y``) and a ``"grouped"`` fold of
+    ``StratifiedGroupKFold(round(1 / test_size))`` by ``groups``. ``X``, ``y``, ``groups``: arrays or
+    column names of ``frame``. Columns: ``seed``, ``split``, ``auc`` (NaN with one class), ``n_train``,
     ``n_val``, ``val_positives``, ``val_patients``, ``val_patients_in_train``.
 
     Introduced in chapter 6 (patient context).

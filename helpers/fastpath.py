@@ -56,14 +56,12 @@ def _cache_matches(out: Path, side: Path, ids: list[str], size: int) -> bool:
 
 def build_tensor_cache(frame: pd.DataFrame, size: int, out_path: os.PathLike | str,
                        workers: int | None = None, progress: bool = True) -> Path:
-    """Write every image of ``frame``, resized to ``size``², into one ``uint8`` ``.npy`` memmap.
+    """Write every image of ``frame``, resized to ``size``², into one ``uint8`` ``.npy`` memmap (N, 3, S, S).
 
-    Shape (len(frame), 3, size, size), rows in ``frame``'s order, shorter side to ``size`` and centre
-    crop (:func:`helpers.preprocess.resize_image`, JPEGs in draft mode). ``<out_path>.csv`` lists
-    ``image_id`` and ``error`` per row: an unreadable file becomes zeros. A cache with the same ids
-    and size is kept (a one-line notice says so). Temporary files are renamed at the end (index, then
-    array), so an interrupted run leaves no half cache; an unwritable folder raises ``ValueError``.
-    Images are read by ``workers`` threads. Returns the ``.npy`` path.
+    Shorter side to ``size`` and centre crop (:func:`helpers.preprocess.resize_image`). ``<out_path>.csv``
+    lists ``image_id`` and ``error`` per row (an unreadable file is stored as zeros). A cache with the same
+    ids and size is kept; files are renamed into place at the end (index, then array); an unwritable
+    folder raises ``ValueError``. Returns the ``.npy`` path.
 
     Introduced in chapter 7 (the data pipeline).
     """
@@ -133,11 +131,9 @@ def gpu_augment(batch: torch.Tensor, generator: torch.Generator | None = None, *
                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """Augment a whole ``uint8`` batch (B, 3, H, W) on its device, a different draw per image.
 
-    One tensor operation per step: random flips and, for square images, transposes (all eight
-    dihedral symmetries, exact); optionally a rotation in ±``max_angle`` degrees and a zoom in
-    ``scale`` (bilinear, black corners); brightness, contrast and saturation factors in
-    ``1 ± brightness`` etc.; ImageNet normalisation. Random numbers come from ``generator`` (on the
-    batch's device), so a run can be replayed. Returns float32 (B, 3, H, W).
+    Flips and, for square images, transposes (the eight dihedral symmetries), optional rotation
+    (±``max_angle``°) and zoom (``scale``), brightness, contrast and saturation in ``1 ± strength``, then
+    ImageNet normalisation; random numbers from ``generator``, so a run replays. Returns float32.
 
     Not called in a chapter; used by `TensorCacheLoader`.
     """
@@ -366,12 +362,10 @@ def decode_jpeg_batch(paths: Sequence[os.PathLike | str], size: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """Decode a list of JPEG files in one call and resize them to a ``uint8`` batch (B, 3, size, size).
 
-    ``torchvision.io.decode_jpeg(list, device=device)`` decodes them all: one batched nvJPEG call on
-    CUDA, libjpeg-turbo on the CPU (which alone applies the EXIF orientation). Images of one size are
-    resized together (bilinear, anti-aliased, shorter side to ``size``, centre crop). Files that are
-    not JPEG, or that the decoder refuses, go through :func:`read_image_tensor`, which raises
-    ``ValueError`` naming a bad file; a JPEG whose header announces a decompression bomb raises
-    ``ValueError`` before anything is decoded.
+    ``torchvision.io.decode_jpeg`` on the list: batched nvJPEG on CUDA, libjpeg-turbo (with EXIF
+    orientation) on the CPU; images of one size are resized together (bilinear, shorter side, centre
+    crop). Other files go through :func:`read_image_tensor`; bad files and decompression bombs raise
+    ``ValueError`` naming the file.
 
     Introduced in chapter 7 (the data pipeline).
     """
