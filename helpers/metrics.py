@@ -309,10 +309,8 @@ def reliability_curve(y: ArrayLike, p: ArrayLike, n_bins: int = 10,
         raise ValueError("p must be probabilities in [0, 1]")
     prob_true, prob_pred = calibration_curve(y, p, n_bins=n_bins, strategy=strategy)
     # the same bins as calibration_curve, to count the cases in each
-    if strategy == "quantile":
-        edges = np.percentile(p, np.linspace(0, 100, n_bins + 1))
-    else:
-        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = (np.percentile(p, np.linspace(0, 100, n_bins + 1)) if strategy == "quantile"
+             else np.linspace(0.0, 1.0, n_bins + 1))
     counts = np.bincount(np.searchsorted(edges[1:-1], p), minlength=n_bins)
     return pd.DataFrame({"mean_predicted": prob_pred, "fraction_positive": prob_true,
                          "count": counts[counts > 0]})
