@@ -245,9 +245,8 @@ def simulate_acquisition(image: torch.Tensor, kind: str, strength: float | None 
 #: ITA skin-colour categories and their lower bounds in degrees (Chardon et al. 1991;
 #: Del Bino and Bernerd 2013); a bound belongs to the category below it.
 ITA_CATEGORIES: tuple[tuple[str, float], ...] = (
-    ("very light", 55.0), ("light", 41.0), ("intermediate", 28.0),
-    ("tan", 10.0), ("brown", -30.0), ("dark", -np.inf),
-)
+    ("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0), ("brown", -30.0),
+    ("dark", -np.inf))
 
 
 def ita(L: Any, b: Any) -> Any:
@@ -278,8 +277,7 @@ def skin_ita(image: Any, mask: Any | None = None, width: float = 0.03, min_pixel
         raise ValueError(f"skin_ita: mask of shape {m.shape} does not match the image's {rgb.shape[:2]}")
     gray = color.rgb2gray(rgb)
     fov = field_of_view(filters.gaussian(gray, sigma=max(0.5, 0.01 * max(gray.shape))))
-    w = max(2, int(round(width * max(m.shape))))
-    ring = skin_ring(m, w) & fov
+    ring = skin_ring(m, max(2, int(round(width * max(m.shape))))) & fov
     if ring.sum() < min_pixels:
         ring = fov & ~m
     if ring.sum() < min_pixels:
