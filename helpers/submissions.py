@@ -94,19 +94,6 @@ def _read_raw(path, role: str) -> pd.DataFrame:
     return raw
 
 
-def _detect_layout(header: list[str], name: str) -> str:
-    if header and header[0] == "image":
-        return "scorer"
-    if "image_name" in header and "target" in header:
-        return "2020"
-    if header and header[0] == "image_id" and {"melanoma", "seborrheic_keratosis"} <= set(header):
-        return "2017"
-    raise ValueError(
-        f"{name}: header {','.join(header[:6])} is none of the known truth layouts "
-        "(2020 image_name,...,target; 2019/2018/scorer image,<categories>; 2017 image_id,melanoma,...)"
-    )
-
-
 def _numbers(raw: pd.DataFrame, ids: pd.Series, cols: list[str], name: str, truth: bool) -> pd.DataFrame:
     """Parse float columns; ValueError naming file, row (1 = first data row), image and column."""
     text = raw[cols].apply(lambda s: s.str.strip())
@@ -138,9 +125,19 @@ def _check_ids(ids: pd.Series, name: str) -> None:
 
 def _truth_layout(header: list[str], t_name: str, task: str | None) -> tuple[str, str, list[str]]:
     """(layout, id column, category columns) of a truth file's header; refuse a header that fits none."""
-    layout = _detect_layout(header, t_name) if task is None else task
     if task is not None:
+        layout = task
         _task_columns(task)
+    elif header and header[0] == "image":
+        layout = "scorer"
+    elif "image_name" in header and "target" in header:
+        layout = "2020"
+    elif header and header[0] == "image_id" and {"melanoma", "seborrheic_keratosis"} <= set(header):
+        layout = "2017"
+    else:
+        raise ValueError(f"{t_name}: header {','.join(header[:6])} is none of the known truth layouts "
+                         "(2020 image_name,...,target; 2019/2018/scorer image,<categories>; "
+                         "2017 image_id,melanoma,...)")
     if layout == "scorer":
         cats = [c for c in header[1:] if c not in _WEIGHT_COLUMNS]
         if not cats:
