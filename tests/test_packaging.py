@@ -108,8 +108,11 @@ def _providers() -> dict[str, list[str]]:
     return md.packages_distributions()
 
 
-def _unprovided(imports: dict[str, set[str]]) -> dict[str, list[str]]:
-    reachable = _reachable_distributions(_core_requirements())
+def _unprovided(imports: dict[str, set[str]], extra: str | None = None) -> dict[str, list[str]]:
+    requirements = _core_requirements()
+    if extra:
+        requirements += [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"][extra]]
+    reachable = _reachable_distributions(requirements)
     providers = _providers()
     missing = {}
     for module, where in sorted(imports.items()):
@@ -137,8 +140,15 @@ def test_every_chapter_import_comes_with_the_core_dependencies():
 
 
 def test_every_helpers_import_comes_with_the_core_dependencies():
-    missing = _unprovided(_helpers_imports())
+    """helpers.classroom, the teachers' tool, may import what the ``classroom`` extra brings."""
+    imports = _helpers_imports()
+    teacher = {m: w - {"helpers/classroom.py"} for m, w in imports.items()}
+    missing = _unprovided({m: w for m, w in teacher.items() if w})
     assert not missing, f"modules helpers/ imports that the core dependencies do not bring: {missing}"
+    classroom = {m: {"helpers/classroom.py"} for m, w in imports.items() if "helpers/classroom.py" in w}
+    missing = _unprovided(classroom, extra="classroom")
+    assert not missing, f"modules helpers.classroom imports that the classroom extra does not bring: {missing}"
+    assert "nbgrader" in classroom and _unprovided({"nbgrader": {"x"}}), "the check can tell core from extra"
 
 
 @pytest.mark.parametrize("version", SUPPORTED_PYTHONS)
