@@ -139,3 +139,32 @@ def test_no_private_name_is_used_outside_its_module():
                 except SyntaxError:   # a cell with IPython magics further down
                     pass
     assert not found, "\n".join(found)
+
+
+def helpers_imports(path) -> set[str]:
+    """The helpers modules ``path`` imports, at module level or inside functions."""
+    modules = {p.stem for p in MODULES}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers"):
+            parts = node.module.split(".")
+            found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("helpers.")}
+    return found
+
+
+def test_no_import_cycle_between_helpers_modules():
+    graph = {path.stem: helpers_imports(path) for path in MODULES}
+    assert "io" in graph["data"] and "data" in graph["fastpath"], "the walk finds imports"
+
+    def cycle_from(start: str, path: list[str]) -> list[str] | None:
+        for nxt in sorted(graph.get(path[-1], ())):
+            if nxt == start:
+                return path + [nxt]
+            if nxt not in path and (found := cycle_from(start, path + [nxt])):
+                return found
+        return None
+
+    cycles = [c for m in graph if (c := cycle_from(m, [m]))]
+    assert not cycles, "import cycle: " + " -> ".join(cycles[0])
