@@ -146,6 +146,8 @@ def _release(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
                 step.preprocess(one, {})
         except RuntimeError as exc:
             raise ValueError(f"{name}: cell {i}: {exc}") from None
+        if "nbgrader" in cell.metadata:
+            cell.source = cell.source.rstrip("\n")  # no blank tail where hidden tests were
     return nb
 
 
@@ -243,14 +245,20 @@ def nbgrader_source(nb: nbformat.NotebookNode, name: str = "notebook") -> nbform
 
     Introduced in the appendix (instructor guide).
     """
-    nb = annotate(nb, name)
+    return _without_solution_prose(annotate(nb, name), clear_all=True)
+
+
+def _without_solution_prose(nb: nbformat.NotebookNode, clear_all: bool) -> nbformat.NotebookNode:
+    """``nb`` without ``{solution}`` blocks (markdown cells left empty go), outputs cleared in
+    every cell or, unless ``clear_all``, in the exercise cells only."""
     cells = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = strip_solution_directives(cell.source)
             if not cell.source.strip():
                 continue
-        _clear(cell)
+        if clear_all or "nbgrader" in cell.metadata:
+            _clear(cell)
         cells.append(cell)
     nb.cells = cells
     return nb
@@ -394,19 +402,7 @@ def _student_notebook(nb: nbformat.NotebookNode, name: str) -> nbformat.Notebook
     """A chapter as the student edition shows it: released by nbgrader's own preprocessors
     (:func:`_release`), ``{solution}`` blocks removed, outputs cleared in exercise cells only,
     so that every other cell keeps its committed figures and glued numbers."""
-    nb = _release(annotate(nb, name), name)
-    cells = []
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            cell.source = strip_solution_directives(cell.source)
-            if not cell.source.strip():
-                continue
-        if "nbgrader" in cell.metadata:
-            _clear(cell)
-            cell.source = cell.source.rstrip("\n")
-        cells.append(cell)
-    nb.cells = cells
-    return nb
+    return _without_solution_prose(_release(annotate(nb, name), name), clear_all=False)
 
 
 def _glued(nb) -> set[str]:
