@@ -24,7 +24,7 @@ import sys
 import textwrap
 
 import pytest
-from support import FAST, REPO_ROOT, SIIM, cli_env, needs_samples
+from support import REPO_ROOT, SIIM, cli_env, needs_samples
 
 import conftest
 from helpers.__main__ import main

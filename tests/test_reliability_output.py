@@ -35,7 +35,6 @@ import pytest
 from PIL import Image
 from support import FAST, SIIM, lesion, needs_samples, smooth_rgb
 
-from helpers import data as D
 from helpers import fastpath
 from helpers.__main__ import main
 from helpers.preprocess import resize_folder
