@@ -64,7 +64,8 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
-LAB_CHAPTER = "chapters/01_skin_disease_and_melanoma.ipynb"
+LAB_CHAPTER = "chapters/01_skin_disease_and_melanoma.ipynb"   # run in JupyterLab
+LAB_READ = "chapters/09_evaluating_melanoma_detection.ipynb"   # read in JupyterLab
 LAB_SETTINGS = {
     # Every cell in the page (no virtual scrolling), so that all prompts can be read.
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -75,7 +76,7 @@ LAB_SETTINGS = {
 
 @pytest.fixture(scope="session", autouse=True)
 def jupyterlab(tmp_path_factory):
-    """JupyterLab on a free localhost port, no token, in a temporary copy of chapter 1.
+    """JupyterLab on a free localhost port, no token, in a temporary copy of chapters 1 and 9.
 
     Started before the first test so that it boots while the book's pages are checked; the
     repository's notebook is never touched. The kernel finds the data through the installed
@@ -83,7 +84,8 @@ def jupyterlab(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("lab")
     (root / "chapters").mkdir()
-    shutil.copy(REPO_ROOT / LAB_CHAPTER, root / LAB_CHAPTER)
+    for chapter in (LAB_CHAPTER, LAB_READ):
+        shutil.copy(REPO_ROOT / chapter, root / chapter)
     settings = tmp_path_factory.mktemp("lab-settings")
     for name, value in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
-"""The rendered book in a real browser: figures load, no raw MyST, toggles open, search works.
+"""The rendered book in a real browser: figures load, no raw MyST, toggles open, search works,
+nothing overflows the page and nothing is fetched from the network.
 
 Every chapter page and every appendix page is opened in headless Chromium from a local
-server. Requests to other hosts are refused by the test itself (the book must read well
-offline, and waiting for a closed network would only slow the run); they are logged, and
-the console errors they cause are the only ones ignored (see ``HARMLESS``).
+server, at a laptop's width (1280 px). Requests to other hosts are refused by the test itself
+(the book must read well offline) and recorded: a page that makes any fails.
 """
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ HARMLESS_THEME = [
 ]
 
 
+WIDTH = 1280
+# Code and output blocks wider than the content column (they would need a horizontal scroll);
+# each named by the start of its text.
+OVERFLOWING = """() => [...document.querySelectorAll(
+        'div.cell_output pre, div.cell_output table, div.cell_output .output, div.cell_input pre')]
+    .filter(e => e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.tagName + ': ' + e.innerText.slice(0, 80).replace(/\\s+/g, ' '))"""
+
+
 @dataclass
 class Visit:
     images: list[dict] = field(default_factory=list)
@@ -44,6 +53,8 @@ class Visit:
     toggles: list[dict] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    overflowing: list[str] = field(default_factory=list)
 
 
 def _route_local_only(route, blocked: list[str]):
@@ -57,7 +68,7 @@ def _route_local_only(route, blocked: list[str]):
 @pytest.fixture(scope="module")
 def visit(browser, book_url, screenshots):
     """Open a page once, screenshot it, and record what the tests check."""
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    context = browser.new_context(viewport={"width": WIDTH, "height": 900})
     cache: dict[str, Visit] = {}
 
     def _visit(page_path: str) -> Visit:
@@ -90,6 +101,7 @@ def visit(browser, book_url, screenshots):
         # Images below the fold may be lazy: ask for all of them, then wait until each settled.
         page.evaluate("() => document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
         page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+        result.overflowing = page.evaluate(OVERFLOWING)
         result.images = page.evaluate(
             "() => [...document.images].map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth}))")
         # The article's text with code blocks removed (they may show MyST on purpose), hidden
@@ -102,7 +114,7 @@ def visit(browser, book_url, screenshots):
         # JPEG: a chapter is 15,000-20,000 px tall, and PNG takes twice as long to write.
         page.screenshot(path=str(screenshots / f"{name}.jpg"), full_page=True, type="jpeg", quality=70)
         result.toggles = _click_toggles(page)
-        result.ignored += [f"refused: {u}" for u in blocked]
+        result.blocked = list(blocked)
         page.close()
         cache[page_path] = result
         return result
@@ -174,6 +186,18 @@ def test_toggles_open_when_clicked(visit, page_path):
 def test_no_console_errors(visit, page_path):
     errors = visit(page_path).console_errors
     assert not errors, f"console errors: {errors}"
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_no_network_request(visit, page_path):
+    blocked = visit(page_path).blocked
+    assert not blocked, f"requests to other hosts (the book must work offline): {blocked[:5]}"
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_no_block_overflows_the_page(visit, page_path):
+    wide = visit(page_path).overflowing
+    assert not wide, f"{len(wide)} code or output blocks wider than the column: {wide[:5]}"
 
 
 @functools.cache
