@@ -5,7 +5,7 @@ COURSE ?= _build/course
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book student-book assignments test lab samples browser-test clean
+.PHONY: install book student-book assignments test lab samples reader format browser-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(STAMP)  ## every test: helpers and nbval over the chapters
 
 lab: $(STAMP)  ## JupyterLab from the venv
 	$(BIN)/jupyter lab
+
+reader: $(STAMP)  ## rewrite notebooks/, the chapters in plain Markdown for Colab and GitHub
+	$(BIN)/python -m tools.reader notebooks
+
+format: $(STAMP)  ## format the chapters' code (ruff, 88 columns)
+	$(BIN)/ruff format chapters
 
 samples: $(STAMP)  ## regenerate the synthetic folders of data_samples/ (the real ones stay)
 	$(BIN)/python -m tools.samples data_samples/

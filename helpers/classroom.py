@@ -46,8 +46,6 @@ _BEGIN_HIDDEN = re.compile(r"^\s*#+\s*BEGIN HIDDEN TESTS\b")
 _POINTS = re.compile(r"^\s*#\s*points\s*[:=]\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE | re.MULTILINE)
 _DIRECTIVE = re.compile(r"^\{(?P<name>[^}\s]+)\}\s*(?P<args>.*)$")
 _OPTION = re.compile(r"^\s*:(?P<key>[\w-]+):\s*(?P<value>.*?)\s*$")
-_GLUE_ROLE = re.compile(r"\{glue(?::[\w-]*)?\}`(?P<key>[^`]+)`")
-_GLUE_DIRECTIVE = re.compile(r"^\s*(?:`{3,}|:{3,})\{glue(?::[\w-]*)?\}\s+(?P<key>\S+)", re.MULTILINE)
 _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 _MARKDOWN = MarkdownIt("commonmark").use(colon_fence_plugin)  # MyST fences: ``` and :::
 
@@ -121,13 +119,6 @@ def strip_solution_directives(markdown: str) -> str:
     kept = [line for line, k in zip(lines, keep) if k]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip("\n")
     return text + ("\n" if markdown.endswith("\n") and text else "")
-
-
-def _glue_keys(markdown: str) -> set[str]:
-    """Keys of this page's glued values shown by ``{glue:...}`` roles and directives."""
-    keys = {m["key"].split(":")[0].strip() for m in _GLUE_ROLE.finditer(markdown)}
-    keys |= {m["key"] for m in _GLUE_DIRECTIVE.finditer(markdown)}
-    return {k for k in keys if "::" not in k}  # "doc::key" points at another page
 
 
 def _release(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
@@ -393,8 +384,9 @@ def grade(course_dir: os.PathLike | str, out_csv: os.PathLike | str | None = Non
 
 
 _STUDENT_HEADER = "# Student edition, written by `python -m helpers.classroom student-book`.\n"
-# Left out of the student edition (it keeps helpers/ and data_samples/, so that it runs).
-_BOOK_SKIP = {".git", ".venv", "_build", "tests", "benchmarks", ".ci",
+# Left out of the student edition (it keeps helpers/ and data_samples/, so that it runs);
+# notebooks/ is the reader edition, solutions included.
+_BOOK_SKIP = {".git", ".venv", "_build", "tests", "benchmarks", ".ci", "notebooks",
               ".pytest_cache", ".hypothesis", "runs", "cache", "__pycache__", ".ipynb_checkpoints"}
 
 
@@ -447,7 +439,8 @@ def student_book(out_dir: os.PathLike | str, book_dir: os.PathLike | str = REPO_
     for path in sorted(out.rglob("*.ipynb")):
         nb = _read(path)
         released = _student_notebook(nb, path.relative_to(out).as_posix())
-        shown = set().union(*(_glue_keys(c.source) for c in released.cells if c.cell_type == "markdown"))
+        shown = {k.partition(":")[0] for c in released.cells if c.cell_type == "markdown"
+                 for k in c.metadata.get("glued", [])}
         missing = sorted(shown - _glued(released))
         hidden = [k for k in missing if k in _glued(nb)]
         if hidden:

@@ -64,3 +64,20 @@ def test_solutions_and_hidden_tests_sit_in_cells_tagged_for_them(path):
             assert "exercise-check" in tags, f"{path.name} cell {i}: hidden tests in a cell not tagged exercise-check"
         if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
             assert "exercise-solution" in tags, f"{path.name} cell {i}: a solution in a cell not tagged exercise-solution"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_exercises_are_numbered_per_chapter_in_order(path):
+    """``:enumerator: 9.3`` (what JupyterLab shows) is the chapter and the exercise's place in
+    it (what the book shows, _ext/book_extras.py); the text refers to it as "Exercise 9.3"."""
+    chapter = int(path.name[:2])
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
+                     if c.cell_type == "markdown")
+    stated = re.findall(r"```\{exercise\}[^\n]*\n:label:[^\n]*\n:enumerator: (\S+)", text)
+    labels = re.findall(r"```\{exercise\}", text)
+    assert len(stated) == len(labels), "every exercise states ':enumerator:' after its label"
+    assert stated == [f"{chapter}.{k}" for k in range(1, len(stated) + 1)]
+    prose = re.sub(r"```\{(exercise|solution)\}.*?```", "", text, flags=re.S)
+    wrong = [m for m in re.findall(r"[Ee]xercises? (\d+(?:\.\d+)?)", prose)
+             if "." not in m or int(m.split(".")[0]) > 12]
+    assert not wrong, f"exercise references not written 'Exercise N.K': {wrong}"

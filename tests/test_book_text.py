@@ -110,3 +110,68 @@ def test_stored_outputs_hold_no_progress_bar_fragments(path):
             assert out.get("name") != "stderr" or not text.strip(), f"{path.name} cell {i}: stderr output {text[:80]!r}"
             assert "\r" not in text and "it/s]" not in text, f"{path.name} cell {i}: a progress bar {text[:80]!r}"
 
+
+
+# -- fit to the page, and the time each chapter says it takes ---------------------------------
+WIDTH = 88   # columns of code and of printed output that fit the book's content column
+
+
+def _long_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if len(line) > WIDTH]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_code_and_printed_output_fit_88_columns(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [line for c in nb.cells if c.cell_type == "code" for line in _long_lines(c.source)]
+    printed = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = out.get("text", "") if out.output_type == "stream" else (
+                "" if "text/html" in data or "image/png" in data or "image/jpeg" in data
+                else data.get("text/plain", ""))
+            printed += _long_lines(str(text))
+    assert not code, f"{len(code)} code lines over {WIDTH} columns: {code[:3]}"
+    assert not printed, f"{len(printed)} output lines over {WIDTH} columns: {printed[:3]}"
+
+
+def _recorded_minutes(nb) -> float:
+    import datetime as dt
+
+    seconds = 0.0
+    for cell in nb.cells:
+        stamps = cell.metadata.get("execution", {})
+        if "iopub.execute_input" in stamps and "shell.execute_reply" in stamps:
+            start, end = (dt.datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            seconds += (end - start).total_seconds()
+    return seconds / 60
+
+
+def _stated_minutes(text: str) -> float:
+    """The minutes a "Time and hardware" sentence states: "under a minute", "about 3 minutes"."""
+    sentence = re.search(r"Time and hardware[.:*]*\s*(.{0,80})", text, re.S).group(1)
+    if re.search(r"under a minute", sentence, re.I):
+        return 0.5
+    found = re.search(r"about (\d+(?:\.\d+)?) minutes?", sentence, re.I)
+    assert found, f"the time is not stated as 'about N minutes' or 'under a minute': {sentence!r}"
+    return float(found.group(1))
+
+
+def test_stated_minutes_reads_the_phrase():
+    assert _stated_minutes("**Time and hardware:** about 7 minutes on a laptop CPU") == 7
+    assert _stated_minutes("**Time and hardware:** under a minute on a laptop") == 0.5
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_the_stated_time_matches_the_recorded_run(path):
+    """The intro's time agrees, within a factor 1.5, with the committed run's cell times."""
+    nb = nbformat.read(path, as_version=4)
+    recorded = _recorded_minutes(nb)
+    stated = _stated_minutes("\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+    if stated == 0.5:
+        assert recorded < 1.0, f"'under a minute', but the recorded run took {recorded:.1f} min"
+    else:
+        assert stated / 1.5 <= max(recorded, 0.5) <= stated * 1.5, (
+            f"states about {stated:g} minutes, the recorded run took {recorded:.1f}")
