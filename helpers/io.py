@@ -434,7 +434,8 @@ def tfrecord_frame(
     """The features of TFRecord shards as a table (the layout of the Kaggle ``train.csv``), without images.
 
     Codes mapped back to names (``TFREC_*``; -1 → missing), ``patient_id`` as ``IP_`` + 7 digits,
-    ``target`` nullable Int64.
+    ``target`` nullable Int64. A record without ``image_name`` and ``patient_id`` (not an ISIC
+    record: an object-detection shard, say) raises ``ValueError`` naming the shard and the fields.
 
     Introduced in chapter 4 (image files and the resize cache).
     """
@@ -442,7 +443,11 @@ def tfrecord_frame(
     rows = []
     files = _tfrec_files(paths_or_folder)
     for path in tqdm(files, desc="TFRecord shards", unit="file", disable=not progress):
-        for rec in read_tfrecords([path], decode_images=False):
+        for n, rec in enumerate(read_tfrecords([path], decode_images=False)):
+            missing = [k for k in ("image_name", "patient_id") if k not in rec]
+            if missing:
+                raise ValueError(f"{path} (record {n}): not an ISIC record, no {', '.join(missing)} "
+                                 f"(it has {', '.join(sorted(rec)[:6])})")
             pid, age, tgt = (_code(rec.get(k, -1)) for k in ("patient_id", "age_approx", "target"))
             row: dict[str, Any] = {"file": path.name, "image_name": rec.get("image_name"),
                                    "patient_id": None if pid is None else f"IP_{pid:07d}"}

@@ -19,7 +19,7 @@ from support import smooth_rgb
 
 from helpers import data as D
 from helpers import io as hio
-from tools.writers import write_dicom, write_tfrecords
+from tools.writers import write_dicom, write_raw_tfrecord, write_tfrecords
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL = REPO_ROOT.parent / "shared" / "datasets" / "isic-archive-uda1"
@@ -483,3 +483,15 @@ def test_valid_files_without_a_preamble_are_read(tmp_path):
     folder.mkdir()
     (folder / "big_endian.dcm").write_bytes(open(_testdata("ExplVR_BigEndNoMeta.dcm"), "rb").read())
     assert len(hio.dicom_summary(folder, progress=False)) == 1
+
+
+def test_tfrecord_frame_refuses_a_record_of_another_task(tmp_path):
+    """An object-detection shard has image/encoded and boxes but no ISIC field: refused, named."""
+    jpeg = io.BytesIO()
+    Image.fromarray(smooth_rgb(32, 32)).save(jpeg, format="JPEG")
+    shard = write_raw_tfrecord(tmp_path / "boxes00-1.tfrec", [{
+        "image/encoded": (jpeg.getvalue(), "byte"), "image/format": (b"jpeg", "byte"),
+        "image/object/bbox/xmin": ([0.1], "float"), "image/object/class/label": ([3], "int")}])
+    with pytest.raises(ValueError, match=r"boxes00-1\.tfrec \(record 0\): not an ISIC record, "
+                                         r"no image_name, patient_id \(it has image/"):
+        hio.tfrecord_frame(shard)

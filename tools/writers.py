@@ -221,3 +221,20 @@ def write_tfrecords(
         write_atomically(path, write)   # a shard's name promises its record count
         paths.append(path)
     return paths
+
+
+def write_raw_tfrecord(path: os.PathLike | str, records: Sequence[Mapping[str, tuple[Any, str]]]) -> Path:
+    """Write records of any features (``{"image/encoded": (bytes, "byte"), ...}``) to one shard.
+
+    For the tests: TFRecord files of other tasks (object detection), which the book's readers
+    must refuse. Used by the tests.
+    """
+    from tfrecord import TFRecordWriter
+
+    writer = TFRecordWriter(str(path))
+    try:
+        for rec in records:
+            writer.write(dict(rec))
+    finally:
+        writer.close()
+    return Path(path)
