@@ -107,8 +107,10 @@ def check_chapter(name: str) -> None:
         path = REPO_ROOT / "chapters" / name
     nb = json.loads(path.read_text(encoding="utf-8"))
     here = next(i for i, c in enumerate(nb["cells"]) if "prose-check" in c["metadata"].get("tags", []))
-    later = stored_values({"cells": nb["cells"][here:]})  # glued by the exercises, after this cell
-    problems = mismatches(nb, _values, frozenset(later) - set(_values))
+    # what the exercises glue, after this cell: stored, or stated by their text
+    later = set(stored_values({"cells": nb["cells"][here:]}))
+    later |= {k.partition(":")[0] for c in nb["cells"][here:] for k in c["metadata"].get("glued", [])}
+    problems = mismatches(nb, _values, frozenset(later - set(_values)))
     if problems:
         raise AssertionError(f"{path.name}: the prose disagrees with this run:\n" + "\n".join(problems))
     print(f"prose check: {sum(len(c.get('metadata', {}).get('glued', [])) for c in nb['cells'])} "
