@@ -129,7 +129,7 @@ def unexplained_numbers(cell: dict, values: dict) -> list[str]:
         text = re.sub(pattern, " ", text, flags=re.S)
     found = []
     for sentence in re.split(r"(?<=[.;:!?])\s+(?=[A-Z(*])|\n\n|\n- ", text):
-        if "{cite" in sentence:
+        if "{cite" in sentence or "Time and hardware" in sentence:  # the time has its own test
             continue
         for match in NUMBER.finditer(sentence):
             token = match.group().lstrip("+-−")
