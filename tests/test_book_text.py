@@ -69,7 +69,7 @@ def _first_code_cell(path):
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_the_colab_cell_does_nothing_here(path, monkeypatch):
     cell = _first_code_cell(path)
-    assert cell.source.startswith("# Google Colab only"), f"{path.name}: the first code cell is not the Colab cell"
+    assert cell.source.startswith("# Colab only"), f"{path.name}: the first code cell is not the Colab cell"
     assert cell.source == _first_code_cell(CHAPTERS[0]).source, f"{path.name}: the Colab cell differs from chapter 1's"
     assert "remove-cell" in cell.metadata.get("tags", [])
     calls = []
