@@ -127,7 +127,7 @@ def _unprovided(imports: dict[str, set[str]], extra: str | None = None) -> dict[
 def test_the_walk_finds_what_it_should():
     """The walker itself: direct and transitive dependencies, and not the extras."""
     imports = _chapter_imports()
-    assert {"helpers", "myst_nb", "torch", "pandas"} <= set(imports)
+    assert {"helpers", "torch", "pandas"} <= set(imports)
     reachable = _reachable_distributions(_core_requirements())
     assert {"torch", "myst-nb", "ipython", "nbformat"} <= reachable   # ipython via myst-nb
     assert "jupyter-book" not in reachable and "pytest" not in reachable
