@@ -34,7 +34,10 @@ def public_definitions():
 @cache
 def chapter_code(path) -> str:
     nb = nbformat.read(path, as_version=4)
-    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    # "from m import (\n a,\n b,\n)", as ruff formats a long import, on one line
+    return re.sub(r"import \(([^)]*)\)", lambda m: "import " + " ".join(m.group(1).split()).rstrip(","),
+                  code)
 
 
 def uses(code: str, module: str, name: str) -> bool:
