@@ -35,6 +35,7 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.colon_fence import colon_fence_plugin
 
 from helpers import REPO_ROOT
+from helpers.prose import mismatches, stored_values
 
 __all__ = ["SOLUTION_TAG", "CHECK_TAG", "exercise_labels", "solution_targets", "strip_solution_directives",
            "cell_role", "annotate", "nbgrader_source", "assignments", "grade", "student_book", "main"]
@@ -240,19 +241,34 @@ def nbgrader_source(nb: nbformat.NotebookNode, name: str = "notebook") -> nbform
 
 
 def _without_solution_prose(nb: nbformat.NotebookNode, clear_all: bool) -> nbformat.NotebookNode:
-    """``nb`` without ``{solution}`` blocks (markdown cells left empty go), outputs cleared in
-    every cell or, unless ``clear_all``, in the exercise cells only."""
-    cells = []
+    """``nb`` without ``{solution}`` blocks (markdown cells left empty go, and the numbers a
+    cell no longer states leave its ``glued`` list), outputs cleared in every cell or, unless
+    ``clear_all``, in the exercise cells only."""
+    values, cells = stored_values(nb), []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = strip_solution_directives(cell.source)
             if not cell.source.strip():
                 continue
+            if cell.metadata.get("glued"):
+                cell.metadata["glued"] = _still_stated(cell, values)
         if clear_all or "nbgrader" in cell.metadata:
             _clear(cell)
         cells.append(cell)
     nb.cells = cells
     return nb
+
+
+def _still_stated(cell, values: dict) -> list[str]:
+    """The entries of a markdown cell's ``glued`` list that its text still states, in order."""
+    kept = []
+    for entry in cell.metadata["glued"]:
+        key, _, spec = entry.partition(":")
+        trial = {"cells": [{"cell_type": "markdown", "source": cell.source,
+                            "metadata": {"glued": [*kept, entry]}}]}
+        if key in values and not mismatches(trial, values):
+            kept.append(entry)
+    return kept
 
 
 _CONFIG = '''\
