@@ -35,7 +35,7 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.colon_fence import colon_fence_plugin
 
 from helpers import REPO_ROOT
-from helpers.prose import mismatches, stored_values
+from helpers.prose import still_stated, stored_values
 
 __all__ = ["SOLUTION_TAG", "CHECK_TAG", "exercise_labels", "solution_targets", "strip_solution_directives",
            "cell_role", "annotate", "nbgrader_source", "assignments", "grade", "student_book", "main"]
@@ -251,24 +251,12 @@ def _without_solution_prose(nb: nbformat.NotebookNode, clear_all: bool) -> nbfor
             if not cell.source.strip():
                 continue
             if cell.metadata.get("glued"):
-                cell.metadata["glued"] = _still_stated(cell, values)
+                cell.metadata["glued"] = still_stated(cell, values)
         if clear_all or "nbgrader" in cell.metadata:
             _clear(cell)
         cells.append(cell)
     nb.cells = cells
     return nb
-
-
-def _still_stated(cell, values: dict) -> list[str]:
-    """The entries of a markdown cell's ``glued`` list that its text still states, in order."""
-    kept = []
-    for entry in cell.metadata["glued"]:
-        key, _, spec = entry.partition(":")
-        trial = {"cells": [{"cell_type": "markdown", "source": cell.source,
-                            "metadata": {"glued": [*kept, entry]}}]}
-        if key in values and not mismatches(trial, values):
-            kept.append(entry)
-    return kept
 
 
 _CONFIG = '''\

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-__all__ = ["glue", "check_chapter", "mismatches", "stored_values", "render"]
+__all__ = ["glue", "check_chapter", "mismatches", "still_stated", "stored_values", "render"]
 
 RECORD = "application/papermill.record/text/plain"
 _values: dict[str, object] = {}  # what this kernel glued, for check_chapter
@@ -62,6 +62,23 @@ def _stated(text: str, literal: str, start: int) -> int:
     return match.end() if match else -1
 
 
+def _walk(cell: dict, values: dict[str, object], skip: frozenset = frozenset()):
+    """Each (entry, literal, where, text before) of a markdown cell's ``glued`` list: where its
+    value next stands after the previous one (-1: not stated; literal None: never glued)."""
+    text, at = "".join(cell["source"]), 0
+    for entry in cell.get("metadata", {}).get("glued", []):
+        key, _, spec = entry.partition(":")
+        if key in skip:
+            continue
+        if key not in values:
+            yield entry, None, -1, ""
+            continue
+        literal = render(values[key], spec)
+        found = _stated(text, literal, at)
+        yield entry, literal, found, text[max(0, at - 40):at]
+        at = max(at, found)
+
+
 def mismatches(nb: dict, values: dict[str, object], skip: frozenset = frozenset()) -> list[str]:
     """One line per number a markdown cell states that differs from ``values`` (or is absent).
 
@@ -71,22 +88,20 @@ def mismatches(nb: dict, values: dict[str, object], skip: frozenset = frozenset(
     for index, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "markdown":
             continue
-        text, at = "".join(cell["source"]), 0
-        for entry in cell.get("metadata", {}).get("glued", []):
-            key, _, spec = entry.partition(":")
-            if key in skip:
-                continue
-            if key not in values:
+        for entry, literal, found, before in _walk(cell, values, skip):
+            key = entry.partition(":")[0]
+            if literal is None:
                 problems.append(f"cell {index}: {key} is stated but no cell glued it")
-                continue
-            literal = render(values[key], spec)
-            found = _stated(text, literal, at)
-            if found < 0:
+            elif found < 0:
                 problems.append(f"cell {index}: {key} is {literal!r}, which the text does not "
-                                f"state (in order) after {text[max(0, at - 40):at]!r}")
-            else:
-                at = found
+                                f"state (in order) after {before!r}")
     return problems
+
+
+def still_stated(cell: dict, values: dict[str, object]) -> list[str]:
+    """The entries of a markdown cell's ``glued`` list that its text states (for the student
+    edition, whose cells lose their solutions)."""
+    return [entry for entry, _, found, _ in _walk(cell, values) if found >= 0]
 
 
 def check_chapter(name: str, values: dict | None = None) -> None:
@@ -102,9 +117,9 @@ def check_chapter(name: str, values: dict | None = None) -> None:
 
         path = REPO_ROOT / "chapters" / name
     nb = json.loads(path.read_text(encoding="utf-8"))
+    values = _values if values is None else values
     here = next(i for i, c in enumerate(nb["cells"]) if "prose-check" in c["metadata"].get("tags", []))
     # what the exercises glue, after this cell: stored, or stated by their text
-    values = _values if values is None else values
     later = set(stored_values({"cells": nb["cells"][here:]}))
     later |= {k.partition(":")[0] for c in nb["cells"][here:] for k in c["metadata"].get("glued", [])}
     problems = mismatches(nb, values, frozenset(later - set(values)))

@@ -80,7 +80,7 @@ def test_each_chapter_checks_its_prose_before_its_exercises(path):
     assert checks[0] < first_exercise
 
 
-def test_a_changed_number_in_the_text_fails(tmp_path):
+def test_a_changed_number_in_the_text_fails():
     """The deliberate change: chapter 9 §9.4 states the test sensitivity; edit it by hand."""
     path = REPO_ROOT / "chapters" / "09_evaluating_melanoma_detection.ipynb"
     nb = _load(path)

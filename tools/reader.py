@@ -18,9 +18,9 @@ from pathlib import Path
 import nbformat
 from pybtex.database import parse_file
 
+from helpers import REPO_ROOT
 from helpers.prose import RECORD
 
-ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^(`{3,}|:{3,})\{([\w-]+)\}[ \t]*(.*)$")
 ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
 
@@ -128,9 +128,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder for the reader edition (notebooks/)")
     args = parser.parse_args(argv)
-    labels = citation_labels(ROOT / "references.bib")
+    labels = citation_labels(REPO_ROOT / "references.bib")
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted((REPO_ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")):
         try:
             nb = reader_edition(nbformat.read(path, as_version=4), labels)
         except KeyError as missing:
