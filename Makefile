@@ -50,7 +50,7 @@ samples: $(STAMP)  ## regenerate the synthetic folders of data_samples/ (the rea
 # no browser download), over the built book and over chapter 1 in JupyterLab.
 CHROMIUM       := /usr/bin/chromium
 BROWSER_STAMP  := $(VENV)/.browser-installed
-BOOK_SOURCES   := _config.yml _toc.yml intro.md references.bib $(wildcard chapters/*.ipynb appendix/*.md)
+BOOK_SOURCES   := _config.yml _toc.yml intro.md references.bib $(wildcard chapters/*.ipynb appendix/*.md _ext/*.py _static/*.css)
 
 $(CHROMIUM):
 	apt-get update

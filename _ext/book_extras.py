@@ -1,4 +1,4 @@
-"""Two small additions to the Jupyter Book build.
+"""Three small additions to the Jupyter Book build.
 
 - Exercises are numbered per chapter, "Exercise 9.3". sphinx-exercise numbers them through
   Sphinx's numfig, which counts across the whole book (chapter 8's second exercise would be
@@ -8,6 +8,10 @@
   and tests/test_book_exercises.py checks that the stated numbers follow that order.
 - The Colab button opens the reader edition (``notebooks/``, plain Markdown: Colab does not
   render MyST) instead of the chapter's source.
+- MathJax, served from ``_static/mathjax/`` so formulas render offline, loads once, and only
+  on pages with formulas. Jupyter Book adds every ``.js`` file under ``_static/`` to every
+  page; with Sphinx's own (deferred) tag, pages with formulas loaded MathJax twice and the
+  second copy threw "Cannot set property Package".
 """
 import re
 
@@ -34,7 +38,14 @@ def colab_reader_edition(app, pagename, templatename, context, doctree):
                 button["url"] = button["url"].replace("/chapters/", "/notebooks/")
 
 
+def mathjax_once(app, config):
+    mathjax = config.mathjax_path
+    config.html_js_files = [js for js in config.html_js_files
+                            if (js[0] if isinstance(js, tuple) else js) != mathjax]
+
+
 def setup(app):
+    app.connect("config-inited", mathjax_once)
     ExerciseDirective.option_spec["enumerator"] = directives.unchanged
     app.connect("env-get-updated", renumber, priority=900)
     app.connect("html-page-context", colab_reader_edition, priority=900)

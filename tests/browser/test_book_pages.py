@@ -20,7 +20,7 @@ PAGES = sorted(str(p.relative_to(HTML)) for p in [*HTML.glob("chapters/*.html"),
 RAW_MYST = ["{glue", "{exercise", "{solution", ":::", "```{"]
 # Console errors that are harmless here, each with the reason. Anything else fails the page.
 HARMLESS_EXTERNAL = [
-    # A resource of another host (MathJax from cdn.jsdelivr.net, Thebe, Binder, fonts) that
+    # A resource of another host (Thebe, Binder, fonts) that
     # this test refuses to fetch: the pages' text, figures and toggles are all local. Only
     # ignored when the message comes from another host or a request was refused.
     re.compile(r"Failed to load resource: net::ERR_(FAILED|BLOCKED_BY_CLIENT|NAME_NOT_RESOLVED|"
@@ -55,6 +55,8 @@ class Visit:
     ignored: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     overflowing: list[str] = field(default_factory=list)
+    formulas: int = 0   # math elements Sphinx wrote into the page
+    typeset: int = 0    # of them, how many MathJax turned into rendered formulas
 
 
 def _route_local_only(route, blocked: list[str]):
@@ -102,6 +104,11 @@ def visit(browser, book_url, screenshots):
         page.evaluate("() => document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
         page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
         result.overflowing = page.evaluate(OVERFLOWING)
+        result.formulas = page.locator("article .math").count()
+        if result.formulas:
+            page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+                                   " && MathJax.startup.promise.then(() => true)", timeout=30_000)
+            result.typeset = page.locator("article .math mjx-container").count()
         result.images = page.evaluate(
             "() => [...document.images].map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth}))")
         # The article's text with code blocks removed (they may show MyST on purpose), hidden
@@ -186,6 +193,14 @@ def test_toggles_open_when_clicked(visit, page_path):
 def test_no_console_errors(visit, page_path):
     errors = visit(page_path).console_errors
     assert not errors, f"console errors: {errors}"
+
+
+def test_formulas_are_typeset(visit):
+    """MathJax is served with the book: every formula renders offline, on every page."""
+    counts = {p: (visit(p).formulas, visit(p).typeset) for p in PAGES}
+    assert sum(f for f, _ in counts.values()) > 0, "no page has a formula: is this test stale?"
+    untypeset = {p: c for p, c in counts.items() if c[0] != c[1]}
+    assert not untypeset, f"pages with formulas MathJax did not render (found, typeset): {untypeset}"
 
 
 @pytest.mark.parametrize("page_path", PAGES)
