@@ -42,7 +42,7 @@ __all__ = [
     "PREFERENCE", "SEXES", "GENERAL_SITES", "HAM10000_SITES", "LEGACY_LABELS", "HIERARCHY_LABELS",
     "VOCABULARIES", "TBP_COLUMNS", "ISIC2024_FEATURES", "HEADER_ALIASES", "LabelFormat",
     "MissingImagesWarning", "detect_format", "read_labels", "to_tidy", "detect_layout",
-    "load_dataset", "load_all", "load_isic_2024", "combine", "read_dermamnist",
+    "load_dataset", "load_all", "load_isic_2024", "combine", "read_dermamnist", "read_masks",
 ]
 
 #: Columns of the tidy frame, in order (``combine`` appends ``duplicate``; ISIC 2024 rows keep
@@ -964,6 +964,33 @@ def load_all(root: os.PathLike | str, strict: bool = False) -> dict[str, pd.Data
     if not out:
         raise ValueError(f"{root}: no folder of a known layout ({', '.join(LAYOUTS)})")
     return out
+
+
+def read_masks(folder: os.PathLike | str) -> pd.DataFrame:
+    """The expert lesion masks of an ISIC 2017 Part 1 ground-truth folder, one row per image.
+
+    Columns ``image_id`` and ``mask`` (the path of ``ISIC_xxxxxxx_segmentation.png``: 0 skin,
+    255 lesion), then the columns of ``original_sizes.csv`` where the folder has one. Any other
+    PNG in the folder is refused with a ``ValueError`` naming it.
+
+    Introduced in chapter 2 (dermoscopy).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{display_path(folder)}: not a folder of lesion masks")
+    rows = []
+    for path in sorted(folder.glob("*.png")):
+        match = re.fullmatch(r"(ISIC_\d{7})_segmentation\.png", path.name)
+        if match is None:
+            raise ValueError(f"{display_path(path)}: not named ISIC_<7 digits>_segmentation.png")
+        rows.append((match[1], path))
+    if not rows:
+        raise ValueError(f"{display_path(folder)}: no ISIC_*_segmentation.png mask in it")
+    masks = pd.DataFrame(rows, columns=["image_id", "mask"])
+    sizes = folder / "original_sizes.csv"
+    if sizes.is_file():
+        masks = masks.merge(pd.read_csv(sizes), on="image_id", how="left", validate="1:1")
+    return masks
 
 
 #: combine() keeps, for an image found in several sources, the row of the

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from support import (
     GT2019,
     SIIM_HEADER,
@@ -1012,3 +1013,67 @@ def test_symlinks_inside_the_folder_and_a_symlinked_root_are_fine(tmp_path):
         assert frame["path"].notna().all() and len(frame) == 4
 
 
+
+
+# --------------------------------------------------------------------------
+# The real folders added to data_samples/: SIIM-ISIC 2020 images, ISIC 2017 masks
+# --------------------------------------------------------------------------
+
+SUBSET_2020 = SAMPLES / "siim-isic-2020-subset"
+MASKS_2017 = SAMPLES / "isic-2017" / "ISIC-2017_Training_Part1_GroundTruth"
+
+
+def test_real_2020_subset_counts_and_patients():
+    frame = ds.load_dataset(SUBSET_2020, strict=True)
+    assert ds.detect_layout(SUBSET_2020) == "siim-isic-2020"
+    assert len(frame) == 1144 and int(frame["target"].sum()) == 584
+    per_patient = frame.groupby("patient_id").size()
+    assert len(per_patient) == 777
+    assert (per_patient >= 2).sum() == 254 and per_patient[per_patient >= 2].sum() == 621
+    both = frame.groupby("patient_id")["target"].agg(["min", "max"])
+    assert ((both["min"] == 0) & (both["max"] == 1)).sum() == 81
+    assert {Image.open(p).size for p in frame["path"]} == {(256, 256)}
+
+
+def test_real_2020_subset_rows_are_the_official_ones():
+    """train.csv: the official rows of these images, byte for byte (CRLF, integer ages)."""
+    official = SHARED / "challenge-ground-truth" / "ISIC_2020_Training_GroundTruth.csv"
+    if not official.is_file():
+        pytest.skip(f"{official} absent: the official 2020 ground truth is read from ../shared")
+    ours = (SUBSET_2020 / "train.csv").read_bytes().split(b"\r\n")
+    theirs = set(official.read_bytes().split(b"\r\n")[1:])
+    assert ours[0].startswith(b"image_name,patient_id,")
+    assert all(line in theirs for line in ours[1:] if line)
+
+
+def test_real_2020_subset_keeps_its_licence_and_attribution():
+    text = (SUBSET_2020 / "licenses" / "CC-BY-NC-4.0.txt").read_text(encoding="utf-8")
+    for needed in ("CC BY-NC 4.0", "Rotemberg", "doi:10.1038/s41597-021-00815-z", "Changes:"):
+        assert needed in text
+    readme = (SAMPLES / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if "`siim-isic-2020-subset/`" in line)
+    assert "CC BY-NC 4.0" in row and "non-commercial" in row
+
+
+def test_expert_masks_cover_the_2017_training_images_and_overlay_them():
+    masks = ds.read_masks(MASKS_2017)
+    train = ds.load_dataset(SAMPLES / "isic-2017", strict=True).query("split == 'train'")
+    assert len(masks) == 2000 and set(masks["image_id"]) == set(train["image_id"])
+    paths = train.set_index("image_id")["path"]
+    for image_id, mask in zip(masks["image_id"], masks["mask"]):
+        with Image.open(mask) as m, Image.open(paths[image_id]) as im:
+            assert m.size == im.size and m.mode == "L", image_id
+    values = {v for mask in masks["mask"][::50] for v in np.unique(np.asarray(Image.open(mask)))}
+    assert values == {0, 255}
+    assert masks["original_width"].min() > 256  # the originals are camera-size photographs
+    assert (MASKS_2017.parent / "licenses" / "CC-0.txt").is_file()
+
+
+def test_read_masks_refuses_a_stray_file(tmp_path):
+    Image.new("L", (4, 4)).save(tmp_path / "ISIC_0000000_segmentation.png")
+    assert ds.read_masks(tmp_path)["image_id"].tolist() == ["ISIC_0000000"]
+    Image.new("L", (4, 4)).save(tmp_path / "lesion.png")
+    with pytest.raises(ValueError, match=r"lesion\.png: not named ISIC_"):
+        ds.read_masks(tmp_path)
+    with pytest.raises(ValueError, match="not a folder"):
+        ds.read_masks(tmp_path / "absent")

@@ -86,20 +86,20 @@ def test_total_size_within_budget():
     sizes = {p: p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file()}
     synthetic = sum(n for p, n in sizes.items() if p.relative_to(SAMPLES).parts[0] in gen.FOLDERS)
     assert synthetic < 30 * 2**20
-    assert sum(sizes.values()) <= 60 * 10**6          # real and synthetic data together
+    assert sum(sizes.values()) <= 90 * 10**6          # real and synthetic data together
 
 
 def test_generator_leaves_the_real_folders_alone(tmp_path):
     """``make samples`` rewrites only its own folders: the real data beside them survives."""
     (tmp_path / gen.MARKER).write_text("ours\n")
-    for name in ("isic-2017", "challenge-ground-truth", "isic-archive-uda1"):
+    for name in ("isic-2017", "challenge-ground-truth", "isic-archive-uda1", "siim-isic-2020-subset"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "keep.csv").write_text("real\n")
     gen.write_samples(tmp_path, max_images=1)
     assert all((tmp_path / n / "keep.csv").read_text() == "real\n"
-               for n in ("isic-2017", "challenge-ground-truth", "isic-archive-uda1"))
+               for n in ("isic-2017", "challenge-ground-truth", "isic-archive-uda1", "siim-isic-2020-subset"))
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(
-        list(gen.FOLDERS) + ["challenge-ground-truth", "isic-2017", "isic-archive-uda1"])
+        list(gen.FOLDERS) + ["challenge-ground-truth", "isic-2017", "isic-archive-uda1", "siim-isic-2020-subset"])
 
 
 # --------------------------------------------------------------------------- official layouts
