@@ -107,7 +107,7 @@ def test_a_changed_output_fails_the_chapter_check():
 # cites its source, (3) structural (a year, a section, chapter or exercise number, points), or
 # (4) declared in the cell's metadata under "fixed" (a definition or a worked toy example).
 STRIP = [r"(?m)^#+\s+[\d.]+", r"```.*?```", r"`[^`]*`", r"\$\$.*?\$\$", r"\$[^$]*\$", r"\]\([^)]*\)", r"<[^>]+>",
-         r"https?://\S+"]
+         r"https?://\S+", r"\bCC[- ]BY(?:-NC)?(?:-SA)?(?:-ND)?\s+\d\.\d\b", r"\bCC-?0\b"]  # licence names
 NUMBER = re.compile(r"(?<![\w.])[-+−]?\d(?:[\d,]*\d)?(?:\.\d+)?(?![\w])")
 SIZE = re.compile(r"\d+\s*[×x]\s*\d+")  # an image size, 256 × 256: a fact of the data
 STRUCTURAL = re.compile(
@@ -124,6 +124,8 @@ def unexplained_numbers(cell: dict, values: dict) -> list[str]:
     covered = {prose.render(values[k.partition(":")[0]], k.partition(":")[2])
                for k in meta.get("glued", []) if k.partition(":")[0] in values}
     covered |= set(meta.get("fixed", []))
+    # whole numbers only: "0" is not covered by a stated "4,010"
+    covered_tokens = {m.group().lstrip("+-−") for c in covered for m in NUMBER.finditer(str(c))}
     for pattern in STRIP + [SIZE.pattern]:
         text = re.sub(pattern, " ", text, flags=re.S)
     found = []
@@ -134,7 +136,7 @@ def unexplained_numbers(cell: dict, values: dict) -> list[str]:
             token = match.group().lstrip("+-−")
             before = sentence[:match.start()]
             plain = token.replace(",", "")
-            if (any(token in c for c in covered) or STRUCTURAL.search(before)
+            if (token in covered_tokens or STRUCTURAL.search(before)
                     or (plain.isdigit() and 1900 <= int(plain) <= 2030)
                     or re.match(r"\d+(\.\d+)+\s", sentence[match.start():] + " ")
                     and re.match(r"#+ ", sentence)):
@@ -150,6 +152,8 @@ def test_unexplained_numbers_are_found():
     cell["metadata"]["fixed"] = ["117"]
     assert unexplained_numbers(cell, {"n": 600}) == []
     assert unexplained_numbers({"source": "an AUC of 0.874 {cite}`x`.", "metadata": {}}, {}) == []
+    licences = {"source": "CC BY-NC 4.0, unlike CC-0 or CC0, with 12 images.", "metadata": {}}
+    assert unexplained_numbers(licences, {}) == ["12"]
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
