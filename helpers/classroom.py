@@ -44,6 +44,7 @@ SOLUTION_TAG = "exercise-solution"
 CHECK_TAG = "exercise-check"
 _BEGIN_SOLUTION = re.compile(r"^\s*(?:#+|<!--)?\s*BEGIN SOLUTION\b")
 _BEGIN_HIDDEN = re.compile(r"^\s*#+\s*BEGIN HIDDEN TESTS\b")
+_RUBRIC = re.compile(r"\*\*Rubric \((\d+(?:\.\d+)?) points?\)\.?\*\*")
 _POINTS = re.compile(r"^\s*#\s*points\s*[:=]\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE | re.MULTILINE)
 _DIRECTIVE = re.compile(r"^\{(?P<name>[^}\s]+)\}\s*(?P<args>.*)$")
 _OPTION = re.compile(r"^\s*:(?P<key>[\w-]+):\s*(?P<value>.*?)\s*$")
@@ -233,11 +234,47 @@ def _read(path: Path) -> nbformat.NotebookNode:
 def nbgrader_source(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
     """The chapter as an nbgrader source notebook: metadata added (:func:`annotate`), solutions
     and hidden tests kept for ``generate_assignment`` to remove, ``{solution}`` prose dropped
-    (nbgrader would hand it out), outputs cleared.
+    (nbgrader would hand it out), outputs cleared. Every exercise whose solution carries a
+    rubric ("**Rubric (N points).**") gets a manually graded answer cell of N points, holding
+    the model answer for the grader, which the release replaces by "YOUR ANSWER HERE".
 
     Introduced in the appendix (instructor guide).
     """
-    return _without_solution_prose(annotate(nb, name), clear_all=True)
+    return _without_solution_prose(annotate(_with_answer_cells(nb), name), clear_all=True)
+
+
+def _with_answer_cells(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with a written-answer cell for each exercise graded by a rubric: before
+    the cell that holds its ``{solution}``, or after it when the exercise is in the same cell."""
+    nb, cells = copy.deepcopy(nb), []
+    numbers = {}
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            cells.append(cell)
+            continue
+        directives = list(_directives(cell.source))
+        for name, _, body, _, _ in directives:
+            if name == "exercise":
+                opts = _options(body)
+                numbers[opts.get("label", "")] = opts.get("enumerator", "")
+        after = []
+        for name, args, body, _, _ in directives:
+            rubric = _RUBRIC.search(body) if name == "solution" else None
+            if rubric is None:
+                continue
+            label = (args.split() or [""])[0]
+            answer = "\n".join(line for line in body.splitlines() if not _OPTION.match(line))
+            points = float(rubric[1])
+            new = nbformat.v4.new_markdown_cell(
+                f"**Your answer to Exercise {numbers.get(label) or label}** (graded by hand,"
+                f" {rubric[1]} points):\n\n<!-- BEGIN SOLUTION -->\n{answer.strip()}\n"
+                "<!-- END SOLUTION -->\n",
+                metadata={"nbgrader": {"grade_id": f"{_BAD_ID_CHARS.sub('-', label)}-answer",
+                                       "points": int(points) if points.is_integer() else points}})
+            (after if label in exercise_labels(cell.source) else cells).append(new)
+        cells += [cell, *after]
+    nb.cells = cells
+    return nb
 
 
 def _without_solution_prose(nb: nbformat.NotebookNode, clear_all: bool) -> nbformat.NotebookNode:

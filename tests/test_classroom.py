@@ -201,6 +201,46 @@ def test_chapter_exercises_are_marked_up(path):
             jsonschema.validate(cell.metadata["nbgrader"], NBGRADER_V3)
 
 
+def _stated_points(nb) -> dict[str, float]:
+    """Each exercise's points as its text states them: "(N points)" after the options."""
+    out = {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for m in re.finditer(r"```\{exercise\}\n:label: (\S+)\n(?::enumerator: \S+\n)?\n?\((\d+) points?\)",
+                                 cell.source):
+                out[m[1]] = float(m[2])
+    return out
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_written_answers_are_manually_graded_cells(path):
+    """Every exercise's points are its autograded checks plus its hand-graded written answer."""
+    nb = nbformat.read(path, as_version=4)
+    source = classroom.nbgrader_source(nb, path.name)
+    got: dict[str, float] = {}
+    for cell in source.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            jsonschema.validate(meta, NBGRADER_V3)
+            label = re.sub(r"-(check|answer)(-\d+)?$", "", meta["grade_id"])
+            got[label] = got.get(label, 0) + meta["points"]
+            if cell.cell_type == "markdown":  # nbgrader's "manually graded answer"
+                assert meta["solution"] and not meta["locked"], meta["grade_id"]
+                assert "<!-- BEGIN SOLUTION -->" in cell.source and "Rubric" in cell.source
+    assert got == _stated_points(nb), f"{path.name}: points by exercise differ from the text"
+
+
+def test_chapter_9_written_answers_carry_their_rubric_points():
+    path = REPO_ROOT / "chapters" / "09_evaluating_melanoma_detection.ipynb"
+    source = classroom.nbgrader_source(nbformat.read(path, as_version=4), path.name)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"] for c in source.cells
+               if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")}
+    assert answers == {"ch09-ex1-answer": 6, "ch09-ex3-answer": 2, "ch09-ex4-answer": 5, "ch09-ex5-answer": 3}
+    released = classroom._release(source, path.name)
+    stubs = [c.source for c in released.cells if c.metadata.get("nbgrader", {}).get("grade_id") in answers]
+    assert len(stubs) == 4 and all("YOUR ANSWER HERE" in s and "Rubric" not in s for s in stubs)
+
+
 # ------------------------------------------------------------------ nbgrader, on a tiny chapter
 
 
@@ -333,7 +373,8 @@ def test_released_chapter_holds_no_solution(path, course):
     released_lines = {line.strip() for line in text.split("\n")}
     leaked = [line for line in solution_lines(source) - other_lines(source) if line in released_lines]
     assert not leaked, f"{path.name}: solution lines survive the release: {leaked[:3]}"
-    graded = [c.metadata["nbgrader"] for c in released.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    graded = [c.metadata["nbgrader"] for c in released.cells
+              if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
     stated = [int(m) for c in source.cells if "exercise-check" in c.metadata.get("tags", [])
               for m in re.findall(r"^# points: (\d+)", c.source, re.MULTILINE)]
     assert sorted(g["points"] for g in graded) == sorted(stated) and all(g["locked"] for g in graded)
@@ -351,8 +392,11 @@ def test_chapter_grades_instructor_full_and_blank_zero(path, course, scores):
     name = f"ch{path.name[:2]}"
     mine = scores[scores.assignment == name].set_index("student_id")
     why = {s: errors_in(course / "autograded" / s / name / path.name) for s in ("instructor", "blank")}
-    assert mine.loc["instructor", "max_score"] > 0
-    assert mine.loc["instructor", "score"] == mine.loc["instructor", "max_score"], why["instructor"]
+    released = nbformat.read(course / "release" / name / path.name, as_version=4)
+    by_hand = sum(c.metadata["nbgrader"]["points"] for c in released.cells
+                  if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade"))
+    assert mine.loc["instructor", "max_score"] > by_hand  # the written answers await the grader
+    assert mine.loc["instructor", "score"] == mine.loc["instructor", "max_score"] - by_hand, why["instructor"]
     assert mine.loc["blank", "score"] == 0, why["blank"]
 
 
