@@ -47,7 +47,7 @@ samples: $(STAMP)  ## regenerate the synthetic folders of data_samples/ (the rea
 	$(BIN)/python -m tools.samples data_samples/
 
 # The browser test: Debian's Chromium driven by Playwright (never `playwright install`:
-# no browser download), over the built book and over chapter 1 in JupyterLab.
+# no browser download), over the built book and over chapters 1 and 9 in JupyterLab.
 CHROMIUM       := /usr/bin/chromium
 BROWSER_STAMP  := $(VENV)/.browser-installed
 BOOK_SOURCES   := _config.yml _toc.yml intro.md references.bib $(wildcard chapters/*.ipynb appendix/*.md _ext/*.py _static/*.css)
