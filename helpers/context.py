@@ -195,7 +195,7 @@ def image_embeddings(model: Any, images: Sequence[str | PathLike] | Any, batch_s
     (decoded by :func:`helpers.fastpath.decode_jpeg_batch` at ``size``) or a tensor (n, 3, H, W), ``uint8``
     ones ImageNet-normalised. Runs in eval mode without gradients and restores the model's mode.
 
-    Introduced in chapter 6 (patient context).
+    Not called in a chapter; used by `cached_embeddings`.
     """
     import torch  # lazy, as below: the tabular analyses of this module need no torch
 

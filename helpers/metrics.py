@@ -63,7 +63,7 @@ def _require_both_classes(y: np.ndarray, w: np.ndarray | None, what: str) -> Non
 def roc_auc(y: ArrayLike, p: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
     """Area under the ROC curve (scikit-learn); ``ValueError`` when ``y`` holds one class only.
 
-    Introduced in chapter 7 (the data pipeline).
+    Introduced in chapter 6 (patient context).
     """
     y, p, w = _binary_inputs(y, p, sample_weight)
     _require_both_classes(y, w, "ROC AUC")

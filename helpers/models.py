@@ -216,7 +216,7 @@ def build_model(name: str, num_classes: int, pretrained: bool = True, n_meta: in
     init); the head is always new. ``n_meta > 0`` adds the metadata branch. Prints one line naming
     the weights unless ``verbose=False``; ``model.weights_note`` keeps it.
 
-    Introduced in chapter 6 (patient context).
+    Introduced in chapter 7 (the data pipeline).
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -361,7 +361,10 @@ def images_to_predict(folder: Path, split: str = "auto") -> tuple[pd.DataFrame, 
 
 def frame_loader(config: dict[str, Any], frame: pd.DataFrame, batch_size: int = 64,
                  num_workers: int = 0) -> DataLoader:
-    """Batches of ``frame``'s images as a run's ``config`` expects them (size, metadata)."""
+    """Batches of ``frame``'s images as a run's ``config`` expects them (size, metadata).
+
+    Introduced in chapter 6 (patient context).
+    """
     transform = data.eval_transforms(int(config["image_size"]))
     dataset = data.LesionDataset(frame.reset_index(drop=True), transform, target=None,
                                  meta=config.get("meta_columns"), age_mean=config.get("age_mean"))

@@ -604,7 +604,7 @@ def load_run(run: os.PathLike | str) -> tuple[nn.Module, dict[str, Any], Path, i
     weights path, epoch of those weights)``. A missing config or weights that do not fit the
     architecture raise ``ValueError`` naming the file.
 
-    Introduced in chapter 8 (training a CNN).
+    Introduced in chapter 6 (patient context).
     """
     run = Path(run)
     config = run_config(run)
@@ -634,7 +634,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device | str | Non
     carry an ``index``, row ``i`` belongs to dataset item ``i`` and an unreadable image gets NaN;
     otherwise rows follow the loader.
 
-    Introduced in chapter 7 (the data pipeline).
+    Introduced in chapter 6 (patient context).
     """
     device = torch.device(device) if device is not None else helpers.device(verbose=False)
     model = _unwrap(model).to(device).eval()
