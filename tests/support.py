@@ -29,6 +29,18 @@ FAST = ["--model", "resnet18", "--no-pretrained", "--image-size", "32", "--batch
         "--no-progress", "--workers", "0"]
 
 
+# --------------------------------------------------------------------------- chapters
+
+
+def code_cell(nb, marker: str):
+    """The one code cell of a chapter (a JSON dict or an nbformat notebook) whose source holds
+    ``marker``; fails the test when none or several do."""
+    found = [c for c in nb["cells"] if c["cell_type"] == "code"
+             and marker in ("".join(c["source"]) if isinstance(c["source"], list) else c["source"])]
+    assert len(found) == 1, f"expected one code cell containing {marker!r}, found {len(found)}"
+    return found[0]
+
+
 # --------------------------------------------------------------------------- images
 def smooth_rgb(h: int = 64, w: int = 96) -> np.ndarray:
     """A smooth, colourful image: three different ramps, so a channel swap or a YBR mix-up shows."""

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.metrics import f1_score, jaccard_score
+from support import code_cell
 
 from helpers import REPO_ROOT, features
 from helpers.datasets import load_dataset, read_masks
@@ -56,8 +57,7 @@ def chapter(nb) -> dict:
 
 def _output_text(nb: dict, marker: str) -> str:
     """The text/plain output of the code cell whose source contains ``marker``."""
-    cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and marker in "".join(c["source"]))
-    for out in cell["outputs"]:
+    for out in code_cell(nb, marker)["outputs"]:
         if "text/plain" in out.get("data", {}):
             return "".join(out["data"]["text/plain"])
     raise AssertionError(f"no table stored under {marker!r}")

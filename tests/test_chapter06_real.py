@@ -17,6 +17,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from support import code_cell
 
 from helpers import REPO_ROOT, context, prose
 from helpers import metrics as M
@@ -38,11 +39,7 @@ def values():
 
 def chapter_cell(nb, marker: str) -> str:
     """The source of the one code cell of the chapter that contains ``marker``."""
-    found = [c.source for c in nb.cells if c.cell_type == "code" and marker in c.source]
-    assert len(found) == 1, (
-        f"expected one code cell containing {marker!r}, found {len(found)}"
-    )
-    return found[0]
+    return code_cell(nb, marker).source
 
 
 def run_cell(source: str, namespace: dict) -> dict:

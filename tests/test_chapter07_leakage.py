@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from support import code_cell
 
 from helpers import prose
 from helpers.datasets import load_dataset
@@ -34,12 +35,6 @@ needs_subset = pytest.mark.skipif(not SUBSET.is_dir(), reason="siim-isic-2020-su
 @pytest.fixture(scope="module")
 def committed():
     return nbformat.read(CHAPTER, as_version=4)
-
-
-def _cell(nb, text: str):
-    cells = [c for c in nb.cells if c.cell_type == "code" and text in c.source]
-    assert len(cells) == 1, f"expected one code cell containing {text!r}"
-    return cells[0]
 
 
 def _stdout(cell) -> str:
@@ -60,7 +55,7 @@ def _parameter(nb, name: str):
 @pytest.fixture(scope="module")
 def stored(committed):
     """The glued values, and the per-seed table the leakage cell printed."""
-    rows = ROW.findall(_stdout(_cell(committed, "def leak_cv")))
+    rows = ROW.findall(_stdout(code_cell(committed, "def leak_cv")))
     table = {int(r[0]): dict(auc_image=float(r[1]), auc_patient=float(r[2]),
                              diff=float(r[3]), leaked_image=int(r[4]), leaked_patient=int(r[5]))
              for r in rows}
